@@ -1,0 +1,1 @@
+"""On-disk formats (episodes, RobotWorldBench pairs) and their streaming datasets."""

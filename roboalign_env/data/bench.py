@@ -1,0 +1,106 @@
+"""Reading RobotWorldBench, and adding externally generated labelled videos to it.
+
+A bench folder holds ``pairs.jsonl`` (the index) and ``videos/<source>/<shard>.npz`` files; each
+index row names its shard in ``file`` and its arrays by ``pair_id``: ``<pair_id>/video``
+(T, H, W, 3) uint8, ``<pair_id>/initial_frame`` (H, W, 3) uint8, ``<pair_id>/actions`` (A, 7).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from roboalign_env.data.io import atomic_savez, read_jsonl, write_jsonl
+from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
+
+INDEX = "pairs.jsonl"
+SPLITS = ("train", "val", "test", "heldout")
+
+
+def shard_path(root: str | Path, source: str, shard: str) -> Path:
+    return Path(root) / "videos" / source / f"{shard}.npz"
+
+
+def read_index(root: str | Path, split: str | None = None) -> list[dict]:
+    """Rows of the bench index, optionally only one split."""
+    path = Path(root) / INDEX
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no bench index; run `roboalign build-bench --out {root}` first")
+    rows = list(read_jsonl(path))
+    return rows if split is None else [r for r in rows if r["split"] == split]
+
+
+def load_pair(root: str | Path, row: dict) -> dict[str, np.ndarray]:
+    """The arrays of one pair: ``video``, ``initial_frame`` and ``actions``."""
+    path = Path(root) / row["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: video shard of pair {row['pair_id']} not found")
+    with np.load(path, allow_pickle=False) as data:
+        return {k: data[f"{row['pair_id']}/{k}"] for k in ("video", "initial_frame", "actions")}
+
+
+def check_labels(labels: dict) -> dict[str, int]:
+    """Validate a six-dimension label dict against the paper's ranges; return it with int values."""
+    missing = set(DIMENSIONS) - set(labels)
+    if missing:
+        raise ValueError(f"labels miss dimensions {sorted(missing)}; expected all of {DIMENSIONS}")
+    out = {}
+    for dim, top in zip(DIMENSIONS, MAX_SCORES):
+        value = labels[dim]
+        if int(value) != value or not 0 <= value <= top:
+            raise ValueError(f"label {dim}={value!r} is outside the integer range 0..{top}")
+        out[dim] = int(value)
+    return out
+
+
+def episodes_by_split(rows: list[dict]) -> dict[str, set[str]]:
+    """Which episodes appear in each split (a leak shows as an episode in two of them)."""
+    found = defaultdict(set)
+    for row in rows:
+        found[row["split"]].add(row["episode_id"])
+    return dict(found)
+
+
+def add_external(root: str | Path, name: str, items: list[dict]) -> list[dict]:
+    """Add externally generated labelled videos (e.g. world-model rollouts) to the bench at ``root``.
+
+    Each item has ``video`` (T, H, W, 3) uint8 with 8 <= T <= 32, ``instruction``, ``labels``
+    (the six dimensions), ``source``, ``split``, and optionally ``initial_frame``, ``actions`` and
+    ``provenance``. They are stored in one new shard ``videos/external/<name>.npz``; the index is
+    rewritten atomically with the new rows appended. Returns the new rows.
+    """
+    root = Path(root)
+    rows = read_index(root)
+    taken = {r["pair_id"] for r in rows}
+    path = shard_path(root, "external", name)
+    if path.exists():
+        raise FileExistsError(f"{path}: an external shard named {name!r} already exists; pick another name")
+    new, arrays = [], {}
+    for i, item in enumerate(items):
+        video = np.asarray(item["video"])
+        if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3 or not 8 <= len(video) <= 32:
+            raise ValueError(f"item {i}: video must be uint8 (T, H, W, 3) with 8 <= T <= 32, got {video.dtype} {video.shape}")
+        if not str(item.get("instruction", "")).strip():
+            raise ValueError(f"item {i}: missing instruction")
+        if item.get("split") not in SPLITS:
+            raise ValueError(f"item {i}: split={item.get('split')!r}; expected one of {SPLITS}")
+        labels = check_labels(item["labels"])
+        pair_id = f"external-{name}-{i:05d}"
+        if pair_id in taken:
+            raise ValueError(f"pair id {pair_id} already in the bench")
+        arrays[f"{pair_id}/video"] = video
+        arrays[f"{pair_id}/initial_frame"] = np.asarray(item.get("initial_frame", video[0]), np.uint8)
+        arrays[f"{pair_id}/actions"] = np.asarray(item.get("actions", np.zeros((0, 7))), np.float32)
+        new.append({
+            "pair_id": pair_id, "episode_id": f"external-{name}-{i:05d}", "source": item["source"],
+            "split": item["split"], "instruction": item["instruction"], "instruction_kind": "external",
+            "labels": labels, "aggregate": sum(labels.values()), "num_frames": len(video),
+            "provenance": item.get("provenance", {"family": "external", "kind": name}),
+            "file": str(path.relative_to(root)),
+        })
+    atomic_savez(path, rows=np.array(json.dumps(new)), **arrays)
+    write_jsonl(root / INDEX, rows + new)
+    return new

@@ -1,0 +1,331 @@
+"""RobotWorldBench builder: (video, instruction) pairs with six-dimension oracle labels.
+
+From every collected episode the builder draws a fixed recipe of pairs (:data:`RECIPE`): clean
+clips (the full episode, an incomplete prefix, a random window), instruction swaps, temporal
+re-orderings, pixel artifacts, and simulator state edits that are re-rendered in robosuite (see
+:mod:`roboalign_env.sim.degradations`). Every pair is labelled by :mod:`roboalign_env.sim.oracle`
+from the state of the frames it displays. An edit that cannot apply to an episode (a grasp edit
+on an episode with no grasp) is replaced by another edit of the same family, then of any family.
+
+Output (see :mod:`roboalign_env.data.bench` for reading it)::
+
+    videos/<source>/<episode_id>.npz   every pair drawn from that episode: <pair_id>/video,
+                                       <pair_id>/initial_frame, <pair_id>/actions, and ``rows``
+    pairs.jsonl                        the index: one row per pair (labels, split, provenance)
+
+Splits are by episode: the held-out source's episodes form ``heldout``; the others are hashed
+into ``train``/``val``/``test``, so no episode is in two splits. A re-run skips episodes whose
+shard exists; shards are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from roboalign_env.data.bench import INDEX, shard_path
+from roboalign_env.data.episodes import Episode, load_episode, read_manifest
+from roboalign_env.data.io import atomic_savez, write_jsonl
+from roboalign_env.sim import degradations as deg
+from roboalign_env.sim.oracle import label_trace
+from roboalign_env.sim.sources import SOURCES
+
+FULL_FRAMES = 32
+RECIPE = (
+    ("clean", "full"), ("clean", "prefix"), ("clean", "random"),
+    ("swap", "other_task"), ("swap", "near_miss"),
+    ("temporal", None), ("temporal", None), ("pixel", None),
+    ("physics", None), ("physics", None), ("contact", None), ("aoc", None), ("aoc", None),
+)
+EDIT_FAMILIES = {"physics": deg.PHYSICS_EDITS, "contact": deg.CONTACT_EDITS, "aoc": deg.AOC_EDITS}
+
+
+@dataclass(frozen=True)
+class Window:
+    """Frames ``start, start + stride, ...`` (``length`` of them) of an episode."""
+
+    start: int
+    stride: int
+    length: int
+
+    @property
+    def frames(self) -> np.ndarray:
+        return self.start + self.stride * np.arange(self.length)
+
+    def as_dict(self) -> dict:
+        return {"start": self.start, "stride": self.stride, "length": self.length}
+
+
+def split_of(episode_id: str, source: str, heldout_source: str, val: float = 0.1, test: float = 0.1) -> str:
+    """Deterministic split of an episode (by a hash of its id)."""
+    if source == heldout_source:
+        return "heldout"
+    u = zlib.crc32(episode_id.encode()) / 2**32
+    return "val" if u < val else "test" if u < val + test else "train"
+
+
+def _full_window(ep: Episode) -> Window:
+    last = ep.num_steps
+    stride = max(1, last // (FULL_FRAMES - 1))
+    return Window(0, stride, min(FULL_FRAMES, last // stride + 1))
+
+
+def _random_window(ep: Episode, rng) -> Window:
+    n = ep.num_steps + 1
+    stride = int(rng.integers(1, 3))
+    length = int(rng.integers(deg.MIN_FRAMES, min(FULL_FRAMES, (n - 1) // stride + 1) + 1))
+    start = int(rng.integers(0, n - (length - 1) * stride))
+    return Window(start, stride, length)
+
+
+def _untouched_window(ep: Episode) -> Window | None:
+    """The longest stride-1 clip from the start in which the robot has not touched the target."""
+    touched = ep.state["robot_contact"][:, 0]
+    free = int(np.argmax(touched)) if touched.any() else len(touched)
+    length = min(free, FULL_FRAMES)
+    return Window(0, 1, length) if length >= 10 else None
+
+
+class Rerenderer:
+    """Re-renders recorded (possibly edited) simulator states of one source's episodes."""
+
+    def __init__(self, source_name: str, image_size: int):
+        from roboalign_env.sim.collect import _env_and_renderer
+        from roboalign_env.sim.robosuite_env import reset_env
+
+        self.source = SOURCES[source_name]
+        self.env, self.renderer = _env_and_renderer(source_name, image_size)
+        reset_env(self.env, 0)
+        obj = getattr(self.env, self.source.objects[0])
+        joints = getattr(obj, "joints", [])
+        model = self.env.sim.model
+        self.free_joint = None
+        if joints and model._model.jnt_type[model.joint_name2id(joints[0])] == 0:  # mjJNT_FREE
+            self.free_joint = model.get_joint_qpos_addr(joints[0])[0]
+        robot = self.env.robots[0]
+        self.gripper_idx = robot._ref_gripper_joint_pos_indexes["right"]
+        self.pad_geoms = [model.geom_name2id(robot.gripper["right"].important_geoms["left_fingerpad"][0])]
+
+    @property
+    def can_edit(self) -> bool:
+        return self.free_joint is not None
+
+    def _set(self, qpos: np.ndarray) -> None:
+        import mujoco
+
+        data = self.env.sim.data._data
+        data.qpos[:] = qpos
+        data.qvel[:] = 0.0
+        mujoco.mj_forward(self.env.sim.model._model, data)
+
+    def render(self, ep: Episode, window: Window, edit: deg.StateEdit) -> tuple[np.ndarray, dict]:
+        from roboalign_env.sim.robosuite_env import read_state
+
+        qposes = ep.state["qpos"][window.frames].copy()
+        # The widest the fingers opened in this episode (the reset pose is not fully open).
+        open_fingers = ep.state["qpos"][np.argmax(ep.state["gripper_opening"]), self.gripper_idx]
+        a = self.free_joint
+        if edit.kind == "pass_through":
+            first = edit.params["frame"]
+            self._set(qposes[first])
+            pad = self.env.sim.data.geom_xpos[self.pad_geoms[0]]
+            offset = np.array([pad[0] - qposes[first, a], pad[1] - qposes[first, a + 1], 0.0])
+            edit.object_pos[first:] = qposes[first:, a : a + 3] + offset
+            edit.params["offset"] = np.round(offset, 4).tolist()
+        frames, states = [], []
+        for i, qpos in enumerate(qposes):
+            if not np.isnan(edit.object_pos[i]).any():
+                qpos[a : a + 3] = edit.object_pos[i]
+            if edit.hidden[i]:
+                qpos[a + 2] -= 50.0
+            if edit.open_gripper[i]:
+                qpos[self.gripper_idx] = open_fingers
+            self._set(qpos)
+            state = read_state(self.env, self.source)
+            state["visible"][0] = not edit.hidden[i]
+            states.append(state)
+            frames.append(self.renderer.render(self.env.sim.data._data))
+        trace = {k: np.stack([s[k] for s in states]) for k in states[0]}
+        return np.stack(frames), trace
+
+
+def _window_trace(ep: Episode, frames: np.ndarray) -> dict:
+    return {k: v[frames] for k, v in ep.state.items()}
+
+
+def _instruction(kind: str, source_name: str, rng) -> str:
+    source = SOURCES[source_name]
+    if kind == "correct":
+        pool = source.instructions
+    elif kind == "near_miss":
+        pool = source.near_miss_instructions
+    else:
+        pool = [t for s in SOURCES.values() if s.task != source.task for t in s.instructions]
+    return str(pool[int(rng.integers(len(pool)))])
+
+
+def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str) -> list[tuple[dict, dict]]:
+    """All pairs drawn from one episode, as (index row, arrays) tuples."""
+    rng = np.random.default_rng([zlib.crc32(ep.episode_id.encode()), 7])
+    rest_z = ep.state["object_pos"][0, :, 2]
+    failure = ep.meta["failure"]
+    pairs = []
+
+    def add(family, kind, window, video, trace, instruction_kind="correct", consistent=True, params=None):
+        labels = label_trace(trace, rest_z, instruction_kind, failure, consistent)
+        pair_id = f"{ep.episode_id}-{len(pairs):02d}"
+        row = {
+            "pair_id": pair_id,
+            "episode_id": ep.episode_id,
+            "source": ep.meta["source"],
+            "task": ep.meta["task"],
+            "robot": ep.meta["robot"],
+            "failure": failure,
+            "split": split,
+            "instruction": _instruction(instruction_kind, ep.meta["source"], rng),
+            "instruction_kind": instruction_kind,
+            "labels": labels.as_dict(),
+            "aggregate": labels.aggregate,
+            "num_frames": int(len(video)),
+            "provenance": {"family": family, "kind": kind, "params": params or {}, "window": window.as_dict()},
+        }
+        actions = ep.actions[window.start : window.start + (window.length - 1) * window.stride]
+        arrays = {"video": video, "initial_frame": ep.frames[window.start], "actions": actions}
+        pairs.append((row, arrays))
+
+    for family, kind in RECIPE:
+        if family == "clean":
+            window = {"full": _full_window(ep), "prefix": Window(0, 1, int(rng.integers(8, 25))), "random": _random_window(ep, rng)}[kind]
+            add(family, kind, window, ep.frames[window.frames], _window_trace(ep, window.frames))
+        elif family == "swap":
+            window = _full_window(ep)
+            add(family, kind, window, ep.frames[window.frames], _window_trace(ep, window.frames), instruction_kind=kind)
+        elif family == "temporal":
+            window = _full_window(ep) if rng.random() < 0.5 else _random_window(ep, rng)
+            kind = deg.TEMPORAL[int(rng.integers(len(deg.TEMPORAL)))]
+            order, params = deg.temporal_indices(kind, window.length, rng)
+            frames = window.frames[order]
+            video = ep.frames[frames]
+            if kind == "flicker":
+                video, params = deg.flicker(video, rng)
+            add(family, kind, window, video, _window_trace(ep, frames), consistent=False, params=params)
+        elif family == "pixel":
+            window = _full_window(ep) if rng.random() < 0.5 else _random_window(ep, rng)
+            kind = deg.PIXEL[int(rng.integers(len(deg.PIXEL)))]
+            strength = deg.STRENGTHS[int(rng.integers(2))]
+            video, params = deg.pixel_artifact(ep.frames[window.frames], kind, strength, rng)
+            add(family, kind, window, video, _window_trace(ep, window.frames), consistent=strength == "mild",
+                params={**params, "strength": strength})
+        elif rerenderer is not None and rerenderer.can_edit:
+            made = _state_edit_pair(ep, rerenderer, family, rng)
+            if made is not None:
+                kind, window, video, trace, params = made
+                add(_family_of(kind), kind, window, video, trace, params=params)
+    return pairs
+
+
+def _family_of(kind: str) -> str:
+    return next(f for f, kinds in EDIT_FAMILIES.items() if kind in kinds)
+
+
+def _violates(family: str, labels) -> bool:
+    """Whether an edit of ``family`` had its intended effect on the oracle's labels."""
+    if family == "physics":
+        return labels.physics_adherence < 2
+    if family == "contact":
+        return labels.contact_realism == 0
+    return labels.action_outcome_consistency == 0
+
+
+def _state_edit_pair(ep: Episode, rerenderer: Rerenderer, family: str, rng):
+    """Try the family's edits in random order, then every other edit; first that works wins.
+
+    An edit works when it applies to the clip and the oracle sees its intended violation in the
+    re-rendered state (e.g. a finger offset that misses the object is not kept as a pass-through).
+    """
+    own = list(rng.permutation(EDIT_FAMILIES[family]))
+    others = [k for k in rng.permutation(deg.STATE_EDITS) if k not in own]
+    untouched = _untouched_window(ep)
+    for kind in own + others:
+        needs_untouched = kind in ("teleport", "float", "sink", "slide")
+        window = untouched if needs_untouched else _full_window(ep)
+        if window is None:
+            continue
+        trace = _window_trace(ep, window.frames)
+        edit = deg.plan_state_edit(kind, trace, rng)
+        if edit is None:
+            continue
+        video, edited = rerenderer.render(ep, window, edit)
+        rest_z = ep.state["object_pos"][0, :, 2]
+        if _violates(_family_of(kind), label_trace(edited, rest_z, failure=ep.meta["failure"])):
+            return kind, window, video, edited, edit.params
+    return None
+
+
+# -- driver ------------------------------------------------------------------------------------
+_RERENDERERS: dict[tuple[str, int], Rerenderer] = {}
+
+
+def _build_one(args) -> list[dict]:
+    ep_path, out, split = args
+    ep = load_episode(ep_path)
+    key = (ep.meta["source"], ep.meta["image_size"])
+    if key not in _RERENDERERS:
+        _RERENDERERS[key] = Rerenderer(*key)
+    pairs = episode_pairs(ep, _RERENDERERS[key], split)
+    arrays = {f"{row['pair_id']}/{name}": value for row, a in pairs for name, value in a.items()}
+    rows = [row for row, _ in pairs]
+    path = shard_path(out, ep.meta["source"], ep.episode_id)
+    for row in rows:
+        row["file"] = str(path.relative_to(out))
+    atomic_savez(path, rows=np.array(json.dumps(rows)), **arrays)
+    return rows
+
+
+def build_bench(
+    collection: str | Path,
+    out: str | Path,
+    heldout_source: str,
+    workers: int = 1,
+    progress: bool = True,
+) -> list[dict]:
+    """Build (or resume) the bench at ``out`` from the episodes of ``collection``; return its rows."""
+    from roboalign_env.sim.collect import _init_worker
+
+    if heldout_source not in SOURCES:
+        raise ValueError(f"heldout_source={heldout_source!r}; expected one of {sorted(SOURCES)}")
+    collection, out = Path(collection), Path(out)
+    rows, todo = [], []
+    for entry in read_manifest(collection):
+        split = split_of(entry["episode_id"], entry["source"], heldout_source)
+        shard = shard_path(out, entry["source"], entry["episode_id"])
+        if shard.is_file():
+            with np.load(shard, allow_pickle=False) as data:
+                rows.extend(json.loads(str(data["rows"])))
+        else:
+            todo.append((collection / entry["path"], out, split))
+    bar = tqdm(total=len(todo), desc="build-bench", unit="ep", disable=not progress)
+    pool = None
+    try:
+        if workers <= 1:
+            _init_worker()
+            results = map(_build_one, todo)
+        else:
+            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
+            results = pool.imap_unordered(_build_one, todo)
+        for new in results:
+            rows.extend(new)
+            bar.update()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+    rows.sort(key=lambda r: r["pair_id"])
+    write_jsonl(out / INDEX, rows)
+    return rows

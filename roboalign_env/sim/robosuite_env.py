@@ -1,0 +1,144 @@
+"""Building robosuite environments for a :class:`~roboalign_env.sim.sources.Source`.
+
+One place decides how an env is made (no robosuite camera observations: frames come from
+:class:`~roboalign_env.sim.rendering.FastRenderer`), how it is seeded per episode without rebuilding
+the MuJoCo model, and how privileged state is read off it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def make_env(source, seed: int = 0):
+    """Build the robosuite env of ``source``; episodes are then started with :func:`reset_env`.
+
+    ``hard_reset=False`` keeps one MuJoCo model for the env's lifetime, so a renderer attached to
+    it stays valid across episodes; ``ignore_done=True`` because our collector owns the horizon.
+    """
+    import robosuite
+
+    return robosuite.make(
+        source.task,
+        robots=source.robot,
+        has_renderer=False,
+        has_offscreen_renderer=False,
+        use_camera_obs=False,
+        control_freq=source.control_freq,
+        horizon=source.horizon,
+        hard_reset=False,
+        ignore_done=True,
+        seed=seed,
+        **source.env_kwargs,
+    )
+
+
+def _samplers(sampler):
+    yield sampler
+    for child in getattr(sampler, "samplers", {}).values():
+        yield from _samplers(child)
+
+
+def reset_env(env, seed: int) -> dict:
+    """Reset ``env`` so that object placement and robot init noise depend on ``seed`` only."""
+    rng = np.random.default_rng(seed)
+    env.rng = rng
+    if getattr(env, "placement_initializer", None) is not None:
+        for sampler in _samplers(env.placement_initializer):
+            sampler.rng = rng
+    return env.reset()
+
+
+def _robot_geom_ids(env) -> set[int]:
+    robot = env.robots[0]
+    names = list(robot.robot_model.contact_geoms) + list(robot.gripper["right"].contact_geoms)
+    return {env.sim.model.geom_name2id(n) for n in names}
+
+
+def _object_geom_ids(env, obj) -> set[int]:
+    return {env.sim.model.geom_name2id(n) for n in obj.contact_geoms}
+
+
+def _finger_distance(env) -> float:
+    """Distance between the first left and right finger-pad geoms: a robot-agnostic gripper opening."""
+    gripper = env.robots[0].gripper["right"]
+    ids = [env.sim.model.geom_name2id(gripper.important_geoms[side][0]) for side in ("left_fingerpad", "right_fingerpad")]
+    return float(np.linalg.norm(env.sim.data.geom_xpos[ids[0]] - env.sim.data.geom_xpos[ids[1]]))
+
+
+def _site_quat(data, site_id: int) -> np.ndarray:
+    """World orientation of a site as a (w, x, y, z) quaternion."""
+    import mujoco
+
+    quat = np.zeros(4)
+    mujoco.mju_mat2Quat(quat, np.asarray(data.site_xmat[site_id], np.float64))
+    return quat.astype(np.float32)
+
+
+def read_state(env, source) -> dict[str, np.ndarray]:
+    """Privileged state of the current step, as a dict of fixed-shape arrays.
+
+    Contact facts are per task object (``source.objects`` order):
+
+    - ``gripper_contact``: a gripper geom touches the object;
+    - ``robot_contact``: any robot geom (arm or gripper) touches the object;
+    - ``grasp``: robosuite's ``_check_grasp`` (both finger pads on the object);
+    - ``support_contact``: the object touches a static scene geom (table, bin, or door frame);
+    - ``visible``: the object is in the scene (always true here; bench edits that make an object
+      vanish set it false);
+    - ``support_penetration`` / ``robot_penetration``: deepest interpenetration (metres, >= 0)
+      of the object with the static scene / with the robot.
+    """
+    data = env.sim.data
+    robot = env.robots[0]
+    gripper = robot.gripper["right"]
+    robot_ids = _robot_geom_ids(env)
+    objects = [getattr(env, name) for name in source.objects]
+    object_ids = [_object_geom_ids(env, obj) for obj in objects]
+    all_object_ids = set().union(*object_ids)
+    n = len(objects)
+    gripper_contact = np.zeros(n, bool)
+    robot_contact = np.zeros(n, bool)
+    support_contact = np.zeros(n, bool)
+    support_penetration = np.zeros(n, np.float32)
+    robot_penetration = np.zeros(n, np.float32)
+    gripper_ids = {env.sim.model.geom_name2id(g) for g in gripper.contact_geoms}
+    for contact in data.contact[: data.ncon]:
+        pair = (contact.geom1, contact.geom2)
+        for i, ids in enumerate(object_ids):
+            if pair[0] in ids:
+                other = pair[1]
+            elif pair[1] in ids:
+                other = pair[0]
+            else:
+                continue
+            if other in gripper_ids:
+                gripper_contact[i] = True
+            if other in robot_ids:
+                robot_contact[i] = True
+                robot_penetration[i] = max(robot_penetration[i], -contact.dist)
+            elif other not in all_object_ids:
+                support_contact[i] = True
+                support_penetration[i] = max(support_penetration[i], -contact.dist)
+    body_ids = [env.sim.model.body_name2id(obj.root_body) for obj in objects]
+    grip_site = env.sim.model.site_name2id(gripper.important_sites["grip_site"])
+    return {
+        "eef_pos": np.asarray(data.site_xpos[grip_site], np.float32),
+        "eef_quat": _site_quat(data, grip_site),
+        "gripper_opening": np.float32(_finger_distance(env)),
+        "gripper_qpos": np.asarray(data.qpos[robot._ref_gripper_joint_pos_indexes["right"]], np.float32),
+        "joint_pos": np.asarray(data.qpos[robot._ref_joint_pos_indexes], np.float32),
+        "object_pos": np.asarray(data.body_xpos[body_ids], np.float32),
+        "object_quat": np.asarray(data.body_xquat[body_ids], np.float32),
+        "gripper_contact": gripper_contact,
+        "robot_contact": robot_contact,
+        "grasp": np.array([env._check_grasp(gripper=gripper, object_geoms=obj) for obj in objects], bool),
+        "support_contact": support_contact,
+        "support_penetration": support_penetration,
+        "robot_penetration": robot_penetration,
+        "visible": np.ones(n, bool),
+        "success": np.bool_(env._check_success()),
+        "progress": np.float32(source.progress(env)),
+        "qpos": np.asarray(data.qpos, np.float64).copy(),
+        "qvel": np.asarray(data.qvel, np.float64).copy(),
+    }

@@ -1,0 +1,48 @@
+"""The four data sources: (robosuite task, robot) pairs with their scripted policy and instructions.
+
+Each task module in :mod:`roboalign_env.sim.scripted` defines one :class:`Source`; this module
+collects them into :data:`SOURCES`, the single registry every other part reads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from roboalign_env.sim.scripted.base import ScriptedPolicy
+
+
+@dataclass(frozen=True)
+class Source:
+    """One (task, robot) data source.
+
+    ``objects`` names the movable task objects: attribute names on the robosuite env whose
+    ``root_body`` pose is recorded and whose geoms count for contact and grasp checks. ``progress``
+    maps the env to a task-progress scalar in [0, 1] (0: untouched start, 1: at goal); the oracle
+    uses it to tell partial success from no success.
+    """
+
+    name: str
+    task: str
+    robot: str
+    policy: type[ScriptedPolicy]
+    control_freq: int
+    horizon: int
+    instructions: tuple[str, ...]
+    near_miss_instructions: tuple[str, ...]
+    objects: tuple[str, ...]
+    progress: Callable[[Any], float]
+    env_kwargs: dict = field(default_factory=dict)
+
+    @property
+    def failure_modes(self) -> tuple[str, ...]:
+        return self.policy.failure_modes
+
+
+def _registry() -> dict[str, Source]:
+    from roboalign_env.sim.scripted import door, lift, pick_place, stack
+
+    return {s.name: s for s in (lift.SOURCE, stack.SOURCE, pick_place.SOURCE, door.SOURCE)}
+
+
+SOURCES: dict[str, Source] = _registry()
