@@ -97,12 +97,12 @@ class Rerenderer:
 
     def __init__(self, source_name: str, image_size: int):
         from roboalign_env.sim.collect import _env_and_renderer
-        from roboalign_env.sim.robosuite_env import reset_env
+        from roboalign_env.sim.robosuite_env import reset_env, task_objects
 
         self.source = SOURCES[source_name]
         self.env, self.renderer = _env_and_renderer(source_name, image_size)
         reset_env(self.env, 0)
-        obj = getattr(self.env, self.source.objects[0])
+        obj = task_objects(self.env, self.source)[0]
         joints = getattr(obj, "joints", [])
         model = self.env.sim.model
         self.free_joint = None

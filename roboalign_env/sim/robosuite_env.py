@@ -49,6 +49,18 @@ def reset_env(env, seed: int) -> dict:
     return env.reset()
 
 
+def task_objects(env, source) -> list:
+    """The robosuite object models named by ``source.objects``: env attributes, or ``env.objects`` by name."""
+    by_name = {obj.name: obj for obj in getattr(env, "objects", [])}
+    found = []
+    for name in source.objects:
+        obj = getattr(env, name, None) or by_name.get(name)
+        if obj is None:
+            raise AttributeError(f"{source.name}: task object {name!r} is neither an env attribute nor in env.objects")
+        found.append(obj)
+    return found
+
+
 def _robot_geom_ids(env) -> set[int]:
     robot = env.robots[0]
     names = list(robot.robot_model.contact_geoms) + list(robot.gripper["right"].contact_geoms)
@@ -93,7 +105,7 @@ def read_state(env, source) -> dict[str, np.ndarray]:
     robot = env.robots[0]
     gripper = robot.gripper["right"]
     robot_ids = _robot_geom_ids(env)
-    objects = [getattr(env, name) for name in source.objects]
+    objects = task_objects(env, source)
     object_ids = [_object_geom_ids(env, obj) for obj in objects]
     all_object_ids = set().union(*object_ids)
     n = len(objects)

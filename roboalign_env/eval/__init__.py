@@ -1,0 +1,1 @@
+"""Evaluation and inspection: bench statistics, contact sheets, videos."""

@@ -1,0 +1,44 @@
+"""Pictures and videos a person looks at: contact sheets (PNG) and side-by-side mp4s."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import imageio.v3 as iio
+import numpy as np
+
+
+def upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """Nearest-neighbour upscaling, so 64x64 frames stay crisp when viewed."""
+    return image.repeat(factor, axis=-3).repeat(factor, axis=-2)
+
+
+def grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
+    """Tile equally sized HxWx3 uint8 images into one image (rows may differ in length)."""
+    h, w, _ = rows[0][0].shape
+    width = max(len(r) for r in rows)
+    out = np.full((len(rows) * (h + pad) + pad, width * (w + pad) + pad, 3), 255, np.uint8)
+    for i, row in enumerate(rows):
+        for j, image in enumerate(row):
+            y, x = pad + i * (h + pad), pad + j * (w + pad)
+            out[y : y + h, x : x + w] = image
+    return out
+
+
+def write_png(path: str | Path, image: np.ndarray) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, image)
+    return path
+
+
+def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
+    """Write (T, H, W, 3) uint8 frames as an H.264 mp4 with imageio's bundled ffmpeg."""
+    import imageio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=16) as writer:
+        for frame in frames:
+            writer.append_data(np.ascontiguousarray(frame))
+    return path

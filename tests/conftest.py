@@ -1,0 +1,52 @@
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import numpy as np
+import pytest
+
+
+@pytest.fixture(scope="session")
+def collection(tmp_path_factory):
+    """A tiny real collection: two episodes (nominal + one failure mode) of every source, 64x64."""
+    from roboalign_env.sim.collect import collect, plan_episodes
+    from roboalign_env.sim.sources import SOURCES
+
+    root = tmp_path_factory.mktemp("collection")
+    specs = plan_episodes(sorted(SOURCES), 2)
+    collect(root, specs, workers=1, progress=False)
+    return root
+
+
+def lift_trace(n: int = 24, grasp_at: int = 8, lift_per_frame: float = 0.02, rest_z: float = 0.82) -> dict:
+    """A hand-built trace of a clean lift: approach, grasp at ``grasp_at``, lift, success at the end."""
+    obj = np.zeros((n, 1, 3))
+    obj[:, 0] = [0.0, 0.0, rest_z]
+    eef = np.zeros((n, 3))
+    grasp_at = min(grasp_at, n)
+    approach = np.linspace(0.2, 0.0, grasp_at)
+    eef[:grasp_at] = np.stack([np.zeros(grasp_at), np.zeros(grasp_at), rest_z + approach], -1)
+    if grasp_at < n:
+        eef[grasp_at:, 2] = rest_z + lift_per_frame * np.arange(n - grasp_at)
+        obj[grasp_at:, 0, 2] = eef[grasp_at:, 2]
+    held = np.arange(n) >= grasp_at
+    height = obj[:, 0, 2] - rest_z
+    return {
+        "eef_pos": eef,
+        "object_pos": obj,
+        "gripper_opening": np.where(held, 0.05, 0.08),
+        "grasp": held[:, None].copy(),
+        "gripper_contact": held[:, None].copy(),
+        "robot_contact": held[:, None].copy(),
+        "support_contact": (height < 0.005)[:, None],
+        "support_penetration": np.full((n, 1), 0.001),
+        "robot_penetration": np.where(held, 0.001, 0.0)[:, None],
+        "visible": np.ones((n, 1), bool),
+        "success": height > 0.04,
+        "progress": np.clip(height / 0.04, 0, 1),
+    }
+
+
+@pytest.fixture
+def clean_lift():
+    return lift_trace()
