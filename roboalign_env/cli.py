@@ -5,6 +5,7 @@ Run ``roboalign --help`` or ``roboalign SUBCOMMAND --help``; every field's docst
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ ALL_SOURCES = ("lift_panda", "stack_sawyer", "pickplace_can_ur5e", "door_kinova3
 def _check_sources(sources: tuple[str, ...]) -> None:
     unknown = set(sources) - set(ALL_SOURCES)
     if unknown:
-        raise SystemExit(f"error: unknown --sources {sorted(unknown)}; expected some of {list(ALL_SOURCES)}")
+        raise ValueError(f"unknown source(s) {sorted(unknown)}; expected some of {list(ALL_SOURCES)}")
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ class Collect:
 
         _check_sources(self.sources)
         if not 0.0 <= self.nominal_fraction <= 1.0:
-            raise SystemExit(f"error: --nominal-fraction must be in [0, 1], got {self.nominal_fraction}")
+            raise ValueError(f"--nominal-fraction must be in [0, 1], got {self.nominal_fraction}")
         specs = plan_episodes(list(self.sources), self.episodes_per_source, self.nominal_fraction, self.first_seed)
         rows = collect(self.out, specs, self.workers, self.image_size)
         print(f"{len(rows)} episodes in {self.out} (manifest: {self.out / 'manifest.jsonl'})")
@@ -57,7 +58,7 @@ class BuildBench:
     """Collection folder written by `roboalign collect`."""
     out: Path = Path("data/bench")
     """Bench folder: pairs.jsonl and videos/ are written here."""
-    heldout_source: str = "door_kinova3"
+    heldout_source: str = "pickplace_can_ur5e"
     """Source whose episodes form the held-out split (never used in training)."""
     workers: int = 2
     """Worker processes."""
@@ -126,7 +127,12 @@ COMMANDS = {"collect": Collect, "build-bench": BuildBench, "bench-stats": BenchS
 
 
 def main() -> None:
-    tyro.extras.subcommand_cli_from_dict(COMMANDS).run()
+    command = tyro.extras.subcommand_cli_from_dict(COMMANDS)
+    try:
+        command.run()
+    except (FileNotFoundError, ValueError) as err:  # bad input: say what, without a traceback
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

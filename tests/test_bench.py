@@ -16,7 +16,7 @@ pytestmark = pytest.mark.sim
 @pytest.fixture(scope="module")
 def bench(collection, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    build_bench(collection, out, heldout_source="door_kinova3", progress=False)
+    build_bench(collection, out, heldout_source="pickplace_can_ur5e", progress=False)
     return out
 
 
@@ -69,9 +69,9 @@ def test_splits_do_not_leak_and_heldout_is_one_source(bench):
     for i, a in enumerate(splits):
         for b in splits[i + 1 :]:
             assert not by_split[a] & by_split[b], f"episodes in both {a} and {b}"
-    assert {r["source"] for r in rows if r["split"] == "heldout"} == {"door_kinova3"}
-    assert all(r["split"] != "heldout" for r in rows if r["source"] != "door_kinova3")
-    assert split_of("x", "lift_panda", "door_kinova3") == split_of("x", "lift_panda", "door_kinova3")
+    assert {r["source"] for r in rows if r["split"] == "heldout"} == {"pickplace_can_ur5e"}
+    assert all(r["split"] != "heldout" for r in rows if r["source"] != "pickplace_can_ur5e")
+    assert split_of("x", "lift_panda", "pickplace_can_ur5e") == split_of("x", "lift_panda", "pickplace_can_ur5e")
 
 
 def test_rebuild_skips_finished_shards_and_restores_lost_ones(collection, bench):
@@ -79,7 +79,7 @@ def test_rebuild_skips_finished_shards_and_restores_lost_ones(collection, bench)
     shard = bench / rows[0]["file"]
     before = load_pair(bench, rows[0])["video"]
     shard.unlink()
-    again = build_bench(collection, bench, heldout_source="door_kinova3", progress=False)
+    again = build_bench(collection, bench, heldout_source="pickplace_can_ur5e", progress=False)
     assert [r["pair_id"] for r in again] == [r["pair_id"] for r in rows]
     assert np.array_equal(load_pair(bench, rows[0])["video"], before)  # deterministic
 

@@ -102,12 +102,8 @@ class Rerenderer:
         self.source = SOURCES[source_name]
         self.env, self.renderer = _env_and_renderer(source_name, image_size)
         reset_env(self.env, 0)
-        obj = task_objects(self.env, self.source)[0]
-        joints = getattr(obj, "joints", [])
+        self.free_joint = task_objects(self.env, self.source)[0].free_qpos
         model = self.env.sim.model
-        self.free_joint = None
-        if joints and model._model.jnt_type[model.joint_name2id(joints[0])] == 0:  # mjJNT_FREE
-            self.free_joint = model.get_joint_qpos_addr(joints[0])[0]
         robot = self.env.robots[0]
         self.gripper_idx = robot._ref_gripper_joint_pos_indexes["right"]
         self.pad_geoms = [model.geom_name2id(robot.gripper["right"].important_geoms["left_fingerpad"][0])]

@@ -41,7 +41,8 @@ an object by > 10 mm (passes through it); else 1.
 
 Action-Outcome Consistency: 0 if a lifted, ungrasped, untouched object moves with the end effector
 for >= 2 frames (follows an open gripper), or if, after a grasp, the fingers stay at the holding
-width while the object ends up >= 3 cm further from the gripper (stays behind a closed grasp);
+width while the object, no longer grasped, ends up >= 3 cm further from the gripper (stays behind
+a closed grasp);
 else 1.
 """
 
@@ -229,7 +230,8 @@ def action_outcome_consistency(trace, rest_z: np.ndarray) -> int:
             width = trace["gripper_opening"][g]
             gap = np.linalg.norm(trace["object_pos"][:, j] - trace["eef_pos"], axis=-1)
             holding = np.abs(trace["gripper_opening"][g:] - width) <= HOLD_WIDTH
-            behind = holding & (gap[g:] - gap[g] >= STAYS_BEHIND) & trace["visible"][g:, j]
+            released = ~trace["grasp"][g:, j]
+            behind = holding & released & (gap[g:] - gap[g] >= STAYS_BEHIND) & trace["visible"][g:, j]
             if behind.any():
                 return 0
     return 1

@@ -7,6 +7,8 @@ the MuJoCo model, and how privileged state is read off it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
@@ -49,26 +51,68 @@ def reset_env(env, seed: int) -> dict:
     return env.reset()
 
 
-def task_objects(env, source) -> list:
-    """The robosuite object models named by ``source.objects``: env attributes, or ``env.objects`` by name."""
+@dataclass(frozen=True)
+class TaskObject:
+    """A task object as MuJoCo sees it: the body (or site on it) whose pose we record, the geoms
+    that count for contacts, and the qpos address of its free joint (``None`` if not free)."""
+
+    name: str
+    body_id: int
+    site_id: int | None
+    geom_ids: frozenset[int]
+    geom_names: tuple[str, ...]
+    free_qpos: int | None
+
+    def pose(self, data) -> tuple[np.ndarray, np.ndarray]:
+        """World position and (w, x, y, z) orientation."""
+        if self.site_id is None:
+            return np.asarray(data.body_xpos[self.body_id]), np.asarray(data.body_xquat[self.body_id])
+        return np.asarray(data.site_xpos[self.site_id]), _site_quat(data, self.site_id)
+
+
+def task_objects(env, source) -> list[TaskObject]:
+    """Resolve ``source.objects``: robosuite object models (env attributes or ``env.objects`` by
+    name), or MuJoCo site names (e.g. a door's handle: the site's pose is recorded and the geoms
+    of its body's subtree count for contacts)."""
+    cached = getattr(env, "_roboalign_task_objects", None)
+    if cached is not None:
+        return cached
+    import mujoco
+
+    model = env.sim.model._model
     by_name = {obj.name: obj for obj in getattr(env, "objects", [])}
     found = []
     for name in source.objects:
         obj = getattr(env, name, None) or by_name.get(name)
-        if obj is None:
-            raise AttributeError(f"{source.name}: task object {name!r} is neither an env attribute nor in env.objects")
-        found.append(obj)
+        site = None
+        if obj is not None:
+            body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, obj.root_body)
+            geoms = tuple(obj.contact_geoms)
+        else:
+            site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, name)
+            if site < 0:
+                raise AttributeError(f"{source.name}: task object {name!r} is not an env object nor a MuJoCo site")
+            body = int(model.site_bodyid[site])
+            subtree = {b for b in range(model.nbody) if _is_descendant(model, b, body)}
+            geoms = tuple(mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_GEOM, g) for g in range(model.ngeom) if model.geom_bodyid[g] in subtree)
+        joint = model.body_jntadr[body]
+        free = int(model.jnt_qposadr[joint]) if joint >= 0 and model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_FREE else None
+        ids = frozenset(mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, g) for g in geoms)
+        found.append(TaskObject(name, body, site, ids, geoms, free))
+    env._roboalign_task_objects = found
     return found
+
+
+def _is_descendant(model, body: int, ancestor: int) -> bool:
+    while body != ancestor and body != 0:
+        body = model.body_parentid[body]
+    return body == ancestor
 
 
 def _robot_geom_ids(env) -> set[int]:
     robot = env.robots[0]
     names = list(robot.robot_model.contact_geoms) + list(robot.gripper["right"].contact_geoms)
     return {env.sim.model.geom_name2id(n) for n in names}
-
-
-def _object_geom_ids(env, obj) -> set[int]:
-    return {env.sim.model.geom_name2id(n) for n in obj.contact_geoms}
 
 
 def _finger_distance(env) -> float:
@@ -106,7 +150,7 @@ def read_state(env, source) -> dict[str, np.ndarray]:
     gripper = robot.gripper["right"]
     robot_ids = _robot_geom_ids(env)
     objects = task_objects(env, source)
-    object_ids = [_object_geom_ids(env, obj) for obj in objects]
+    object_ids = [obj.geom_ids for obj in objects]
     all_object_ids = set().union(*object_ids)
     n = len(objects)
     gripper_contact = np.zeros(n, bool)
@@ -132,7 +176,7 @@ def read_state(env, source) -> dict[str, np.ndarray]:
             elif other not in all_object_ids:
                 support_contact[i] = True
                 support_penetration[i] = max(support_penetration[i], -contact.dist)
-    body_ids = [env.sim.model.body_name2id(obj.root_body) for obj in objects]
+    poses = [obj.pose(data) for obj in objects]
     grip_site = env.sim.model.site_name2id(gripper.important_sites["grip_site"])
     return {
         "eef_pos": np.asarray(data.site_xpos[grip_site], np.float32),
@@ -140,11 +184,11 @@ def read_state(env, source) -> dict[str, np.ndarray]:
         "gripper_opening": np.float32(_finger_distance(env)),
         "gripper_qpos": np.asarray(data.qpos[robot._ref_gripper_joint_pos_indexes["right"]], np.float32),
         "joint_pos": np.asarray(data.qpos[robot._ref_joint_pos_indexes], np.float32),
-        "object_pos": np.asarray(data.body_xpos[body_ids], np.float32),
-        "object_quat": np.asarray(data.body_xquat[body_ids], np.float32),
+        "object_pos": np.array([p for p, _ in poses], np.float32),
+        "object_quat": np.array([q for _, q in poses], np.float32),
         "gripper_contact": gripper_contact,
         "robot_contact": robot_contact,
-        "grasp": np.array([env._check_grasp(gripper=gripper, object_geoms=obj) for obj in objects], bool),
+        "grasp": np.array([env._check_grasp(gripper=gripper, object_geoms=list(obj.geom_names)) for obj in objects], bool),
         "support_contact": support_contact,
         "support_penetration": support_penetration,
         "robot_penetration": robot_penetration,

@@ -1,7 +1,7 @@
 """The four data sources: (robosuite task, robot) pairs with their scripted policy and instructions.
 
 Each task module in :mod:`roboalign_env.sim.scripted` defines one :class:`Source`; this module
-collects them into :data:`SOURCES`, the single registry every other part reads.
+collects them into ``SOURCES`` (name -> Source), the single registry every other part reads.
 """
 
 from __future__ import annotations
@@ -45,4 +45,10 @@ def _registry() -> dict[str, Source]:
     return {s.name: s for s in (lift.SOURCE, stack.SOURCE, pick_place.SOURCE, door.SOURCE)}
 
 
-SOURCES: dict[str, Source] = _registry()
+def __getattr__(name: str):
+    # ``SOURCES`` is built on first use: the task modules import ``Source`` from here, so building
+    # it at import time would be circular whenever a task module is imported first.
+    if name == "SOURCES":
+        globals()["SOURCES"] = _registry()
+        return globals()["SOURCES"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
