@@ -104,13 +104,22 @@ class Rerenderer:
         reset_env(self.env, 0)
         self.free_joint = task_objects(self.env, self.source)[0].free_qpos
         model = self.env.sim.model
+        self.edit_joint = model.get_joint_qpos_addr(self.source.edit_joint) if self.source.edit_joint else None
         robot = self.env.robots[0]
         self.gripper_idx = robot._ref_gripper_joint_pos_indexes["right"]
         self.pad_geoms = [model.geom_name2id(robot.gripper["right"].important_geoms["left_fingerpad"][0])]
 
     @property
     def can_edit(self) -> bool:
-        return self.free_joint is not None
+        return self.free_joint is not None or self.edit_joint is not None
+
+    def plan(self, kind: str, ep: Episode, window: Window, rng) -> deg.StateEdit | None:
+        """Plan edit ``kind`` on ``window``: in object positions if the target is free-floating,
+        else in the angle of the source's edit joint."""
+        trace = _window_trace(ep, window.frames)
+        if self.free_joint is not None:
+            return deg.plan_state_edit(kind, trace, rng)
+        return deg.plan_hinge_edit(kind, trace, ep.state["qpos"][window.frames, self.edit_joint], rng)
 
     def _set(self, qpos: np.ndarray) -> None:
         import mujoco
@@ -138,6 +147,8 @@ class Rerenderer:
         for i, qpos in enumerate(qposes):
             if not np.isnan(edit.object_pos[i]).any():
                 qpos[a : a + 3] = edit.object_pos[i]
+            if not np.isnan(edit.joint[i]):
+                qpos[self.edit_joint] = edit.joint[i]
             if edit.hidden[i]:
                 qpos[a + 2] -= 50.0
             if edit.open_gripper[i]:
@@ -253,8 +264,7 @@ def _state_edit_pair(ep: Episode, rerenderer: Rerenderer, family: str, rng):
         window = untouched if needs_untouched else _full_window(ep)
         if window is None:
             continue
-        trace = _window_trace(ep, window.frames)
-        edit = deg.plan_state_edit(kind, trace, rng)
+        edit = rerenderer.plan(kind, ep, window, rng)
         if edit is None:
             continue
         video, edited = rerenderer.render(ep, window, edit)

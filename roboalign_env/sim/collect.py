@@ -90,13 +90,13 @@ def run_episode(spec: EpisodeSpec, image_size: int = 64) -> Episode:
     frames, actions, states = [], [], []
     raw = env.sim.data._data
     for _ in range(source.horizon):
-        frames.append(renderer.render(raw))
         states.append(read_state(env, source))
+        frames.append(renderer.render(raw))
         action = policy(obs)
         actions.append(action)
         obs, _, _, _ = env.step(action)
-    frames.append(renderer.render(raw))
     states.append(read_state(env, source))
+    frames.append(renderer.render(raw))
     state = {k: np.stack([s[k] for s in states]) for k in states[0]}
     success = state["success"]
     meta = {

@@ -134,16 +134,22 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 class StateEdit:
     """An edit of a clip's simulator state, applied before re-rendering each displayed frame.
 
-    ``object_pos`` replaces the target object's position in the frames where it is not NaN;
-    ``hidden`` frames move the object out of the scene; ``open_gripper`` frames set the fingers
-    to their open (reset) configuration.
+    ``object_pos`` replaces the target object's position in the frames where it is not NaN (a
+    free-floating target); ``joint`` replaces the value of the source's edit joint likewise (a
+    hinged target such as a door); ``hidden`` frames move the object out of the scene;
+    ``open_gripper`` frames set the fingers to their widest opening in the episode.
     """
 
     kind: str
     object_pos: np.ndarray
     hidden: np.ndarray
     open_gripper: np.ndarray
+    joint: np.ndarray
     params: dict = field(default_factory=dict)
+
+    @classmethod
+    def empty(cls, kind: str, n: int) -> "StateEdit":
+        return cls(kind, np.full((n, 3), np.nan), np.zeros(n, bool), np.zeros(n, bool), np.full(n, np.nan))
 
 
 def plan_state_edit(kind: str, trace: dict, rng: np.random.Generator) -> StateEdit | None:
@@ -157,7 +163,7 @@ def plan_state_edit(kind: str, trace: dict, rng: np.random.Generator) -> StateEd
     pos = trace["object_pos"][:, 0].astype(np.float64)
     touched = trace["robot_contact"][:, 0]
     untouched_run = _leading_untouched(touched)
-    edit = StateEdit(kind, np.full((n, 3), np.nan), np.zeros(n, bool), np.zeros(n, bool))
+    edit = StateEdit.empty(kind, n)
     if kind == "teleport":
         if untouched_run < n:
             return None  # the robot would reach for a ghost: keep teleports on untouched clips
@@ -195,16 +201,16 @@ def plan_state_edit(kind: str, trace: dict, rng: np.random.Generator) -> StateEd
         # ``finger_pad_offset``), so the finger passes through it.
         edit.params = {"frame": first}
     elif kind in ("follow_open", "stays_behind"):
-        lift = _grasp_then_lift(trace)
-        if lift is None:
+        carry = _grasp_then_carry(trace)
+        if carry is None:
             return None
-        g, lifted = lift
+        g, carried = carry
         if kind == "follow_open":
             edit.open_gripper[g + 1 :] = True
             edit.params = {"frame": g + 1}
         else:
             edit.object_pos[g:] = pos[g]
-            edit.params = {"frame": g, "lift_frame": lifted}
+            edit.params = {"frame": g, "carry_frame": carried}
     else:
         raise ValueError(f"unknown state edit {kind!r}; expected one of {STATE_EDITS}")
     return edit
@@ -219,14 +225,54 @@ def _horizontal(rng: np.random.Generator, length: float) -> np.ndarray:
     return np.array([np.cos(angle), np.sin(angle), 0.0]) * length
 
 
-def _grasp_then_lift(trace: dict) -> tuple[int, int] | None:
-    """(first grasp frame, first frame >= 3 cm above it) when the clip shows a grasp and a lift."""
+def _grasp_then_carry(trace: dict) -> tuple[int, int] | None:
+    """(first grasp frame, first frame the target is >= 3 cm from where it was grasped), if any."""
     grasp = trace["grasp"][:, 0]
     if not grasp.any():
         return None
     g = int(np.argmax(grasp))
-    z = trace["object_pos"][:, 0, 2]
-    higher = np.flatnonzero(z[g:] - z[g] >= 0.03)
-    if not len(higher) or g + 1 >= len(z) - 2:
+    pos = trace["object_pos"][:, 0]
+    away = np.flatnonzero(np.linalg.norm(pos[g:] - pos[g], axis=-1) >= 0.03)
+    if not len(away) or g + 1 >= len(pos) - 2:
         return None
-    return g, g + int(higher[0])
+    return g, g + int(away[0])
+
+
+HINGE_EDITS = ("teleport", "slide", "stays_behind")
+
+
+def plan_hinge_edit(kind: str, trace: dict, angle: np.ndarray, rng: np.random.Generator) -> StateEdit | None:
+    """Plan edit ``kind`` for a hinged target (a door) by overriding its joint ``angle`` per frame.
+
+    ``teleport``: the door jumps 0.3-0.4 rad at once; ``slide``: it swings 0.04-0.06 rad per frame
+    with nothing touching it; ``stays_behind``: it stays shut while the closed gripper pulls away.
+    The other edits have no hinged counterpart and return ``None``.
+    """
+    n = len(angle)
+    touched = trace["robot_contact"][:, 0]
+    edit = StateEdit.empty(kind, n)
+    sign = 1.0 if angle.max() < 0.2 else -1.0  # move towards the open side, or back if already open
+    if kind == "teleport":
+        if touched.any():
+            return None
+        at = int(rng.integers(4, n - 1))
+        jump = sign * rng.uniform(0.3, 0.4)
+        edit.joint[at:] = angle[at:] + jump
+        edit.params = {"frame": at, "jump_rad": round(float(jump), 3)}
+    elif kind == "slide":
+        if touched.any() or n < 10:
+            return None
+        at = int(rng.integers(4, n - 6))
+        speed = sign * rng.uniform(0.04, 0.06)
+        edit.joint[at:] = angle[at:] + speed * np.arange(1, n - at + 1)
+        edit.params = {"frame": at, "rad_per_frame": round(float(speed), 3)}
+    elif kind == "stays_behind":
+        carry = _grasp_then_carry(trace)
+        if carry is None:
+            return None
+        g, carried = carry
+        edit.joint[g:] = angle[g]
+        edit.params = {"frame": g, "carry_frame": carried}
+    else:
+        return None
+    return edit

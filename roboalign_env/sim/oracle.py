@@ -17,9 +17,10 @@ Action-Outcome Consistency 0-1, Temporal Consistency 0-1, Contact Realism 0-1, P
 Rules (object = a task object; the *target* is object 0; distances in metres, per displayed frame):
 
 Manipulation Success: 2 if the last frame passes robosuite's success check and the robot did it
-(it touched the target in the clip, or the clip opens on the task already done with the target
-resting or held); 1 if, without success, the robot touched the target and it was grasped, moved
->= 2 cm, or progress >= 0.1 (partial); else 0. An object that moves by itself does not count.
+(it touched the target in one of the 3 frames before the first success frame, or the clip opens on
+the task done with the target resting or held); 1 if, without that, the target was grasped, or the
+robot touched it in one of the 3 frames before it first moved >= 2 cm or reached progress >= 0.1
+(partial); else 0. An object that moves by itself does not count.
 With a wrong instruction the instructed task is not what happened: 0.
 
 Instruction Following: ``other_task`` 0, ``near_miss`` 1; with the correct instruction: 3 on
@@ -41,8 +42,9 @@ an object by > 10 mm (passes through it); else 1.
 
 Action-Outcome Consistency: 0 if a lifted, ungrasped, untouched object moves with the end effector
 for >= 2 frames (follows an open gripper), or if, after a grasp, the fingers stay at the holding
-width while the object, no longer grasped, ends up >= 3 cm further from the gripper (stays behind
-a closed grasp);
+width while the object, no longer grasped, stays within 1 cm of where it was grasped and ends up
+>= 3 cm further from the gripper (stays behind a closed grasp; a real release or slip moves the
+object or the fingers);
 else 1.
 """
 
@@ -80,6 +82,8 @@ PASS_THROUGH = 0.01
 HOLD_WIDTH = 0.004
 SETTLE = 4  # transitions an object must be left alone before its motion counts as free
 STAYS_BEHIND = 0.03
+STILL = 0.01
+CAUSE_FRAMES = 3  # a change counts as the robot's doing if it touched the target this recently
 
 
 @dataclass(frozen=True)
@@ -127,15 +131,31 @@ def label_trace(
 def manipulation_success(trace, instruction_kind: str) -> int:
     if instruction_kind != "correct":
         return 0
-    involved = bool(trace["robot_contact"][:, 0].any())
-    already_done = bool(trace["success"][0]) and bool(trace["support_contact"][0, 0] or trace["robot_contact"][0, 0])
-    if bool(trace["success"][-1]) and (involved or already_done):
-        return 2
+    touch = trace["robot_contact"][:, 0]
+    success = trace["success"].astype(bool)
+    if success[-1]:
+        if success[0]:  # the clip opens on the task done: it counts if the target rests or is held
+            if trace["support_contact"][0, 0] or touch[0]:
+                return 2
+        elif _touched_before(touch, _first(success)):  # the robot brought the success about
+            return 2
     target = trace["object_pos"][:, 0]
-    moved = np.linalg.norm(target - target[0], axis=-1).max() >= MOVED
-    if involved and (trace["grasp"][:, 0].any() or moved or trace["progress"][-1] >= PROGRESS_PARTIAL):
+    moved = np.linalg.norm(target - target[0], axis=-1) >= MOVED
+    progressed = (trace["progress"] >= PROGRESS_PARTIAL) & (trace["progress"][0] < PROGRESS_PARTIAL)
+    changed = _first(moved | progressed)
+    if trace["grasp"][:, 0].any() or _touched_before(touch, changed):
         return 1
     return 0
+
+
+def _touched_before(touch: np.ndarray, frame: int) -> bool:
+    """Whether the robot touched the target in one of the ``CAUSE_FRAMES`` frames before ``frame``."""
+    return frame < len(touch) and bool(touch[max(0, frame - CAUSE_FRAMES) : frame].any())
+
+
+def _first(mask: np.ndarray) -> int:
+    """Index of the first true entry, or ``len(mask)`` if none."""
+    return int(np.argmax(mask)) if mask.any() else len(mask)
 
 
 def instruction_following(trace, instruction_kind: str, failure: str, ms: int) -> int:
@@ -231,7 +251,8 @@ def action_outcome_consistency(trace, rest_z: np.ndarray) -> int:
             gap = np.linalg.norm(trace["object_pos"][:, j] - trace["eef_pos"], axis=-1)
             holding = np.abs(trace["gripper_opening"][g:] - width) <= HOLD_WIDTH
             released = ~trace["grasp"][g:, j]
-            behind = holding & released & (gap[g:] - gap[g] >= STAYS_BEHIND) & trace["visible"][g:, j]
+            still = np.linalg.norm(trace["object_pos"][g:, j] - trace["object_pos"][g, j], axis=-1) < STILL
+            behind = holding & released & still & (gap[g:] - gap[g] >= STAYS_BEHIND) & trace["visible"][g:, j]
             if behind.any():
                 return 0
     return 1

@@ -132,26 +132,31 @@ def _site_quat(data, site_id: int) -> np.ndarray:
 
 
 def read_state(env, source) -> dict[str, np.ndarray]:
-    """Privileged state of the current step, as a dict of fixed-shape arrays.
+    """Privileged state of the current step, as a dict of fixed-shape arrays (call it before rendering).
 
     Contact facts are per task object (``source.objects`` order):
 
     - ``gripper_contact``: a gripper geom touches the object;
     - ``robot_contact``: any robot geom (arm or gripper) touches the object;
     - ``grasp``: robosuite's ``_check_grasp`` (both finger pads on the object);
-    - ``support_contact``: the object touches a static scene geom (table, bin, or door frame);
+    - ``support_contact``: the object touches something other than the robot (table, bin, door
+      frame, or another task object, e.g. the cube it is stacked on);
     - ``visible``: the object is in the scene (always true here; bench edits that make an object
       vanish set it false);
     - ``support_penetration`` / ``robot_penetration``: deepest interpenetration (metres, >= 0)
-      of the object with the static scene / with the robot.
+      of the object with its supports / with the robot.
     """
+    import mujoco
+
+    # robosuite's step leaves kinematics and contacts from the start of its last physics substep;
+    # recompute them at the current positions so they match the rendered frame (and re-renders).
+    mujoco.mj_forward(env.sim.model._model, env.sim.data._data)
     data = env.sim.data
     robot = env.robots[0]
     gripper = robot.gripper["right"]
     robot_ids = _robot_geom_ids(env)
     objects = task_objects(env, source)
     object_ids = [obj.geom_ids for obj in objects]
-    all_object_ids = set().union(*object_ids)
     n = len(objects)
     gripper_contact = np.zeros(n, bool)
     robot_contact = np.zeros(n, bool)
@@ -173,7 +178,7 @@ def read_state(env, source) -> dict[str, np.ndarray]:
             if other in robot_ids:
                 robot_contact[i] = True
                 robot_penetration[i] = max(robot_penetration[i], -contact.dist)
-            elif other not in all_object_ids:
+            elif other not in ids:
                 support_contact[i] = True
                 support_penetration[i] = max(support_penetration[i], -contact.dist)
     poses = [obj.pose(data) for obj in objects]

@@ -33,6 +33,8 @@ class Source:
     objects: tuple[str, ...]
     progress: Callable[[Any], float]
     env_kwargs: dict = field(default_factory=dict)
+    edit_joint: str | None = None
+    """Joint the bench's state edits move when the target is not free-floating (a door's hinge)."""
 
     @property
     def failure_modes(self) -> tuple[str, ...]:

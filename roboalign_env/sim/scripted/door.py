@@ -135,4 +135,5 @@ SOURCE = Source(
     objects=("Door_handle",),  # the handle site: its pose and its body's geoms stand for the door
     progress=door_progress,
     env_kwargs={"use_latch": False, "gripper_types": "Robotiq140Gripper"},
+    edit_joint="Door_hinge",
 )

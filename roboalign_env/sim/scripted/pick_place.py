@@ -56,6 +56,11 @@ class PickPlaceCanPolicy(ScriptedPolicy):
 
     def __init__(self, failure: str = "nominal", rng: np.random.Generator | None = None):
         super().__init__(failure, rng)
+        if failure == "misaligned_grasp":
+            # The open Robotiq140 spans 14 cm along y and centres the can as it closes, so only an
+            # offset across the fingers misses: keep the base's 3-5 cm length, aim it along +-x.
+            length = np.linalg.norm(self.grasp_offset)
+            self.grasp_offset = np.array([np.copysign(length, self.grasp_offset[0]), 0.0, 0.0])
         self.place_xy = TARGET_XY
         if failure == "wrong_place":
             wrong = [BIN2_XY + off for name, off in COMPARTMENT_OFFSETS.items() if name != "can"]

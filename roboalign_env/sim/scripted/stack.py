@@ -27,7 +27,11 @@ MAX_OPEN_STEPS = 12
 XY_TOL = 0.006  # the open fingers clear the cube by only ~1 cm a side
 Z_TOL = 0.008
 GAIN = 2.5  # the Sawyer OSC settles ~7 mm short of a target at gain 1; this cuts that offset
-ALIGN_RANGE = 0.1  # progress: horizontal distance at which cubeA counts as not over cubeB at all
+# progress: robosuite places the cubes 1 cm above the table at reset (they drop on the first
+# step), so that much height (which also covers a cube tipped onto an edge) does not count as lift;
+# cubeA counts as not over cubeB at all from ALIGN_RANGE away horizontally.
+RESET_DROP = 0.012
+ALIGN_RANGE = 0.1
 
 
 class StackPolicy(ScriptedPolicy):
@@ -92,15 +96,15 @@ class StackPolicy(ScriptedPolicy):
 def stack_progress(env) -> float:
     """``lift * (1 + align) / 2``, in [0, 1].
 
-    ``lift``: cubeA's height gain over resting on the table, as a fraction of the gain that puts
-    it on top of cubeB (clipped to [0, 1]). ``align``: 1 when cubeA is centred over cubeB, falling
+    ``lift``: cubeA's height gain over resting on the table, less ``RESET_DROP``, as a fraction of
+    the gain that puts it on top of cubeB (clipped to [0, 1]). ``align``: 1 when cubeA is centred over cubeB, falling
     linearly to 0 at ``ALIGN_RANGE`` horizontally. So 0 while cubeA rests on the table (wherever it
     is), 0.5 when it is at stacking height but not over cubeB, 1 when it sits (or is held) centred
     on cubeB; robosuite's success additionally needs the gripper to have let go.
     """
     cube_a = env.sim.data.body_xpos[env.cubeA_body_id]
     cube_b = env.sim.data.body_xpos[env.cubeB_body_id]
-    rest = env.table_offset[2] + env.cubeA.size[2]
+    rest = env.table_offset[2] + env.cubeA.size[2] + RESET_DROP
     stacked = cube_b[2] + env.cubeB.size[2] + env.cubeA.size[2]
     lift = np.clip((cube_a[2] - rest) / (stacked - rest), 0.0, 1.0)
     align = np.clip(1.0 - np.linalg.norm(cube_a[:2] - cube_b[:2]) / ALIGN_RANGE, 0.0, 1.0)
