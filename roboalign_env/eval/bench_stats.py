@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from roboalign_env.data.bench import episodes_by_split, load_pair, read_index
+from roboalign_env.data.io import atomic_write
 from roboalign_env.eval.media import grid, upscale, write_png
 from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
 
@@ -102,7 +103,7 @@ def bench_stats(root: str | Path, out: str | Path | None = None) -> dict:
     rows = read_index(root)
     stats = label_counts(rows)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "stats.json").write_text(json.dumps(stats, indent=1))
+    atomic_write(out / "stats.json", lambda f: f.write(json.dumps(stats, indent=1)), mode="w")
     plot_histograms(stats, out / "label_histograms.png")
     contact_sheet(root, rows, out / "contact_sheet.png")
     return stats

@@ -21,13 +21,11 @@ shard exists; shards are written atomically.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from roboalign_env.data.bench import INDEX, shard_path
 from roboalign_env.data.episodes import Episode, load_episode, read_manifest
@@ -35,6 +33,7 @@ from roboalign_env.data.io import atomic_savez, write_jsonl
 from roboalign_env.sim import degradations as deg
 from roboalign_env.sim.oracle import label_trace
 from roboalign_env.sim.sources import SOURCES
+from roboalign_env.sim.workers import cached_env, imap_workers
 
 FULL_FRAMES = 32
 RECIPE = (
@@ -96,11 +95,10 @@ class Rerenderer:
     """Re-renders recorded (possibly edited) simulator states of one source's episodes."""
 
     def __init__(self, source_name: str, image_size: int):
-        from roboalign_env.sim.collect import _env_and_renderer
         from roboalign_env.sim.robosuite_env import reset_env, task_objects
 
         self.source = SOURCES[source_name]
-        self.env, self.renderer = _env_and_renderer(source_name, image_size)
+        self.env, self.renderer = cached_env(source_name, image_size)
         reset_env(self.env, 0)
         self.free_joint = task_objects(self.env, self.source)[0].free_qpos
         model = self.env.sim.model
@@ -302,8 +300,6 @@ def build_bench(
     progress: bool = True,
 ) -> list[dict]:
     """Build (or resume) the bench at ``out`` from the episodes of ``collection``; return its rows."""
-    from roboalign_env.sim.collect import _init_worker
-
     if heldout_source not in SOURCES:
         raise ValueError(f"heldout_source={heldout_source!r}; expected one of {sorted(SOURCES)}")
     collection, out = Path(collection), Path(out)
@@ -316,22 +312,8 @@ def build_bench(
                 rows.extend(json.loads(str(data["rows"])))
         else:
             todo.append((collection / entry["path"], out, split))
-    bar = tqdm(total=len(todo), desc="build-bench", unit="ep", disable=not progress)
-    pool = None
-    try:
-        if workers <= 1:
-            _init_worker()
-            results = map(_build_one, todo)
-        else:
-            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
-            results = pool.imap_unordered(_build_one, todo)
-        for new in results:
-            rows.extend(new)
-            bar.update()
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
+    for new in imap_workers(_build_one, todo, workers, "build-bench", progress):
+        rows.extend(new)
     rows.sort(key=lambda r: r["pair_id"])
     write_jsonl(out / INDEX, rows)
     return rows

@@ -8,12 +8,10 @@ only the episodes in flight.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from roboalign_env.data.episodes import (
     FORMAT_VERSION,
@@ -24,6 +22,7 @@ from roboalign_env.data.episodes import (
     write_manifest,
 )
 from roboalign_env.sim.sources import SOURCES
+from roboalign_env.sim.workers import cached_env, imap_workers
 
 
 @dataclass(frozen=True)
@@ -61,20 +60,6 @@ def plan_episodes(
     return specs
 
 
-_WORKER_CACHE: dict[tuple[str, int], tuple] = {}
-
-
-def _env_and_renderer(source_name: str, image_size: int):
-    from roboalign_env.sim.rendering import env_renderer
-    from roboalign_env.sim.robosuite_env import make_env
-
-    key = (source_name, image_size)
-    if key not in _WORKER_CACHE:
-        env = make_env(SOURCES[source_name])
-        _WORKER_CACHE[key] = (env, env_renderer(env, image_size))
-    return _WORKER_CACHE[key]
-
-
 def run_episode(spec: EpisodeSpec, image_size: int = 64) -> Episode:
     """Run one scripted episode in robosuite and return it (frames rendered at ``image_size``)."""
     import mujoco
@@ -84,7 +69,7 @@ def run_episode(spec: EpisodeSpec, image_size: int = 64) -> Episode:
     from roboalign_env.sim.robosuite_env import read_state, reset_env
 
     source = SOURCES[spec.source]
-    env, renderer = _env_and_renderer(spec.source, image_size)
+    env, renderer = cached_env(spec.source, image_size)
     obs = reset_env(env, spec.seed)
     policy = source.policy(spec.failure, np.random.default_rng([spec.seed, 1]))
     frames, actions, states = [], [], []
@@ -133,13 +118,6 @@ def _manifest_row(meta: dict, path: Path, root: str | Path) -> dict:
     return {**meta, "path": str(Path(path).relative_to(root))}
 
 
-def _init_worker() -> None:
-    import os
-
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    os.environ.setdefault("LP_NUM_THREADS", "1")  # one llvmpipe thread per worker process
-
-
 def collect(
     root: str | Path, specs: list[EpisodeSpec], workers: int = 1, image_size: int = 64, progress: bool = True
 ) -> list[dict]:
@@ -158,23 +136,9 @@ def collect(
             rows.append(_manifest_row(meta, path, root))
         else:
             todo.append((spec, root, image_size))
-    bar = tqdm(total=len(todo), desc="collect", unit="ep", disable=not progress)
-    try:
-        if workers <= 1:
-            _init_worker()
-            results = map(_collect_one, todo)
-            pool = None
-        else:
-            pool = mp.get_context("spawn").Pool(workers, initializer=_init_worker)
-            results = pool.imap_unordered(_collect_one, todo)
-        for i, row in enumerate(results, 1):
-            rows.append(row)
-            bar.update()
-            if i % 50 == 0:
-                write_manifest(root, rows)
-    finally:
-        bar.close()
-        if pool is not None:
-            pool.terminate()
+    for i, row in enumerate(imap_workers(_collect_one, todo, workers, "collect", progress), 1):
+        rows.append(row)
+        if i % 50 == 0:
+            write_manifest(root, rows)
     write_manifest(root, rows)
     return rows
