@@ -26,6 +26,8 @@ def label_counts(rows: list[dict]) -> dict:
             per_source[row["source"]][d][row["labels"][d]] += 1
     total = {d: [sum(per_source[s][d][lvl] for s in sources) for lvl in range(top + 1)] for d, top in zip(DIMENSIONS, MAX_SCORES)}
     n = max(len(rows), 1)
+    unedited = [r for r in rows if r["provenance"]["family"] in ("clean", "swap")]
+    flagged = [r for r in unedited if _physically_flagged(r["labels"])]
     return {
         "pairs": len(rows),
         "per_source": per_source,
@@ -36,7 +38,16 @@ def label_counts(rows: list[dict]) -> dict:
         "episodes_per_split": {k: len(v) for k, v in episodes_by_split(rows).items()},
         "families": dict(Counter(r["provenance"]["family"] for r in rows)),
         "kinds": dict(Counter(r["provenance"]["kind"] for r in rows)),
+        # Real, unedited physics that the oracle still flags (AOC 0, CR 0 or PA < 2): its false alarms
+        # or genuine simulator artefacts (e.g. a cube pressed into the table by noisy actions).
+        "unedited_flagged_fraction": round(len(flagged) / max(len(unedited), 1), 4),
+        "unedited_flagged_by_failure": dict(Counter(r["failure"] for r in flagged)),
     }
+
+
+def _physically_flagged(labels: dict) -> bool:
+    return (labels["action_outcome_consistency"] == 0 or labels["contact_realism"] == 0
+            or labels["physics_adherence"] < 2)
 
 
 def plot_histograms(stats: dict, path: Path) -> Path:

@@ -40,8 +40,12 @@ RECIPE = (
     ("clean", "full"), ("clean", "prefix"), ("clean", "random"),
     ("swap", "other_task"), ("swap", "near_miss"),
     ("temporal", None), ("temporal", None), ("pixel", None),
-    ("physics", None), ("physics", None), ("contact", None), ("aoc", None), ("aoc", None),
+    ("physics", None), ("physics", None), ("physics", None), ("contact", None), ("aoc", None), ("aoc", None),
 )
+# How often each state edit is tried first within its family: float and sink come in a minor
+# (PA 1) and a severe (PA 0) version, teleport and vanish only severe, so they get more draws to
+# keep both Physics Adherence levels well populated.
+EDIT_WEIGHTS = {"teleport": 1.0, "vanish": 1.0, "float": 2.0, "sink": 2.0}
 EDIT_FAMILIES = {"physics": deg.PHYSICS_EDITS, "contact": deg.CONTACT_EDITS, "aoc": deg.AOC_EDITS}
 
 
@@ -254,7 +258,9 @@ def _state_edit_pair(ep: Episode, rerenderer: Rerenderer, family: str, rng):
     An edit works when it applies to the clip and the oracle sees its intended violation in the
     re-rendered state (e.g. a finger offset that misses the object is not kept as a pass-through).
     """
-    own = list(rng.permutation(EDIT_FAMILIES[family]))
+    kinds = EDIT_FAMILIES[family]
+    weights = np.array([EDIT_WEIGHTS.get(k, 1.0) for k in kinds])
+    own = list(rng.choice(kinds, size=len(kinds), replace=False, p=weights / weights.sum()))
     others = [k for k in rng.permutation(deg.STATE_EDITS) if k not in own]
     untouched = _untouched_window(ep)
     for kind in own + others:

@@ -34,6 +34,7 @@ CONTACT_EDITS = ("slide", "pass_through")
 AOC_EDITS = ("follow_open", "stays_behind")
 STATE_EDITS = PHYSICS_EDITS + CONTACT_EDITS + AOC_EDITS
 MIN_FRAMES = 8
+SEVERE_FRACTION = 0.3  # of float and sink edits; side effects already push some minor ones to PA 0
 
 
 # -- temporal ----------------------------------------------------------------------------------
@@ -178,7 +179,7 @@ def plan_state_edit(kind: str, trace: dict, rng: np.random.Generator) -> StateEd
     elif kind in ("float", "sink"):
         if untouched_run < n:
             return None
-        severe = bool(rng.random() < 0.5)
+        severe = bool(rng.random() < SEVERE_FRACTION)
         if kind == "float":
             dz = rng.uniform(0.05, 0.10) if severe else rng.uniform(0.015, 0.03)
         else:

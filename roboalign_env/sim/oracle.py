@@ -36,16 +36,17 @@ Physics Adherence (the minimum over violations, 2 if none):
   1 below 4 cm, 0 from 4 cm up;
 - sink: penetration into the table or bin > 8 mm -> 1; > 20 mm -> 0.
 
-Contact Realism: 0 if a free object drifts >= 3 cm in total through steps below the teleport
-size (moves with no contact), or if the robot penetrates
-an object by > 10 mm (passes through it); else 1.
+Contact Realism: 0 if a free object drifts >= 3 cm in total through steps below the teleport size
+(moves with no contact), or if the robot penetrates an object by > 10 mm (passes through it); else 1.
 
 Action-Outcome Consistency: 0 if a lifted, ungrasped, untouched object moves with the end effector
 for >= 2 frames (follows an open gripper), or if, after a grasp, the fingers stay at the holding
 width while the object, no longer grasped, stays within 1 cm of where it was grasped and ends up
 >= 3 cm further from the gripper (stays behind a closed grasp; a real release or slip moves the
-object or the fingers);
-else 1.
+object or the fingers); else 1.
+
+The thresholds were checked against clean episodes of all four sources: real physics (a push's
+coasting, a dropped can rolling, a cube tumbling after a release) does not trip them.
 """
 
 from __future__ import annotations
