@@ -1,8 +1,8 @@
 """Lift with Panda: pick the cube up off the table.
 
-Phases: hover above the cube, descend around it, close in place until the fingers have settled on
-the cube, lift to 15 cm above the grasp point, hold. At 20 Hz a nominal episode first succeeds
-around step 27-31 of 64.
+Phases: hover above the cube, descend around it, close in place long enough for the fingers to
+reach the cube, lift to 15 cm above the grasp point, hold. At 20 Hz a nominal episode first
+succeeds around step 27-33 of 64.
 """
 
 from __future__ import annotations
@@ -55,7 +55,8 @@ class LiftPolicy(ScriptedPolicy):
 def lift_progress(env) -> float:
     """Cube height gained over its resting height, less ``RESET_DROP``, as a fraction of
     ``LIFT_SPAN``: 0 at reset and while the cube rests (or is tipped) on the table, 1 once it is
-    clearly lifted. robosuite's success (cube centre 4 cm above the table) comes at about 0.15-0.2."""
+    clearly lifted. robosuite's success (cube centre 4 cm above the table) comes at about
+    0.15-0.2."""
     cube_z = env.sim.data.body_xpos[env.cube_body_id][2]
     table_z = env.model.mujoco_arena.table_offset[2]
     rest = table_z + env.cube.size[2]

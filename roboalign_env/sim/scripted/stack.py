@@ -3,7 +3,7 @@
 Phases: hover above cubeA, descend around it, close, lift and carry it above cubeB, lower it until
 it almost touches cubeB, open until the fingers have let go, rise and hold clear of the stack.
 robosuite counts a stack only once the gripper has let go, so success comes after the release; at
-5 Hz a nominal episode first succeeds around step 31-44 of 64.
+5 Hz a nominal episode first succeeds around step 30-47 of 64.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from roboalign_env.sim.sources import Source
 
 HALF_SIZE = {"cubeA": 0.02, "cubeB": 0.025}  # half edge lengths of the robosuite Stack cubes
 HOVER = 0.08  # metres above the grasp point
-GRASP_HEIGHT = 0.01  # grasp this far above the cube centre: lower, the long fingertips hit the table
+GRASP_HEIGHT = 0.01  # above the cube centre: any lower and the long fingertips hit the table
 CARRY_CLEARANCE = 0.03  # held cube's bottom this far above the other cube's top while carrying
 PLACE_CLEARANCE = 0.002  # ... and when it is let go
 RETREAT = 0.08  # rise this far after letting go
@@ -55,12 +55,13 @@ class StackPolicy(ScriptedPolicy):
             self._count += 1  # close in place
             if self._count >= CLOSE_STEPS:
                 self.phase = 3
+                # where the cube sits in the hand; kept fixed so that a dropped cube is not chased
+                self._held = obs[f"{pick}_pos"] - eef
             return Command(grasp, close=True, gain=GAIN)
         if self.phase <= 4:
             # eef targets that put the held cube's centre over the other cube, clearances above it
-            held = obs[f"{pick}_pos"] - eef
-            xy = obs[f"{place}_pos"][:2] - held[:2]
-            top = obs[f"{place}_pos"][2] + HALF_SIZE[place] + HALF_SIZE[pick] - held[2]
+            xy = obs[f"{place}_pos"][:2] - self._held[:2]
+            top = obs[f"{place}_pos"][2] + HALF_SIZE[place] + HALF_SIZE[pick] - self._held[2]
             if self.phase == 3:  # lift, and carry over the other cube once high enough to clear it
                 carry = np.array([*xy, top + CARRY_CLEARANCE])
                 if eef[2] < carry[2] - CARRY_CLEARANCE / 2:
@@ -75,7 +76,8 @@ class StackPolicy(ScriptedPolicy):
             return Command(place_at, close=True, gain=GAIN)
         if self.phase == 5:  # open in place until the fingers have let go
             self._count += 1
-            if self.finger_gap(obs) > self._held_gap + RELEASE_GAP or self._count >= MAX_OPEN_STEPS:
+            let_go = self.finger_gap(obs) > self._held_gap + RELEASE_GAP
+            if let_go or self._count >= MAX_OPEN_STEPS:
                 self.phase = 6
             return Command(self._release, close=False, gain=GAIN)
         return Command(self._release + [0, 0, RETREAT], close=False, gain=GAIN)  # rise and hold
@@ -97,10 +99,11 @@ def stack_progress(env) -> float:
     """``lift * (1 + align) / 2``, in [0, 1].
 
     ``lift``: cubeA's height gain over resting on the table, less ``RESET_DROP``, as a fraction of
-    the gain that puts it on top of cubeB (clipped to [0, 1]). ``align``: 1 when cubeA is centred over cubeB, falling
-    linearly to 0 at ``ALIGN_RANGE`` horizontally. So 0 while cubeA rests on the table (wherever it
-    is), 0.5 when it is at stacking height but not over cubeB, 1 when it sits (or is held) centred
-    on cubeB; robosuite's success additionally needs the gripper to have let go.
+    the gain that puts it on top of cubeB (clipped to [0, 1]). ``align``: 1 when cubeA is centred
+    over cubeB, falling linearly to 0 at ``ALIGN_RANGE`` horizontally. So 0 while cubeA rests on
+    the table (wherever it is), 0.5 when it is at stacking height but not over cubeB, 1 when it
+    sits (or is held) centred on cubeB; robosuite's success additionally needs the gripper to have
+    let go.
     """
     cube_a = env.sim.data.body_xpos[env.cubeA_body_id]
     cube_b = env.sim.data.body_xpos[env.cubeB_body_id]
