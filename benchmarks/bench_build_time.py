@@ -1,7 +1,7 @@
 """Wall time of the full data engine from nothing: collect the episodes, then build RobotWorldBench.
 
 Uses the same functions as `roboalign collect` and `roboalign build-bench` with their defaults
-(240 episodes per source, 2 workers), in a fresh folder, and reports pair counts and label balance.
+(200 episodes per source, 2 workers), in a fresh folder, and reports pair counts and label balance.
 
     python benchmarks/bench_build_time.py --out /tmp/rwb
 """
@@ -27,7 +27,7 @@ from roboalign_env.sim.collect import collect, plan_episodes
 class Args:
     out: Path = Path("data/bench_build_time")
     """Scratch folder (emptied first): <out>/episodes and <out>/bench."""
-    episodes_per_source: int = 240
+    episodes_per_source: int = 200
     """Episodes per source."""
     workers: int = 2
     """Worker processes for both stages."""

@@ -60,7 +60,9 @@ def robosuite_default(name: str, episodes: int) -> float:
         for _ in range(source.horizon):
             obs, _, _, _ = env.step(policy(obs))
             frames += 1
-    return frames / (time.perf_counter() - start)
+    fps = frames / (time.perf_counter() - start)
+    env.close()
+    return fps
 
 
 def main(args: Args) -> None:

@@ -28,7 +28,7 @@ class Collect:
     """Collection folder: episodes/<source>/<id>.npz and manifest.jsonl are written here."""
     sources: tuple[str, ...] = ALL_SOURCES
     """Data sources to collect, from: lift_panda, stack_sawyer, pickplace_can_ur5e, door_kinova3."""
-    episodes_per_source: int = 240
+    episodes_per_source: int = 200
     """Episodes per source (seeds first_seed, first_seed+1, ...)."""
     nominal_fraction: float = 0.5
     """Fraction of nominal episodes; the rest cycle through the source's failure modes."""

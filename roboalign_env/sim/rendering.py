@@ -16,19 +16,6 @@ import numpy as np
 CAMERA = "agentview"
 
 
-def _load_triton_first() -> None:
-    """Import triton (bundled with CUDA builds of torch) before Mesa loads its own LLVM.
-
-    Mesa's llvmpipe and triton each carry an LLVM; importing triton after an EGL/OSMesa context
-    exists segfaults the process (seen with torch 2.14 + Mesa 22). Importing it first is safe, so
-    every process that renders and later uses torch (world-model envs, the bridge) stays alive.
-    """
-    try:
-        import triton  # noqa: F401
-    except ImportError:
-        pass
-
-
 class FastRenderer:
     """Renders ``camera`` of a MuJoCo model at ``size`` x ``size`` as upright uint8 RGB.
 
@@ -43,7 +30,6 @@ class FastRenderer:
         model.vis.global_.offheight = max(size, 1)
         self.size = size
         self.camera = camera
-        _load_triton_first()
         try:
             self._renderer = mujoco.Renderer(model, size, size)
         except mujoco.FatalError as err:

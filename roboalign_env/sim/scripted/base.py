@@ -16,7 +16,8 @@ Failure modes handled here (a task may add its own, e.g. ``wrong_object``):
   (the task reads :attr:`ScriptedPolicy.grasp_offset`).
 - ``early_release``: the gripper opens for good a few steps after it first closes.
 - ``stall``: the arm stops (zero action, gripper held) from a random step on.
-- ``noisy``: Gaussian noise (sigma 0.4) on the arm part of every action.
+- ``noisy``: Gaussian noise (``noise_sigma``, default 0.4) on the arm part of every action
+  (``noise_dims``); a closed-loop plan that shrugs it off raises them.
 - ``random``: uniform random actions, ignoring the plan.
 """
 
@@ -45,6 +46,8 @@ class ScriptedPolicy:
     """Base phase-machine policy. Subclasses implement ``plan`` and may extend ``failure_modes``."""
 
     failure_modes: tuple[str, ...] = ("nominal", *COMMON_FAILURES)
+    noise_sigma: float = 0.4  # ``noisy``: std of the Gaussian noise ...
+    noise_dims: int = 6  # ... on the first this many action dimensions (6: arm only, 7: gripper too)
 
     def __init__(self, failure: str = "nominal", rng: np.random.Generator | None = None):
         if failure not in self.failure_modes:
@@ -97,7 +100,7 @@ class ScriptedPolicy:
         if self.failure == "stall" and self.step_count >= self.stall_step:
             action[:6] = 0.0
         elif self.failure == "noisy":
-            action[:6] += self.rng.normal(0.0, 0.4, size=6)
+            action[: self.noise_dims] += self.rng.normal(0.0, self.noise_sigma, size=self.noise_dims)
         elif self.failure == "random":
             action = self.rng.uniform(-1.0, 1.0, size=7)
         return action

@@ -26,6 +26,8 @@ LIFT_SPAN = 0.04
 
 
 class LiftPolicy(ScriptedPolicy):
+    noise_sigma, noise_dims = NOISY_SIGMA, 7
+
     def plan(self, obs: dict) -> Command:
         cube = obs["cube_pos"] + self.grasp_offset
         hover = cube + [0, 0, HOVER]
@@ -45,11 +47,6 @@ class LiftPolicy(ScriptedPolicy):
                 self._lift_target = grasp + [0, 0, LIFT]
             return Command(grasp, close=True)
         return Command(self._lift_target, close=True, gain=1.5)  # lift and hold
-
-    def _apply_failure(self, action: np.ndarray) -> np.ndarray:
-        if self.failure == "noisy":
-            return action + self.rng.normal(0.0, NOISY_SIGMA, size=action.shape)
-        return super()._apply_failure(action)
 
 
 def lift_progress(env) -> float:
