@@ -79,10 +79,10 @@ def _full_window(ep: Episode) -> Window:
     return Window(0, stride, min(FULL_FRAMES, last // stride + 1))
 
 
-def _random_window(ep: Episode, rng) -> Window:
+def _random_window(ep: Episode, rng, min_length: int = deg.MIN_FRAMES) -> Window:
     n = ep.num_steps + 1
     stride = int(rng.integers(1, 3))
-    length = int(rng.integers(deg.MIN_FRAMES, min(FULL_FRAMES, (n - 1) // stride + 1) + 1))
+    length = int(rng.integers(min_length, min(FULL_FRAMES, (n - 1) // stride + 1) + 1))
     start = int(rng.integers(0, n - (length - 1) * stride))
     return Window(start, stride, length)
 
@@ -216,7 +216,7 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str) -> lis
             window = _full_window(ep)
             add(family, kind, window, ep.frames[window.frames], _window_trace(ep, window.frames), instruction_kind=kind)
         elif family == "temporal":
-            window = _full_window(ep) if rng.random() < 0.5 else _random_window(ep, rng)
+            window = _full_window(ep) if rng.random() < 0.5 else _random_window(ep, rng, deg.TEMPORAL_MIN_FRAMES)
             kind = deg.TEMPORAL[int(rng.integers(len(deg.TEMPORAL)))]
             order, params = deg.temporal_indices(kind, window.length, rng)
             frames = window.frames[order]

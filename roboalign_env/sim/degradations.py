@@ -34,12 +34,16 @@ CONTACT_EDITS = ("slide", "pass_through")
 AOC_EDITS = ("follow_open", "stays_behind")
 STATE_EDITS = PHYSICS_EDITS + CONTACT_EDITS + AOC_EDITS
 MIN_FRAMES = 8
+TEMPORAL_MIN_FRAMES = 12  # a re-ordering needs room: drop >= 2 frames and keep >= MIN_FRAMES
+SLIDE_MIN_FRAMES = 11  # 4 still frames, then >= 6 frames of sliding
 SEVERE_FRACTION = 0.3  # of float and sink edits; side effects already push some minor ones to PA 0
 
 
 # -- temporal ----------------------------------------------------------------------------------
 def temporal_indices(kind: str, n: int, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     """Positions (into an ``n``-frame clip) to display for a re-ordering degradation, and its params."""
+    if n < TEMPORAL_MIN_FRAMES:
+        raise ValueError(f"temporal degradations need clips of >= {TEMPORAL_MIN_FRAMES} frames, got {n}")
     idx = np.arange(n)
     if kind == "frame_drop":
         k = int(rng.integers(2, max(3, n // 3)))
@@ -61,9 +65,8 @@ def temporal_indices(kind: str, n: int, rng: np.random.Generator) -> tuple[np.nd
         out[start : start + length] = seg
         return out, {"start": start, "length": length}
     if kind == "sudden_jump":
-        at = int(rng.integers(2, n // 2))
-        skip = min(int(rng.integers(6, 12)), n - at - MIN_FRAMES // 2)
-        skip = max(skip, 3)
+        skip = min(int(rng.integers(6, 12)), n - MIN_FRAMES)  # >= 4 since n >= TEMPORAL_MIN_FRAMES
+        at = int(rng.integers(2, n - skip - 1))  # at least one frame after the jump
         return np.concatenate([idx[:at], idx[at + skip :]]), {"at": at, "skipped": skip}
     if kind == "flicker":
         return idx, {}
@@ -187,7 +190,7 @@ def plan_state_edit(kind: str, trace: dict, rng: np.random.Generator) -> StateEd
         edit.object_pos[:] = pos + [0.0, 0.0, dz]
         edit.params = {"severity": "severe" if severe else "minor", "dz": round(float(dz), 4)}
     elif kind == "slide":
-        if untouched_run < n or n < 10:
+        if untouched_run < n or n < SLIDE_MIN_FRAMES:
             return None
         at = int(rng.integers(4, n - 6))
         speed = rng.uniform(0.012, 0.022)
@@ -261,7 +264,7 @@ def plan_hinge_edit(kind: str, trace: dict, angle: np.ndarray, rng: np.random.Ge
         edit.joint[at:] = angle[at:] + jump
         edit.params = {"frame": at, "jump_rad": round(float(jump), 3)}
     elif kind == "slide":
-        if touched.any() or n < 10:
+        if touched.any() or n < SLIDE_MIN_FRAMES:
             return None
         at = int(rng.integers(4, n - 6))
         speed = sign * rng.uniform(0.04, 0.06)
