@@ -109,10 +109,15 @@ def _is_descendant(model, body: int, ancestor: int) -> bool:
     return body == ancestor
 
 
-def _robot_geom_ids(env) -> set[int]:
-    robot = env.robots[0]
-    names = list(robot.robot_model.contact_geoms) + list(robot.gripper["right"].contact_geoms)
-    return {env.sim.model.geom_name2id(n) for n in names}
+def _robot_geom_ids(env) -> tuple[frozenset[int], frozenset[int]]:
+    """(all robot geoms, gripper geoms) as MuJoCo ids, resolved once per env."""
+    cached = getattr(env, "_roboalign_robot_geoms", None)
+    if cached is None:
+        robot = env.robots[0]
+        gripper = [env.sim.model.geom_name2id(n) for n in robot.gripper["right"].contact_geoms]
+        arm = [env.sim.model.geom_name2id(n) for n in robot.robot_model.contact_geoms]
+        cached = env._roboalign_robot_geoms = (frozenset(arm + gripper), frozenset(gripper))
+    return cached
 
 
 def _finger_distance(env) -> float:
@@ -154,7 +159,7 @@ def read_state(env, source) -> dict[str, np.ndarray]:
     data = env.sim.data
     robot = env.robots[0]
     gripper = robot.gripper["right"]
-    robot_ids = _robot_geom_ids(env)
+    robot_ids, gripper_ids = _robot_geom_ids(env)
     objects = task_objects(env, source)
     object_ids = [obj.geom_ids for obj in objects]
     n = len(objects)
@@ -163,7 +168,6 @@ def read_state(env, source) -> dict[str, np.ndarray]:
     support_contact = np.zeros(n, bool)
     support_penetration = np.zeros(n, np.float32)
     robot_penetration = np.zeros(n, np.float32)
-    gripper_ids = {env.sim.model.geom_name2id(g) for g in gripper.contact_geoms}
     for contact in data.contact[: data.ncon]:
         pair = (contact.geom1, contact.geom2)
         for i, ids in enumerate(object_ids):
