@@ -1,0 +1,264 @@
+"""The one training loop every trainer shares (tokenizer, world model, judge, distillation).
+
+A trainer supplies three things: a ``PreTrainedModel`` to optimize, ``make_batch(step, rank)`` that
+returns the batch for a step (drawn from a generator seeded by ``(seed, step, rank)``, so the data
+stream is a pure function of the step), and ``compute_loss(model, batch) -> (loss, metrics)``.
+The loop owns everything else: Accelerate (one CPU process in tests; ``accelerate launch`` or
+``torchrun`` on many GPUs or nodes with no code change), bf16 autocast, AdamW with warmup + cosine,
+gradient clipping, a progress bar, metrics JSONL, loss-curve PNGs, and checkpoints.
+
+Run folder layout::
+
+    model/            config.json + model.safetensors (save_pretrained), the latest save
+    resume/           optimizer.safetensors + state.json (step, optimizer hyper-parameters)
+    metrics.jsonl     one row per logged step ({"step", "split", metric: value, ...})
+    curves.png        every logged metric against the step
+
+Resume: re-running with the same ``out`` continues from the last save. Because batches and the
+torch RNG are re-seeded from the step, a resumed run is bit-identical to an uninterrupted one on CPU.
+Nothing is pickled: weights and optimizer moments are safetensors, the rest JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from roboalign_env.data.io import atomic_write, read_jsonl, write_jsonl
+
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """Optimization and bookkeeping settings shared by every trainer."""
+
+    out: Path
+    """Run folder (model/, resume/, metrics.jsonl, curves.png)."""
+    steps: int = 2000
+    """Optimizer steps in total (a resumed run stops at the same step)."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up steps before the cosine decay."""
+    min_lr_ratio: float = 0.1
+    """Final learning rate as a fraction of the peak."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip (0 turns it off)."""
+    mixed_precision: Literal["no", "bf16"] = "no"
+    """bf16 autocast (CPU with AMX, or GPU); master weights stay fp32."""
+    save_every: int = 250
+    """Save the model and resume state every this many steps (and at the end)."""
+    log_every: int = 10
+    """Log training metrics every this many steps."""
+    eval_every: int = 250
+    """Run the trainer's evaluation every this many steps (when it has one)."""
+    seed: int = 0
+    """Seed of the data stream and of every random draw in the loop."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def lr_at(cfg: LoopConfig, step: int) -> float:
+    """Learning rate at ``step``: linear warm-up, then cosine down to ``min_lr_ratio * lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def step_seed(seed: int, step: int, rank: int = 0) -> int:
+    """A 63-bit seed for one (seed, step, rank) triple; used for batches and for the torch RNG."""
+    import numpy as np
+
+    return int(np.random.default_rng([seed, step, rank]).integers(2**63 - 1))
+
+
+def train(
+    cfg: LoopConfig,
+    model: torch.nn.Module,
+    make_batch: Callable[[int, int], Any],
+    compute_loss: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, dict[str, float]]],
+    evaluate: Callable[[torch.nn.Module, int], dict[str, float]] | None = None,
+    trainable: Callable[[torch.nn.Module], list[torch.nn.Parameter]] | None = None,
+) -> torch.nn.Module:
+    """Optimize ``model`` for ``cfg.steps`` steps, resuming from ``cfg.out`` when a save exists.
+
+    ``make_batch(step, rank)`` returns a batch (tensors, or dicts/lists of them) on the CPU;
+    the loop moves it to the device. ``evaluate(model, step)`` returns metrics logged with
+    ``split="val"``. ``trainable(model)`` picks the parameters to optimize (default: all with
+    ``requires_grad``). Returns the unwrapped model.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import send_to_device
+    from tqdm.auto import tqdm
+
+    out = Path(cfg.out)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    params = trainable(model) if trainable else [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start = _load_resume(out, model, optimizer) if (out / "resume" / "state.json").is_file() else 0
+    model, optimizer = accelerator.prepare(model, optimizer)
+    main = accelerator.is_main_process
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        _truncate_metrics(out / "metrics.jsonl", start)
+        (out / "loop_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1))
+
+    bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and main), desc=out.name, dynamic_ncols=True)
+    tic = time.perf_counter()
+    model.train()
+    for step in range(start, cfg.steps):
+        torch.manual_seed(step_seed(cfg.seed, step, accelerator.process_index) + 1)
+        batch = send_to_device(make_batch(step, accelerator.process_index), accelerator.device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        with accelerator.autocast():
+            loss, metrics = compute_loss(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"step {step}: loss is {loss.item()} (lower --lr or check the data)")
+        accelerator.backward(loss)
+        grad_norm = accelerator.clip_grad_norm_(params, cfg.grad_clip) if cfg.grad_clip > 0 else None
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        bar.update(1)
+        done = step + 1
+        if main and (done % cfg.log_every == 0 or done == cfg.steps):
+            row = {"step": done, "split": "train", "loss": loss.item(), "lr": lr_at(cfg, step),
+                   "sec": round(time.perf_counter() - tic, 3), **metrics}
+            if grad_norm is not None:
+                row["grad_norm"] = float(grad_norm)
+            _append_metrics(out / "metrics.jsonl", row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if evaluate is not None and (done % cfg.eval_every == 0 or done == cfg.steps):
+            model.eval()
+            with torch.no_grad(), accelerator.autocast():
+                val = evaluate(accelerator.unwrap_model(model), done)
+            model.train()
+            if main:
+                _append_metrics(out / "metrics.jsonl", {"step": done, "split": "val", **val})
+        if done % cfg.save_every == 0 or done == cfg.steps:
+            accelerator.wait_for_everyone()
+            if main:
+                save_checkpoint(accelerator.unwrap_model(model), out / "model")
+                _save_resume(out, done, optimizer)
+                plot_metrics(out / "metrics.jsonl", out / "curves.png")
+    bar.close()
+    accelerator.wait_for_everyone()
+    return accelerator.unwrap_model(model)
+
+
+def save_checkpoint(model: torch.nn.Module, folder: Path) -> Path:
+    """``save_pretrained`` into a temporary folder, then swap it into place (never half-written)."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _save_resume(out: Path, step: int, optimizer: torch.optim.Optimizer) -> None:
+    """Optimizer moments as safetensors and the rest as JSON; written after the model."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for index, slots in state["state"].items():
+        for name, value in slots.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{index}.{name}"] = value
+    folder = out / "resume"
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder / "optimizer.safetensors", lambda f: f.write(_safetensors_bytes(tensors)))
+    meta = {"step": step, "param_groups": state["param_groups"], "scalars": scalars}
+    atomic_write(folder / "state.json", lambda f: f.write(json.dumps(meta)), mode="w")
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors)
+
+
+def _load_resume(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """Restore weights from ``out/model`` and the optimizer from ``out/resume``; return the step."""
+    meta = json.loads((out / "resume" / "state.json").read_text())
+    weights = load_file(str(out / "model" / "model.safetensors"))
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as err:
+        missing, unexpected = [str(err).splitlines()[1].strip()], []
+    params = dict(model.named_parameters())
+    if unexpected or any(k in params or "size mismatch" in k for k in missing):
+        raise ValueError(f"{out / 'model'}: the checkpoint to resume from does not match this model "
+                         f"(missing or mismatched {missing[:3]}, unexpected {unexpected[:3]}); "
+                         "use a new --out or the same model settings")
+    moments = load_file(str(out / "resume" / "optimizer.safetensors"))
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in list(moments.items()) + list(meta["scalars"].items()):
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return int(meta["step"])
+
+
+def _append_metrics(path: Path, row: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows logged after the step we resume from (they will be logged again)."""
+    if path.is_file():
+        write_jsonl(path, [r for r in read_jsonl(path) if r["step"] <= step])
+
+
+def plot_metrics(metrics: Path, png: Path) -> Path | None:
+    """One panel per metric against the step, train and val series overlaid; written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = list(read_jsonl(metrics)) if Path(metrics).is_file() else []
+    skip = {"step", "split", "sec", "lr"}
+    names = sorted({k for r in rows for k, v in r.items() if k not in skip and isinstance(v, (int, float))})
+    if not names:
+        return None
+    cols = min(4, len(names))
+    nrows = math.ceil(len(names) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4 * cols, 3 * nrows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        for split in ("train", "val"):
+            pts = [(r["step"], r[name]) for r in rows if r.get("split") == split and name in r]
+            if pts:
+                ax.plot(*zip(*pts), label=split, marker="o" if split == "val" else None, ms=3)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        if name.endswith("loss"):
+            ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return atomic_write(png, lambda f: f.write(buf.getvalue()))
