@@ -19,6 +19,19 @@ import torch
 from roboalign_env.data.episodes import Episode, load_episode, read_manifest
 
 
+def split_episode_ids(root: str | Path, split: str) -> list[str]:
+    """Episode ids of one world-model split ("train", "val" or "test"), by the bench's episode hash.
+
+    Unlike the judge's bench, no source is held out here: a world model must have seen a robot to
+    dream it, so every source contributes to every split and "test" episodes are the held-out ones.
+    """
+    from roboalign_env.sim.build_bench import split_of
+
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be one of train, val, test; got {split!r}")
+    return [r["episode_id"] for r in read_manifest(root) if split_of(r["episode_id"], r["source"], "") == split]
+
+
 class ClipStream(torch.utils.data.IterableDataset):
     """Endless stream of ``{"frames": (T, 3, H, W) float in [0, 1], "actions": (T, 7)}`` clips.
 
@@ -71,6 +84,11 @@ class ClipStream(torch.utils.data.IterableDataset):
         if self.augment:
             frames = augment_clip(frames, torch.Generator().manual_seed(int(rng.integers(2**62))))
         return {"frames": frames, "actions": torch.from_numpy(np.ascontiguousarray(actions))}
+
+    def batch(self, rng: np.random.Generator, size: int) -> dict[str, torch.Tensor]:
+        """``size`` clips drawn with ``rng``, stacked: frames (B, T, 3, H, W), actions (B, T, 7)."""
+        clips = [self.sample(rng) for _ in range(size)]
+        return {key: torch.stack([c[key] for c in clips]) for key in clips[0]}
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
