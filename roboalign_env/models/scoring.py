@@ -1,0 +1,230 @@
+"""Pieces every six-dimension scorer shares: input checks, a frame+time video tower, score heads.
+
+The teacher judge (:mod:`roboalign_env.models.judge`) and the student reward
+(:mod:`roboalign_env.models.student`) differ in size and text encoder, not in what goes in or what
+comes out, so both take videos through :func:`prepare_videos` and end in :class:`ScoreHeads`.
+
+Videos in: one video ``(T, H, W, 3)`` uint8, a list of such videos (lengths may differ), a batch
+``(N, T, H, W, 3)`` uint8, or a batch ``(N, T, 3, H, W)`` float in [0, 1] (what a world model
+decodes). Scores out: per dimension a categorical distribution over the levels ``0..max``, its
+expected value and argmax, and the normalized aggregate (sum of expected scores / 10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
+
+TOTAL = sum(MAX_SCORES)  # 10
+
+
+def prepare_videos(videos, image_size: int = 64, max_frames: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check and convert videos to ``(N, T, 3, H, W)`` float in [0, 1] plus a ``(N, T)`` valid-frame mask.
+
+    Shorter videos of a list are padded at the end (mask False). Raises ``ValueError`` naming what
+    was wrong (empty video, wrong frame size, wrong layout or dtype) and what was expected.
+    """
+    expected = (f"expected uint8 (T, {image_size}, {image_size}, 3) videos, a list of them, or a "
+                f"batch (N, T, {image_size}, {image_size}, 3) uint8 / (N, T, 3, {image_size}, {image_size}) float in [0, 1]")
+    if isinstance(videos, (list, tuple)):
+        if not videos:
+            raise ValueError(f"video: got an empty list; {expected}")
+        items = [_as_frames(v, image_size, expected, f"video {i}") for i, v in enumerate(videos)]
+    else:
+        array = videos
+        ndim = array.ndim
+        if ndim == 4:
+            items = [_as_frames(array, image_size, expected, "video")]
+        elif ndim == 5:
+            if len(array) == 0:
+                raise ValueError(f"video: got an empty batch {tuple(array.shape)}; {expected}")
+            items = [_as_frames(v, image_size, expected, f"video {i}") for i, v in enumerate(array)]
+        else:
+            raise ValueError(f"video: got shape {tuple(array.shape)}; {expected}")
+    longest = max(len(v) for v in items)
+    if longest > max_frames:
+        raise ValueError(f"video: {longest} frames; this model takes at most {max_frames}")
+    out = torch.zeros(len(items), longest, 3, image_size, image_size)
+    mask = torch.zeros(len(items), longest, dtype=torch.bool)
+    for i, v in enumerate(items):
+        out[i, : len(v)] = v
+        mask[i, : len(v)] = True
+    return out, mask
+
+
+def _as_frames(video, image_size: int, expected: str, name: str) -> torch.Tensor:
+    """One video as (T, 3, H, W) float in [0, 1]."""
+    t = torch.as_tensor(np.asarray(video)) if not torch.is_tensor(video) else video
+    if t.ndim != 4:
+        raise ValueError(f"{name}: got shape {tuple(t.shape)}; {expected}")
+    if len(t) == 0:
+        raise ValueError(f"{name}: is empty (0 frames); {expected}")
+    if t.dtype == torch.uint8:
+        if t.shape[-1] != 3:
+            raise ValueError(f"{name}: uint8 video of shape {tuple(t.shape)} is not channel-last; {expected}")
+        t = t.permute(0, 3, 1, 2).float() / 255.0
+    elif t.is_floating_point():
+        if t.shape[1] != 3:
+            raise ValueError(f"{name}: float video of shape {tuple(t.shape)} is not channel-first; {expected}")
+        t = t.float().clamp(0.0, 1.0)
+    else:
+        raise ValueError(f"{name}: dtype {t.dtype}; {expected}")
+    if tuple(t.shape[2:]) != (image_size, image_size):
+        raise ValueError(f"{name}: frames are {t.shape[2]}x{t.shape[3]}, this model takes "
+                         f"{image_size}x{image_size}; {expected}")
+    return t
+
+
+def check_instructions(instructions, count: int) -> list[str]:
+    """One non-empty instruction per video (a single string is used for every video)."""
+    if isinstance(instructions, str):
+        instructions = [instructions] * count
+    if instructions is None or len(instructions) != count:
+        got = "none" if instructions is None else len(instructions)
+        raise ValueError(f"instruction: got {got} for {count} video(s); expected one non-empty string per video")
+    for i, text in enumerate(instructions):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"instruction {i}: missing (got {text!r}); expected a non-empty string such as 'lift the red cube'")
+    return list(instructions)
+
+
+class FrameEncoder(nn.Module):
+    """A CNN that maps each frame and its difference to the previous frame to a vector.
+
+    Stride-2 convolutions take ``image_size`` down to 4x4; the 4x4 map is flattened (not pooled),
+    so where things are stays in the vector.
+    """
+
+    def __init__(self, widths: Sequence[int], dim: int, image_size: int = 64):
+        super().__init__()
+        self.cnn, cin = _conv_stack(6, widths, image_size)
+        self.proj = nn.Linear(cin * 16, dim)
+
+    def forward(self, seq: torch.Tensor, prev_index: torch.Tensor) -> torch.Tensor:
+        """seq (N, S, 3, H, W) in [0, 1]; frame k's previous frame is ``seq[:, prev_index[k]]`` -> (N, S, dim)."""
+        x = torch.cat([seq * 2 - 1, (seq - seq[:, prev_index]) * 4], dim=2)
+        return self.proj(self.cnn(x.flatten(0, 1)).flatten(1)).unflatten(0, seq.shape[:2])
+
+
+class PatchFrameEncoder(nn.Module):
+    """The cheap frame encoder: a linear ``patch`` x ``patch`` patch embedding, whose differences
+    between consecutive frames equal the embedding of the frame differences (it is linear), then
+    a CNN down to 4x4 on [embedding, difference] and a projection. No full-resolution work but the
+    patch embedding itself.
+    """
+
+    def __init__(self, widths: Sequence[int], dim: int, image_size: int = 64, patch: int = 4):
+        super().__init__()
+        self.patch = nn.Conv2d(3, widths[0], patch, patch, bias=False)
+        self.cnn, cin = _conv_stack(2 * widths[0], widths[1:], image_size // patch)
+        self.proj = nn.Linear(cin * 16, dim)
+
+    def forward(self, seq: torch.Tensor, prev_index: torch.Tensor) -> torch.Tensor:
+        f = self.patch(seq.flatten(0, 1) * 2 - 1).unflatten(0, seq.shape[:2])
+        x = torch.cat([f, (f - f[:, prev_index]) * 2], dim=2)
+        return self.proj(self.cnn(x.flatten(0, 1)).flatten(1)).unflatten(0, seq.shape[:2])
+
+
+def _conv_stack(cin: int, widths: Sequence[int], size: int) -> tuple[nn.Sequential, int]:
+    """3x3 convolutions (stride 2 while the map is larger than 4x4) + GroupNorm + GELU; ends at 4x4."""
+    layers, start = [], size
+    for w in widths:
+        stride = 2 if size > 4 else 1
+        layers += [nn.Conv2d(cin, w, 3, stride, 1), nn.GroupNorm(min(8, w), w), nn.GELU()]
+        size //= stride
+        cin = w
+    if size != 4:
+        raise ValueError(f"conv widths {list(widths)} take {start} px to {size}, not 4")
+    return nn.Sequential(*layers), cin
+
+
+class VideoTower(nn.Module):
+    """Spatio-temporal video encoder: a frame encoder per frame, then a Transformer over time.
+
+    The sequence is ``[prefix tokens..., initial frame, frame_0, ..., frame_{T-1}]`` with learned
+    temporal positions; padded frames are masked out. The initial frame and frame 0 are their own
+    "previous" frames (zero difference). Returns the prefix tokens' outputs.
+    """
+
+    def __init__(self, frames: nn.Module, dim: int, layers: int, heads: int, ffn: int, dropout: float, max_frames: int):
+        super().__init__()
+        self.frames = frames
+        self.time = nn.Parameter(torch.zeros(1, max_frames + 1, dim))
+        nn.init.normal_(self.time, std=0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, ffn, dropout, activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, video: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """video (N, T, 3, H, W), mask (N, T), initial (N, 3, H, W), prefix (N, P, dim) -> (N, P, dim)."""
+        n, t = video.shape[:2]
+        seq = torch.cat([initial[:, None], video], dim=1)
+        prev_index = torch.cat([torch.tensor([0, 1]), torch.arange(1, t)])[: t + 1].to(video.device)
+        tokens = self.frames(seq, prev_index) + self.time[:, : t + 1]
+        p = prefix.shape[1]
+        seq = torch.cat([prefix, tokens], dim=1)
+        keep = torch.cat([torch.ones(n, p + 1, dtype=torch.bool, device=mask.device), mask], dim=1)
+        out = self.encoder(seq, src_key_padding_mask=~keep)
+        return self.norm(out[:, :p])
+
+
+class ScoreHeads(nn.Module):
+    """Six linear heads: logits over the levels ``0..MAX_SCORES[k]`` of each dimension."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.heads = nn.ModuleList(nn.Linear(dim, top + 1) for top in MAX_SCORES)
+
+    def forward(self, features: torch.Tensor) -> list[torch.Tensor]:
+        """features (N, dim) or (N, 6, dim) (one vector per dimension) -> six (N, levels) logits."""
+        if features.ndim == 2:
+            return [head(features) for head in self.heads]
+        return [head(features[:, k]) for k, head in enumerate(self.heads)]
+
+
+@dataclass
+class Scores:
+    """A scorer's output for N videos (tensors; ``as_dicts`` gives plain Python numbers)."""
+
+    logits: list[torch.Tensor]
+    """Six (N, levels) tensors of logits."""
+
+    @property
+    def probs(self) -> list[torch.Tensor]:
+        return [lg.float().softmax(-1) for lg in self.logits]
+
+    @property
+    def expected(self) -> torch.Tensor:
+        """(N, 6) expected score per dimension."""
+        return torch.stack([(p * torch.arange(p.shape[-1], dtype=p.dtype, device=p.device)).sum(-1) for p in self.probs], -1)
+
+    @property
+    def argmax(self) -> torch.Tensor:
+        """(N, 6) most likely level per dimension."""
+        return torch.stack([lg.argmax(-1) for lg in self.logits], -1)
+
+    @property
+    def aggregate(self) -> torch.Tensor:
+        """(N,) normalized aggregate: sum of the expected scores / 10, in [0, 1]."""
+        return self.expected.sum(-1) / TOTAL
+
+    def as_dicts(self) -> list[dict]:
+        expected, argmax, agg = self.expected.tolist(), self.argmax.tolist(), self.aggregate.tolist()
+        probs = [p.tolist() for p in self.probs]
+        return [{
+            "scores": {d: round(expected[i][k], 4) for k, d in enumerate(DIMENSIONS)},
+            "levels": {d: int(argmax[i][k]) for k, d in enumerate(DIMENSIONS)},
+            "probs": {d: [round(x, 4) for x in probs[k][i]] for k, d in enumerate(DIMENSIONS)},
+            "aggregate": round(agg[i], 4),
+        } for i in range(len(agg))]
+
+
+def normalized_scores(expected: torch.Tensor) -> torch.Tensor:
+    """(N, 6) expected scores -> each divided by its dimension's maximum, in [0, 1]."""
+    return expected / torch.tensor(MAX_SCORES, dtype=expected.dtype, device=expected.device)
