@@ -186,8 +186,194 @@ class TrainProbe:
               f"objects {errors['objects']['mean_cm']:.2f} cm (mean; details in {self.out / 'heldout_errors.json'})")
 
 
+@dataclass(frozen=True)
+class Distill:
+    """Distil the teacher judge into the student reward model (resumable)."""
+
+    teacher: Path = Path("checkpoints/judge")
+    """Teacher checkpoint folder (train-judge's model/)."""
+    bench: Path = Path("data/bench")
+    """Bench folder: its train split is distilled on, its val split validates."""
+    collection: Path = Path("data/episodes")
+    """Collection the bench was built from: unlabelled extra clips are cut from its training episodes."""
+    out: Path = Path("runs/student")
+    """Run folder: model/, metrics.jsonl, curves.png."""
+    loss: str = "kl"
+    """'kl' (temperature-scaled KL on the level distributions) or 'huber' (dimension-weighted, normalized scores)."""
+    temperature: float = 2.0
+    """Temperature of the KL loss."""
+    extra_clips: int = 3000
+    """Unlabelled extra clips (re-windowed, some degraded or with swapped instructions) the teacher scores."""
+    steps: int = 2000
+    """Optimizer steps."""
+    batch_size: int = 64
+    """Videos per step."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    mixed_precision: str = "bf16"
+    """'bf16' autocast or 'no'."""
+    targets: Path = Path("runs/teacher_targets")
+    """Folder keeping the teacher's outputs on the distillation videos, reused by later runs with the same teacher."""
+    seed: int = 0
+    """Seed of the batch stream and of the extra clips."""
+
+    def run(self) -> None:
+        from roboalign_env.data.bench_cache import open_split
+        from roboalign_env.models.registry import load_scorer
+        from roboalign_env.models.student import LOSSES, StudentReward, StudentRewardConfig
+        from roboalign_env.training.distill import DistillData, cached_predict, distill, episode_clips
+        from roboalign_env.training.loop import LoopConfig
+
+        if self.loss not in LOSSES:
+            raise ValueError(f"--loss {self.loss!r}; expected one of {LOSSES}")
+        teacher = load_scorer(self.teacher)
+        data = DistillData()
+        train = open_split(self.bench, "train")
+        data.add(train, cached_predict(teacher, train, self.targets / "bench_train.npz")["log_probs"])
+        if self.extra_clips:
+            clips = episode_clips(self.collection, {r["episode_id"] for r in train.rows}, self.extra_clips, self.seed)
+            data.add(clips, cached_predict(teacher, clips, self.targets / f"clips_{self.extra_clips}_{self.seed}.npz")["log_probs"])
+        val = open_split(self.bench, "val")
+        val_pred = cached_predict(teacher, val, self.targets / "bench_val.npz")
+        loop = LoopConfig(out=self.out, steps=self.steps, lr=self.lr, mixed_precision=self.mixed_precision,
+                          seed=self.seed, eval_every=250, save_every=250)
+        distill(StudentReward(StudentRewardConfig()), data, loop, self.loss, self.temperature, self.batch_size, (val, val_pred))
+        print(f"student in {self.out / 'model'}; metrics in {self.out / 'metrics.jsonl'}")
+
+
+@dataclass(frozen=True)
+class EvalJudge:
+    """Agreement of a teacher or student with the oracle (and optionally with a reference scorer) per split."""
+
+    model: Path = Path("checkpoints/judge")
+    """Checkpoint folder of the scorer to evaluate (teacher or student)."""
+    bench: Path = Path("data/bench")
+    """Bench folder."""
+    out: Path = Path("runs/eval_judge")
+    """Output folder: metrics.json and confusion_<split>.png (and confusion_<split>_vs_reference.png)."""
+    reference: Path | None = None
+    """Another scorer's checkpoint (the teacher, when evaluating a student): agreement with its outputs too."""
+    splits: tuple[str, ...] = ("test", "heldout")
+    """Bench splits to evaluate, each reported separately."""
+
+    def run(self) -> None:
+        import json
+
+        import numpy as np
+
+        from roboalign_env.data.bench_cache import open_split
+        from roboalign_env.data.io import atomic_write
+        from roboalign_env.eval.judge_metrics import agreement, plot_confusions
+        from roboalign_env.models.registry import load_scorer
+        from roboalign_env.training.judge import predict
+
+        model = load_scorer(self.model)
+        reference = load_scorer(self.reference) if self.reference else None
+        report = {"model": str(self.model), "reference": str(self.reference) if self.reference else None, "splits": {}}
+        for split in self.splits:
+            videos = open_split(self.bench, split)
+            labels = np.asarray(videos.labels)
+            pred = predict(model, videos, progress=True)
+            entry = {"vs_oracle": agreement(pred["argmax"], pred["expected"], labels)}
+            plot_confusions(pred["argmax"], labels, self.out / f"confusion_{split}.png", f"{self.model.name} vs oracle, {split}")
+            if reference is not None:
+                ref = predict(reference, videos, progress=True)
+                entry["vs_reference"] = agreement(pred["argmax"], pred["expected"], ref["argmax"], ref["expected"].sum(1))
+                entry["reference_vs_oracle"] = agreement(ref["argmax"], ref["expected"], labels)
+                plot_confusions(pred["argmax"], ref["argmax"], self.out / f"confusion_{split}_vs_reference.png",
+                                f"{self.model.name} vs {self.reference.name}, {split}")
+            report["splits"][split] = entry
+            summary = ", ".join(f"{k}: acc {v['mean_accuracy']:.3f}, spearman {v['aggregate_spearman']:.3f}" for k, v in entry.items())
+            print(f"{split} ({len(labels)} pairs): {summary}")
+        atomic_write(self.out / "metrics.json", lambda f: f.write(json.dumps(report, indent=1)), mode="w")
+        print(f"wrote {self.out / 'metrics.json'} and confusion matrices")
+
+
+@dataclass(frozen=True)
+class Score:
+    """Score one video (mp4 or npz) against an instruction with the teacher, the student or the state probe."""
+
+    video: Path
+    """An .mp4, or an .npz holding a (T, H, W, 3) uint8 array (see --npz-key)."""
+    instruction: str
+    """What the robot was asked to do, e.g. 'lift the red cube'."""
+    model: Path = Path("checkpoints/student")
+    """Checkpoint folder: checkpoints/judge (teacher), checkpoints/student or checkpoints/probe."""
+    npz_key: str = "video"
+    """Array name inside an .npz file."""
+    out: Path | None = None
+    """JSON output file (default: print to stdout)."""
+
+    def run(self) -> None:
+        import json
+
+        from roboalign_env.data.io import atomic_write
+        from roboalign_env.eval.media import read_video
+        from roboalign_env.models.registry import load_scorer, scorer_kind
+
+        video = read_video(self.video, self.npz_key)
+        kind = scorer_kind(self.model)
+        model = load_scorer(self.model)
+        if kind == "probe":
+            from roboalign_env.models.state_probe import probe_labels
+
+            labels, trace = probe_labels(model, video, self.instruction)
+            result = {"levels": labels.as_dict(), "aggregate": labels.aggregate / 10, "source": trace["source"]}
+        else:
+            result = model.score(video, self.instruction).as_dicts()[0]
+        result = {"video": str(self.video), "instruction": self.instruction, "model": str(self.model), "scorer": kind, **result}
+        text = json.dumps(result, indent=1)
+        if self.out is None:
+            print(text)
+        else:
+            atomic_write(self.out, lambda f: f.write(text + "\n"), mode="w")
+            print(f"wrote {self.out}")
+
+
+@dataclass(frozen=True)
+class TrainWorldModel:
+    """Stage 2: train the action-conditioned transformer on tokenized T=8 clips (resumable)."""
+
+    episodes: Path = Path("data/episodes")
+    """Collection folder written by `roboalign collect` (its "train" episodes are used)."""
+    tokenizer: Path = Path("runs/tokenizer/model")
+    """Trained tokenizer folder (config.json + model.safetensors), kept frozen."""
+    out: Path = Path("runs/world_model")
+    """Run folder: model/ (the transformer), world_model/ (tokenizer + transformer), metrics, curves."""
+    action_mode: Literal["embed", "bins"] = "embed"
+    """Actions as one zero-initialized projected slot ('embed') or 7 tokens of 256 bins ('bins')."""
+    layers: int = 4
+    """Transformer layers."""
+    hidden_size: int = 256
+    """Transformer width."""
+    steps: int = 3000
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Clips per step (each 8 frames)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    mixed_precision: Literal["no", "bf16"] = "bf16"
+    """bf16 autocast or 'no'."""
+    seed: int = 0
+    """Seed of the clip stream and the initialization."""
+
+    def run(self) -> None:
+        from roboalign_env.models.transformer import WorldModelConfig
+        from roboalign_env.training.loop import LoopConfig
+        from roboalign_env.training.world_model import train_world_model
+
+        loop = LoopConfig(out=self.out, steps=self.steps, lr=self.lr, mixed_precision=self.mixed_precision,
+                          seed=self.seed, warmup_steps=200, save_every=250, eval_every=250)
+        config = WorldModelConfig(action_mode=self.action_mode, num_layers=self.layers, hidden_size=self.hidden_size,
+                                  intermediate_size=3 * self.hidden_size)
+        train_world_model(self.episodes, self.tokenizer, loop, self.batch_size, config)
+        print(f"world model in {self.out / 'world_model'}; metrics in {self.out / 'metrics.jsonl'}")
+
+
 COMMANDS = {"collect": Collect, "build-bench": BuildBench, "bench-stats": BenchStats, "demo": Demo,
-            "train-judge": TrainJudge, "train-probe": TrainProbe}
+            "train-judge": TrainJudge,
+            "train-world-model": TrainWorldModel, "train-probe": TrainProbe,
+            "distill": Distill, "eval-judge": EvalJudge, "score": Score}
 
 
 def main() -> None:

@@ -42,3 +42,18 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
         for frame in frames:
             writer.append_data(np.ascontiguousarray(frame))
     return path
+
+
+def read_video(path: str | Path, npz_key: str = "video") -> np.ndarray:
+    """A (T, H, W, 3) uint8 video from an .mp4 (imageio) or an .npz array named ``npz_key``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: video file not found")
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as data:
+            if npz_key not in data.files:
+                raise ValueError(f"{path}: no array {npz_key!r} (has {sorted(data.files)}); pass --npz-key")
+            return np.asarray(data[npz_key])
+    if path.suffix != ".mp4":
+        raise ValueError(f"{path}: expected an .mp4 or .npz video")
+    return np.asarray(iio.imread(path, index=None))

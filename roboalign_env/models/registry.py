@@ -1,0 +1,31 @@
+"""Loading any scorer checkpoint (teacher judge, student reward, state probe) by its config's model type."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+SCORERS = {"roboalign_judge": "teacher", "roboalign_student": "student", "roboalign_state_probe": "probe"}
+
+
+def scorer_kind(path: str | Path) -> str:
+    """``teacher``, ``student`` or ``probe`` for a checkpoint folder; a clear error for anything else."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{path}: no config.json; expected a checkpoint folder (config.json + model.safetensors) "
+                                "such as checkpoints/judge, checkpoints/student or checkpoints/probe")
+    model_type = json.loads(config.read_text()).get("model_type")
+    if model_type not in SCORERS:
+        raise ValueError(f"{path}: model_type {model_type!r} is not a scorer; expected one of {sorted(SCORERS)}")
+    return SCORERS[model_type]
+
+
+def load_scorer(path: str | Path):
+    """The model in ``path`` in float32 eval mode (weights stored in 16 bits are widened)."""
+    import roboalign_env.models.judge  # noqa: F401  (registers the model types with AutoModel)
+    import roboalign_env.models.state_probe  # noqa: F401
+    import roboalign_env.models.student  # noqa: F401
+    from transformers import AutoModel
+
+    scorer_kind(path)
+    return AutoModel.from_pretrained(str(path)).float().eval()

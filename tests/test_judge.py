@@ -1,0 +1,176 @@
+"""Teacher judge and student reward: shapes, ranges, input errors, checkpoints, distillation."""
+
+import numpy as np
+import pytest
+import torch
+
+from roboalign_env.data.bench_cache import VideoSet
+from roboalign_env.eval.judge_metrics import agreement, confusion_matrices
+from roboalign_env.models.judge import RoboAlignJudge, RoboAlignJudgeConfig
+from roboalign_env.models.registry import load_scorer
+from roboalign_env.models.student import StudentReward, StudentRewardConfig, distill_loss
+from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
+from roboalign_env.training.distill import DistillData, OnlineDistiller, distill
+from roboalign_env.training.judge import predict
+from roboalign_env.training.loop import LoopConfig
+
+TINY_TEACHER = dict(widths=(8, 16, 16, 16), dim=32, layers=1, heads=2, ffn=64, text_encoder="trained")
+TINY_STUDENT = dict(widths=(8, 16, 16), video_dim=32, text_dim=32, text_layers=1, text_ffn=64)
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    torch.manual_seed(0)
+    return RoboAlignJudge(RoboAlignJudgeConfig(**TINY_TEACHER)).eval()
+
+
+@pytest.fixture(scope="module")
+def student():
+    torch.manual_seed(0)
+    return StudentReward(StudentRewardConfig(**TINY_STUDENT)).eval()
+
+
+def random_videos(n=3, lengths=(12, 9, 16), seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (lengths[i % len(lengths)], 64, 64, 3), dtype=np.uint8) for i in range(n)]
+
+
+@pytest.mark.parametrize("which", ["teacher", "student"])
+def test_scores_have_the_paper_ranges(which, request):
+    model = request.getfixturevalue(which)
+    scores = model.score(random_videos(), ["lift the red cube", "open the door", "put the can in the bin"])
+    assert [lg.shape for lg in scores.logits] == [(3, top + 1) for top in MAX_SCORES]
+    for p in scores.probs:
+        torch.testing.assert_close(p.sum(-1), torch.ones(3))
+    expected = scores.expected
+    assert expected.shape == (3, 6)
+    assert (expected >= 0).all() and (expected <= torch.tensor(MAX_SCORES, dtype=torch.float32)).all()
+    assert (scores.argmax <= torch.tensor(MAX_SCORES)).all()
+    assert ((scores.aggregate >= 0) & (scores.aggregate <= 1)).all()
+    torch.testing.assert_close(scores.aggregate, expected.sum(-1) / 10)
+    row = scores.as_dicts()[0]
+    assert set(row["scores"]) == set(DIMENSIONS) and 0 <= row["aggregate"] <= 1
+
+
+def test_uint8_channel_last_and_float_channel_first_score_alike(student):
+    video = random_videos(1, (16,))[0]
+    as_float = torch.from_numpy(video).permute(0, 3, 1, 2)[None].float() / 255
+    a = student.score(video, "lift the red cube").expected
+    b = student.score(as_float, ["lift the red cube"]).expected
+    torch.testing.assert_close(a, b)
+
+
+def test_padding_does_not_change_a_video_s_scores(teacher):
+    videos = random_videos(2, (10, 16))
+    alone = teacher.score(videos[:1], ["lift the red cube"]).expected
+    batched = teacher.score(videos, ["lift the red cube", "open the door"]).expected[:1]
+    torch.testing.assert_close(alone, batched, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("which", ["teacher", "student"])
+@pytest.mark.parametrize("video, instruction, words", [
+    (np.zeros((0, 64, 64, 3), np.uint8), "lift the red cube", "empty"),
+    (np.zeros((8, 32, 32, 3), np.uint8), "lift the red cube", "64x64"),
+    (np.zeros((8, 64, 64), np.uint8), "lift the red cube", "shape"),
+    (np.zeros((8, 64, 64, 3), np.int32), "lift the red cube", "dtype"),
+    (np.zeros((8, 64, 64, 3), np.uint8), "", "instruction"),
+    (np.zeros((8, 64, 64, 3), np.uint8), None, "instruction"),
+    (np.zeros((2, 8, 64, 64, 3), np.uint8), ["only one"], "instruction"),
+])
+def test_bad_input_gets_a_clear_error(which, video, instruction, words, request):
+    model = request.getfixturevalue(which)
+    with pytest.raises(ValueError, match=words):
+        model.score(video, instruction)
+
+
+def test_checkpoint_round_trip(teacher, student, tmp_path):
+    videos = random_videos()
+    texts = ["lift the red cube"] * 3
+    for name, model in (("t", teacher), ("s", student)):
+        model.save_pretrained(tmp_path / name)
+        loaded = load_scorer(tmp_path / name)
+        assert type(loaded) is type(model)
+        torch.testing.assert_close(loaded.score(videos, texts).expected, model.score(videos, texts).expected)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_scorer(tmp_path / "missing")
+
+
+def test_student_stored_in_half_precision_loads_back_in_float32(student, tmp_path):
+    import copy
+
+    copy.deepcopy(student).half().save_pretrained(tmp_path / "s16")
+    loaded = load_scorer(tmp_path / "s16")
+    assert next(loaded.parameters()).dtype == torch.float32
+    videos = random_videos()
+    diff = (loaded.score(videos, "open the door").expected - student.score(videos, "open the door").expected).abs().max()
+    assert diff < 0.02
+
+
+def _labelled_set(teacher, n=24):
+    videos = random_videos(n, (8, 12, 16), seed=1)
+    texts = ["lift the red cube", "open the door", "stack the red cube on the green cube"]
+    data = DistillData()
+    data.label(teacher, VideoSet.from_videos(videos, [texts[i % 3] for i in range(n)]))
+    return data
+
+
+@pytest.mark.parametrize("loss", ["kl", "huber"])
+def test_distillation_loss_falls(teacher, loss, tmp_path):
+    torch.manual_seed(1)
+    student = StudentReward(StudentRewardConfig(**TINY_STUDENT))
+    data = _labelled_set(teacher)
+    distill(student, data, LoopConfig(out=tmp_path, steps=60, lr=3e-3, warmup_steps=5, log_every=5, progress=False),
+            loss=loss, batch_size=16)
+    import json
+
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2])
+
+
+def test_distill_losses_are_zero_when_student_matches_teacher(teacher):
+    from roboalign_env.models.scoring import Scores
+
+    logits = [torch.randn(5, top + 1) for top in MAX_SCORES]
+    log_probs = [torch.log_softmax(lg, -1) for lg in logits]
+    for kind in ("kl", "huber"):
+        assert distill_loss(Scores(logits), log_probs, kind).abs() < 1e-5
+        assert distill_loss(Scores([-lg for lg in logits]), log_probs, kind) > 1e-3
+    with pytest.raises(ValueError, match="expected one of"):
+        distill_loss(Scores(logits), log_probs, "mse")
+
+
+def test_online_distiller_adds_teacher_labelled_videos_and_continues(teacher, tmp_path):
+    torch.manual_seed(2)
+    student = StudentReward(StudentRewardConfig(**TINY_STUDENT))
+    student.save_pretrained(tmp_path / "start")
+    online = OnlineDistiller(tmp_path / "start", teacher, tmp_path / "online", data=_labelled_set(teacher), batch_size=8)
+    before = [p.detach().clone() for p in online.student.parameters()]
+    generated = torch.rand(4, 10, 3, 64, 64)  # what a world model decodes: float, channel-first
+    assert online.add(generated, "lift the red cube") == 24 + 4
+    online.update(steps=5)
+    assert (tmp_path / "online" / "round_000" / "model" / "model.safetensors").is_file()
+    assert any((a != b).any() for a, b in zip(before, online.student.parameters()))
+    online.update(steps=5)
+    assert online.round == 2 and (tmp_path / "online" / "round_001" / "model").is_dir()
+
+
+def test_predict_matches_score(teacher):
+    videos = random_videos(4, (12, 9), seed=3)
+    texts = ["lift the red cube", "open the door", "open the door", "put the can in the bin"]
+    pred = predict(teacher, VideoSet.from_videos(videos, texts), batch_size=3)
+    np.testing.assert_allclose(pred["expected"], teacher.score(videos, texts).expected.numpy(), atol=1e-5)
+
+
+def test_agreement_metrics():
+    ref = np.array([[3, 2, 1, 1, 1, 2], [0, 0, 0, 0, 0, 0], [2, 1, 1, 0, 1, 1], [1, 0, 1, 1, 0, 2]])
+    perfect = agreement(ref, ref.astype(float), ref)
+    assert perfect["mean_accuracy"] == 1 and perfect["mean_qwk"] == 1 and perfect["aggregate_spearman"] == pytest.approx(1)
+    assert perfect["mean_mae"] == 0
+    worse = ref.copy()
+    worse[:, 0] = [0, 3, 0, 3]
+    out = agreement(worse, worse.astype(float), ref)
+    assert out["per_dimension"]["instruction_following"]["accuracy"] == 0
+    assert out["per_dimension"]["instruction_following"]["qwk"] < 0
+    assert out["per_dimension"]["manipulation_success"]["accuracy"] == 1
+    mats = confusion_matrices(worse, ref)
+    assert mats[0][3, 0] == 1 and mats[0].sum() == 4 and [m.shape for m in mats] == [(t + 1, t + 1) for t in MAX_SCORES]
