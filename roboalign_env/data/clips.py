@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from roboalign_env.data.bench import split_of
 from roboalign_env.data.episodes import Episode, load_episode, read_manifest
 
 
@@ -25,8 +26,6 @@ def split_episode_ids(root: str | Path, split: str) -> list[str]:
     Unlike the judge's bench, no source is held out here: a world model must have seen a robot to
     dream it, so every source contributes to every split and "test" episodes are the held-out ones.
     """
-    from roboalign_env.sim.build_bench import split_of
-
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be one of train, val, test; got {split!r}")
     return [r["episode_id"] for r in read_manifest(root) if split_of(r["episode_id"], r["source"], "") == split]

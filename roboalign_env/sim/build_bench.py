@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from roboalign_env.data.bench import INDEX, shard_path
+from roboalign_env.data.bench import INDEX, shard_path, split_of
 from roboalign_env.data.episodes import Episode, load_episode, read_manifest
 from roboalign_env.data.io import atomic_savez, write_jsonl
 from roboalign_env.sim import degradations as deg
@@ -63,14 +63,6 @@ class Window:
 
     def as_dict(self) -> dict:
         return {"start": self.start, "stride": self.stride, "length": self.length}
-
-
-def split_of(episode_id: str, source: str, heldout_source: str, val: float = 0.1, test: float = 0.1) -> str:
-    """Deterministic split of an episode (by a hash of its id)."""
-    if source == heldout_source:
-        return "heldout"
-    u = zlib.crc32(episode_id.encode()) / 2**32
-    return "val" if u < val else "test" if u < val + test else "train"
 
 
 def _full_window(ep: Episode) -> Window:
