@@ -4,8 +4,9 @@ The idea follows iVideoGPT / RLVR-World: the first frame of a clip (the *context
 full token grid (8x8 at 64x64), and every later frame to a small grid of *dynamics* tokens (4x4)
 that only has to say what changed. Both the dynamics encoder and the dynamics decoder see the
 context frame: the encoder takes the frame and the context stacked on channels, and the decoder is
-a U-Net whose skip connections carry the context encoder's multi-scale features. Static background
-therefore never has to pass through the 16 dynamics tokens.
+a U-Net whose skip connections carry the context encoder's multi-scale features and whose output is
+added to the context frame. Static background therefore never has to pass through the 16 dynamics
+tokens: they only code what changed.
 
 Quantization is FSQ (finite scalar quantization): each latent channel is squashed with ``tanh`` to
 ``(L-1)/2`` and rounded, with a straight-through gradient, so there is no codebook to collapse.
@@ -71,31 +72,34 @@ class TokenizerConfig(PretrainedConfig):
 
 
 class FSQ(nn.Module):
-    """Finite scalar quantization with odd levels: codes are integers in ``[0, prod(levels))``."""
+    """Finite scalar quantization with odd levels: codes are integers in ``[0, prod(levels))``.
+
+    It has no weights; its constants are made on the fly so loading a checkpoint can't skip them.
+    """
 
     def __init__(self, levels: list[int]):
         super().__init__()
-        self.register_buffer("half_width", torch.tensor([(lv - 1) / 2 for lv in levels]), persistent=False)
-        basis = torch.cumprod(torch.tensor([1] + list(levels[:-1])), 0)
-        self.register_buffer("basis", basis, persistent=False)
+        self.levels = list(levels)
 
-    @property
-    def dim(self) -> int:
-        return len(self.half_width)
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        levels = torch.tensor(self.levels, device=device)
+        basis = torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
+        shape = (1, -1, 1, 1)
+        return levels.view(shape), ((levels - 1) / 2).view(shape), basis.view(shape)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``z`` (B, D, h, w) → (quantized in [-1, 1] with straight-through grads, codes (B, h, w))."""
-        half = self.half_width.view(1, -1, 1, 1)
+        _, half, basis = self._constants(z.device)
         bounded = torch.tanh(z.float()) * half
         rounded = bounded + (bounded.round() - bounded).detach()
-        codes = ((bounded.round() + half).long() * self.basis.view(1, -1, 1, 1)).sum(1)
+        codes = ((bounded.round() + half).long() * basis).sum(1)
         return rounded / half, codes
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (B, h, w) → quantized values (B, D, h, w) in [-1, 1]."""
-        levels = (2 * self.half_width + 1).long()
-        digits = (codes.unsqueeze(1) // self.basis.view(1, -1, 1, 1)) % levels.view(1, -1, 1, 1)
-        return (digits.float() - self.half_width.view(1, -1, 1, 1)) / self.half_width.view(1, -1, 1, 1)
+        levels, half, basis = self._constants(codes.device)
+        digits = (codes.unsqueeze(1) // basis) % levels
+        return (digits.float() - half) / half
 
 
 class ResBlock(nn.Module):
@@ -169,7 +173,7 @@ class VideoTokenizer(PreTrainedModel):
         ch, dim = config.channels, len(config.levels)
         self.fsq = FSQ(config.levels)
         self.context_encoder = Encoder(3, ch)
-        self.context_to_code = nn.Conv2d(ch[-1], dim, 1)
+        self.context_to_code = _to_code(ch[-1], dim)
         self.context_from_code = nn.Conv2d(dim, ch[-1], 3, padding=1)
         self.context_decoder = Decoder(ch)
         # Dynamics: encode (frame, context) stacked, go down to the dynamics grid, code it.
@@ -180,7 +184,7 @@ class VideoTokenizer(PreTrainedModel):
             *[nn.Sequential(nn.Conv2d(ch[-1] if i == 0 else dc, dc, 3, stride=2, padding=1), nn.SiLU()) for i in range(extra)],
             ResBlock(dc if extra else ch[-1], dc),
         )
-        self.dynamics_to_code = nn.Conv2d(dc, dim, 1)
+        self.dynamics_to_code = _to_code(dc, dim)
         self.dynamics_from_code = nn.Sequential(nn.Conv2d(dim, dc, 3, padding=1), ResBlock(dc, dc))
         self.dynamics_up = nn.Upsample(scale_factor=config.context_grid // config.dynamics_grid, mode="nearest")
         self.dynamics_in = nn.Conv2d(dc, ch[-1], 3, padding=1)
@@ -188,9 +192,13 @@ class VideoTokenizer(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
             nn.init.zeros_(module.bias)
+        if module is getattr(self, "dynamics_decoder", None):
+            # Start as "the frame equals its context": the change head is zero at init.
+            nn.init.zeros_(module.out[-2].weight)
 
     def check_frames(self, frames: torch.Tensor, name: str = "frames") -> None:
         """Frames must be float (..., 3, S, S) in [0, 1] with S = ``image_size``."""
@@ -231,14 +239,25 @@ class VideoTokenizer(PreTrainedModel):
         _, codes = self.fsq(self._dynamics_latent(frames, context))
         return codes.flatten(1)
 
-    def _decode_dynamics_q(self, q: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+    def _decode_dynamics_q(self, q: torch.Tensor, context: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
         x = self.dynamics_in(self.dynamics_up(self.dynamics_from_code(q)))
-        return self.dynamics_decoder(x, skips).add(1).div(2)
+        return context + self.dynamics_decoder(x, skips)
 
-    def decode_dynamics(self, codes: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        """Codes (B, 16) and ``context_features`` of their context frames → frames (B, 3, H, W)."""
+    def decode_dynamics(self, codes: torch.Tensor, context: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """Codes (B, 16), their context frames (B, 3, H, W) and the ``context_features`` of those
+        frames → frames (B, 3, H, W). The decoder predicts the change from the context frame."""
         g = self.config.dynamics_grid
-        return self._decode_dynamics_q(self.fsq.lookup(codes.view(-1, g, g)), skips)
+        return self._decode_dynamics_q(self.fsq.lookup(codes.view(-1, g, g)), context, skips)
+
+    def encode_clip(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clips (B, T, 3, H, W) → context codes of frame 0 (B, 64) and dynamics codes of frames
+        1..T-1 given frame 0 (B, T-1, 16): the token layout the transformer trains on."""
+        self.check_frames(clips, "clips")
+        b, t = clips.shape[:2]
+        context = clips[:, 0]
+        future = clips[:, 1:].flatten(0, 1)
+        dyn = self.encode_dynamics(future, context.repeat_interleave(t - 1, 0))
+        return self.encode_context(context), dyn.view(b, t - 1, -1)
 
     # --- training ---------------------------------------------------------------------------
     def forward(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -253,12 +272,18 @@ class VideoTokenizer(PreTrainedModel):
         future = clips[:, 1:].flatten(0, 1)
         rep = lambda x: x.repeat_interleave(t - 1, 0)  # noqa: E731
         q_dyn, _ = self.fsq(self._dynamics_latent(future, rep(context)))
-        recon_dyn = self._decode_dynamics_q(q_dyn, [rep(s) for s in skips])
+        recon_dyn = self._decode_dynamics_q(q_dyn, rep(context), [rep(s) for s in skips])
         recon = torch.cat([recon_ctx.unsqueeze(1), recon_dyn.view(b, t - 1, *recon_dyn.shape[1:])], 1)
         loss_ctx = _recon_loss(recon_ctx, context)
         loss_dyn = _recon_loss(recon_dyn, future)
         return {"recon": recon, "loss": (loss_ctx + (t - 1) * loss_dyn) / t,
                 "loss_context": loss_ctx, "loss_dynamics": loss_dyn}
+
+
+def _to_code(channels: int, dim: int) -> nn.Module:
+    """Normalize, then project to the FSQ dimensions (un-normalized features saturate tanh and
+    collapse every position onto one code)."""
+    return nn.Sequential(nn.GroupNorm(min(8, channels), channels), nn.SiLU(), nn.Conv2d(channels, dim, 1))
 
 
 def _recon_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

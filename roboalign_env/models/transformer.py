@@ -1,0 +1,213 @@
+"""Stage 2: an action-conditioned autoregressive transformer over tokenizer codes.
+
+The model is a stock ``transformers`` ``LlamaForCausalLM`` built from a config (nothing is
+downloaded) whose vocabulary is the tokenizer's code space. A clip of T frames becomes::
+
+    [ ctx (64 codes of frame 0) | act_0 | dyn_1 (16 codes) | act_1 | dyn_2 | ... | act_{T-2} | dyn_{T-1} ]
+
+where ``act_t`` is the action sent after frame ``t``. Two action encodings are available:
+
+- ``"embed"`` (default): one slot per action whose input embedding is a learned slot vector plus a
+  zero-initialized linear projection of the 7-D action (the model starts as an unconditional video
+  model and learns to use actions);
+- ``"bins"``: 7 tokens per action, each dimension quantized into ``action_bins`` uniform bins over
+  ``[action_low, action_high]`` (stored in the config), with their own vocabulary entries.
+
+Only dynamics codes are predicted (cross-entropy over the code range); context and actions are
+given. Positions are plain token indices fed to LLaMA's rotary embedding, so a sequence longer than
+the training clips simply uses positions the model never saw (how default autoregression drifts);
+Sliding Window Re-encoding restarts them at 0 every window.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
+
+
+class WorldModelConfig(PretrainedConfig):
+    model_type = "roboalign_world_model"
+
+    def __init__(
+        self,
+        codebook_size: int = 4375,
+        context_tokens: int = 64,
+        dynamics_tokens: int = 16,
+        action_dim: int = 7,
+        action_mode: str = "embed",
+        action_bins: int = 256,
+        action_low: float = -1.0,
+        action_high: float = 1.0,
+        hidden_size: int = 256,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: int = 768,
+        max_positions: int = 4096,
+        dropout: float = 0.0,
+        **kwargs,
+    ):
+        if action_mode not in ("embed", "bins"):
+            raise ValueError(f"action_mode must be 'embed' or 'bins', got {action_mode!r}")
+        self.codebook_size = codebook_size
+        self.context_tokens = context_tokens
+        self.dynamics_tokens = dynamics_tokens
+        self.action_dim = action_dim
+        self.action_mode = action_mode
+        self.action_bins = action_bins
+        self.action_low = action_low
+        self.action_high = action_high
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_size = intermediate_size
+        self.max_positions = max_positions
+        self.dropout = dropout
+        super().__init__(**kwargs)
+
+    @property
+    def action_slots(self) -> int:
+        """Sequence positions one action takes."""
+        return 1 if self.action_mode == "embed" else self.action_dim
+
+    @property
+    def frame_tokens(self) -> int:
+        """Sequence positions one generated frame takes (its action slots plus its dynamics codes)."""
+        return self.action_slots + self.dynamics_tokens
+
+    def sequence_length(self, frames: int) -> int:
+        """Tokens in a window of ``frames`` frames (the context frame plus ``frames - 1`` generated)."""
+        return self.context_tokens + (frames - 1) * self.frame_tokens
+
+    def llama(self) -> LlamaConfig:
+        vocab = self.codebook_size + (self.action_dim * self.action_bins if self.action_mode == "bins" else 0)
+        return LlamaConfig(
+            vocab_size=vocab, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
+            num_hidden_layers=self.num_layers, num_attention_heads=self.num_heads,
+            num_key_value_heads=self.num_heads, max_position_embeddings=self.max_positions,
+            attention_dropout=self.dropout, tie_word_embeddings=False, bos_token_id=None,
+            eos_token_id=None, pad_token_id=None,
+        )
+
+
+class DynamicsTransformer(PreTrainedModel):
+    """Predicts the dynamics codes of each next frame from the context codes and the actions."""
+
+    config_class = WorldModelConfig
+    main_input_name = "context_codes"
+
+    def __init__(self, config: WorldModelConfig):
+        super().__init__(config)
+        self.llama = LlamaForCausalLM(config.llama())
+        if config.action_mode == "embed":
+            self.action_slot = nn.Parameter(torch.zeros(config.hidden_size))
+            self.action_proj = nn.Linear(config.action_dim, config.hidden_size)
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)  # also restores LLaMA's rotary buffers after from_pretrained
+        if module is getattr(self, "action_proj", None):
+            nn.init.zeros_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, DynamicsTransformer) and hasattr(module, "action_slot"):
+            nn.init.normal_(module.action_slot, std=0.02)
+
+    # --- inputs -----------------------------------------------------------------------------
+    def check_actions(self, actions: torch.Tensor) -> None:
+        """Actions must be finite float (..., action_dim)."""
+        dim = self.config.action_dim
+        if not torch.is_tensor(actions) or not actions.is_floating_point():
+            raise TypeError(f"actions: expected a float tensor (..., {dim}), got "
+                            f"{actions.dtype if torch.is_tensor(actions) else type(actions).__name__}")
+        if actions.shape[-1] != dim:
+            raise ValueError(f"actions: expected last dimension {dim} (the controller's action size), "
+                             f"got shape {tuple(actions.shape)}")
+        if not torch.isfinite(actions).all():
+            raise ValueError("actions: contain NaN or inf")
+
+    def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.llama.get_input_embeddings()(codes)
+
+    def embed_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions (..., 7) → slot embeddings (..., action_slots, hidden)."""
+        cfg = self.config
+        if cfg.action_mode == "embed":
+            return (self.action_slot + self.action_proj(actions.to(self.action_proj.weight.dtype))).unsqueeze(-2)
+        return self.embed_codes(self.action_token_ids(actions))
+
+    def action_token_ids(self, actions: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        unit = (actions.clamp(cfg.action_low, cfg.action_high) - cfg.action_low) / (cfg.action_high - cfg.action_low)
+        bins = (unit * cfg.action_bins).long().clamp(0, cfg.action_bins - 1)
+        offsets = torch.arange(cfg.action_dim, device=actions.device) * cfg.action_bins
+        return cfg.codebook_size + offsets + bins
+
+    def code_logits(self, hidden_logits: torch.Tensor) -> torch.Tensor:
+        """Restrict LM logits to the code range (actions are never predicted)."""
+        return hidden_logits[..., : self.config.codebook_size].float()
+
+    # --- teacher-forced pass (training, GRPO log-probabilities) -------------------------------
+    def forward(self, context_codes: torch.Tensor, actions: torch.Tensor, dynamics_codes: torch.Tensor) -> torch.Tensor:
+        """Logits (B, F, 16, K) of every dynamics code given the context (B, 64), the actions
+        (B, F, 7) and the true dynamics codes (B, F, 16) of the previous frames."""
+        self.check_actions(actions)
+        b, f, n = dynamics_codes.shape
+        cfg = self.config
+        blocks = torch.cat([self.embed_actions(actions), self.embed_codes(dynamics_codes)], 2)
+        embeds = torch.cat([self.embed_codes(context_codes), blocks.flatten(1, 2)], 1)
+        logits = self.llama(inputs_embeds=embeds, use_cache=False, logits_to_keep=0).logits
+        # The code at position p is predicted by the output at p - 1.
+        starts = cfg.context_tokens + torch.arange(f, device=embeds.device) * cfg.frame_tokens + cfg.action_slots
+        where = (starts[:, None] + torch.arange(n, device=embeds.device)[None, :] - 1).flatten()
+        return self.code_logits(logits[:, where]).view(b, f, n, -1)
+
+    def loss(self, context_codes, actions, dynamics_codes) -> torch.Tensor:
+        logits = self(context_codes, actions, dynamics_codes)
+        return F.cross_entropy(logits.flatten(0, 2), dynamics_codes.flatten())
+
+    def log_probs(self, context_codes, actions, dynamics_codes, temperature: float = 1.0) -> torch.Tensor:
+        """Log-probabilities (B, F, 16) of given dynamics codes under softmax(logits / temperature)."""
+        logits = self(context_codes, actions, dynamics_codes) / temperature
+        return logits.log_softmax(-1).gather(-1, dynamics_codes.unsqueeze(-1)).squeeze(-1)
+
+
+def sample_codes(logits: torch.Tensor, temperature: float, top_k: int | None,
+                 generators: list[torch.Generator] | torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw one code per row of ``logits`` (B, K) and return (codes, log-probabilities).
+
+    ``temperature == 0`` is greedy. Otherwise codes are drawn from softmax(logits / temperature)
+    restricted to the ``top_k`` largest (Gumbel-max with noise from ``generators``: one generator
+    per row makes a batched draw equal to the same rows drawn one at a time). The returned
+    log-probability is under the untruncated softmax(logits / temperature), the quantity GRPO's
+    importance ratio uses.
+    """
+    logits = logits.float()
+    if temperature == 0:
+        codes = logits.argmax(-1)
+        return codes, logits.log_softmax(-1).gather(-1, codes[:, None]).squeeze(-1)
+    scaled = logits / temperature
+    masked = scaled
+    if top_k is not None and top_k < scaled.shape[-1]:
+        kth = scaled.topk(top_k, -1).values[:, -1:]
+        masked = scaled.masked_fill(scaled < kth, float("-inf"))
+    if isinstance(generators, (list, tuple)):
+        if len(generators) != len(logits):
+            raise ValueError(f"got {len(generators)} generators for a batch of {len(logits)}")
+        uniform = torch.stack([torch.rand(scaled.shape[-1], generator=g) for g in generators])
+    else:
+        uniform = torch.rand(scaled.shape, generator=generators)
+    exponential = -torch.log(uniform.clamp_min(1e-20))
+    gumbel = -torch.log(exponential.clamp_min(1e-20)).to(scaled.device)
+    codes = (masked + gumbel).argmax(-1)
+    return codes, scaled.log_softmax(-1).gather(-1, codes[:, None]).squeeze(-1)
+
+
+def _register() -> None:
+    from transformers import AutoConfig, AutoModel
+
+    AutoConfig.register(WorldModelConfig.model_type, WorldModelConfig, exist_ok=True)
+    AutoModel.register(WorldModelConfig, DynamicsTransformer, exist_ok=True)
+
+
+_register()

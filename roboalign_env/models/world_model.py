@@ -1,0 +1,221 @@
+"""The world model: tokenizer + dynamics transformer, rolled out with or without SWR.
+
+A checkpoint is a folder::
+
+    tokenizer/     config.json + model.safetensors   (VideoTokenizer)
+    transformer/   config.json + model.safetensors   (DynamicsTransformer)
+    manifest.json  image size, action space, versions
+
+:class:`Dream` advances a batch of N rollouts one frame per :meth:`Dream.step`, all N in one
+forward pass, with a KV cache. Each step feeds the previous frame's last sampled code together with
+the new action, samples the next frame's 16 dynamics codes one by one, and decodes them to pixels
+against the current context frame's features.
+
+Sliding Window Re-encoding (SWR): a window holds ``window`` frames, the context plus
+``window - 1`` generated ones. When a window is full, the last generated frame (already decoded to
+pixels) is re-encoded as fresh context codes and context features, the KV cache is dropped and
+positions restart at 0; the sequence never grows past ``sequence_length(window)`` tokens.
+With ``window=None`` (default autoregression) the context stays the first frame and the sequence
+grows by 17 tokens per frame, past the 8-frame length seen in training.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import StaticCache
+
+from roboalign_env.models.tokenizer import VideoTokenizer
+from roboalign_env.models.transformer import DynamicsTransformer, sample_codes
+
+MANIFEST = "manifest.json"
+COMPONENTS = ("tokenizer", "transformer")
+
+
+class CheckpointError(ValueError):
+    """A world-model folder is missing a file or its parts do not fit together."""
+
+
+class WorldModel(torch.nn.Module):
+    """Tokenizer and transformer together, with the checks that they match."""
+
+    def __init__(self, tokenizer: VideoTokenizer, transformer: DynamicsTransformer):
+        super().__init__()
+        t, w = tokenizer.config, transformer.config
+        if (t.codebook_size, t.context_tokens, t.dynamics_tokens) != (w.codebook_size, w.context_tokens, w.dynamics_tokens):
+            raise CheckpointError(
+                f"tokenizer ({t.codebook_size} codes, {t.context_tokens}+{t.dynamics_tokens} tokens) does not match "
+                f"transformer ({w.codebook_size} codes, {w.context_tokens}+{w.dynamics_tokens} tokens)")
+        self.tokenizer = tokenizer.eval().requires_grad_(False)
+        self.transformer = transformer
+
+    @property
+    def image_size(self) -> int:
+        return self.tokenizer.config.image_size
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``tokenizer/``, ``transformer/`` and ``manifest.json`` (safetensors, no pickle)."""
+        import roboalign_env
+        from roboalign_env.training.loop import save_checkpoint
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(self.tokenizer, folder / "tokenizer")
+        save_checkpoint(self.transformer, folder / "transformer")
+        cfg = self.transformer.config
+        manifest = {
+            "format": "roboalign_world_model/1", "image_size": self.image_size,
+            "action_dim": cfg.action_dim, "action_low": cfg.action_low, "action_high": cfg.action_high,
+            "roboalign_env": roboalign_env.__version__, "torch": torch.__version__,
+        }
+        from roboalign_env.data.io import atomic_write
+
+        atomic_write(folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1)), mode="w")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "WorldModel":
+        """Load a folder written by :meth:`save`; a missing or mismatched file raises CheckpointError."""
+        folder = Path(folder)
+        for name in COMPONENTS:
+            for file in ("config.json", "model.safetensors"):
+                if not (folder / name / file).is_file():
+                    raise CheckpointError(f"{folder / name / file}: missing (a world-model folder needs "
+                                          f"tokenizer/ and transformer/, each with config.json and model.safetensors)")
+        tokenizer = _load_component(VideoTokenizer, folder / "tokenizer")
+        transformer = _load_component(DynamicsTransformer, folder / "transformer")
+        model = cls(tokenizer, transformer)
+        if (folder / MANIFEST).is_file():
+            manifest = json.loads((folder / MANIFEST).read_text())
+            if manifest.get("image_size") != model.image_size:
+                raise CheckpointError(f"{folder / MANIFEST}: image_size {manifest.get('image_size')} does not "
+                                      f"match the tokenizer's {model.image_size}")
+        return model.to(device).eval()
+
+    def dream(self, first_frames: torch.Tensor, horizon: int, window: int | None = 6, temperature: float = 0.0,
+              top_k: int | None = None, generators: list[torch.Generator] | torch.Generator | None = None) -> "Dream":
+        return Dream(self, first_frames, horizon, window, temperature, top_k, generators)
+
+    @torch.no_grad()
+    def rollout(self, first_frames: torch.Tensor, actions: torch.Tensor, window: int | None = 6,
+                temperature: float = 0.0, top_k: int | None = None,
+                generators: list[torch.Generator] | torch.Generator | None = None) -> "Rollout":
+        """Predict frames 1..F from first frames (B, 3, H, W) and actions (B, F, 7)."""
+        if actions.ndim != 3:
+            raise ValueError(f"actions: expected shape (batch, frames, {self.transformer.config.action_dim}), "
+                             f"got {tuple(actions.shape)}")
+        dream = self.dream(first_frames, actions.shape[1], window, temperature, top_k, generators)
+        tic = time.perf_counter()
+        frames = [dream.step(actions[:, i]) for i in range(actions.shape[1])]
+        return Rollout(torch.stack(frames, 1), torch.stack(dream.codes, 1), torch.stack(dream.log_probs, 1),
+                       dream.peak_sequence, time.perf_counter() - tic)
+
+
+def _load_component(cls, folder: Path):
+    """``from_pretrained`` that refuses weights which do not cover the model exactly."""
+    try:
+        model, info = cls.from_pretrained(folder, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{folder}: could not load {cls.__name__} ({err})") from err
+    problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
+    if problems:
+        raise CheckpointError(f"{folder}: weights do not match its config.json ({problems})")
+    return model
+
+
+@dataclass
+class Rollout:
+    frames: torch.Tensor  # (B, F, 3, H, W) in [0, 1]
+    codes: torch.Tensor  # (B, F, 16) sampled dynamics codes
+    log_probs: torch.Tensor  # (B, F, 16) their log-probabilities
+    peak_sequence: int  # longest token sequence the transformer attended over
+    seconds: float
+
+
+@dataclass
+class Dream:
+    """N rollouts advanced together; see the module docstring for the token and SWR mechanics.
+
+    ``horizon`` is the most frames :meth:`step` will be asked for; it sizes the static KV cache
+    when SWR is off (with SWR the cache holds one window).
+    """
+
+    model: WorldModel
+    first_frames: torch.Tensor
+    horizon: int
+    window: int | None = 6
+    temperature: float = 0.0
+    top_k: int | None = None
+    generators: list[torch.Generator] | torch.Generator | None = None
+    codes: list[torch.Tensor] = field(default_factory=list)
+    log_probs: list[torch.Tensor] = field(default_factory=list)
+    peak_sequence: int = 0
+
+    def __post_init__(self):
+        if self.window is not None and self.window < 2:
+            raise ValueError(f"window must be >= 2 frames (context + one generated) or None, got {self.window}")
+        tok = self.model.tokenizer
+        frames = self.first_frames
+        if frames.ndim != 4:
+            raise ValueError(f"first_frames: expected (batch, 3, {self.model.image_size}, {self.model.image_size}), "
+                             f"got shape {tuple(frames.shape)}")
+        tok.check_frames(frames, "first_frames")
+        self._restart(frames.to(tok.device))
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.first_frames)
+
+    @torch.no_grad()
+    def _restart(self, context: torch.Tensor) -> None:
+        """Encode ``context`` frames as a new window's context; drop the cache."""
+        tok = self.model.tokenizer
+        self._context = context
+        self._skips = tok.context_features(context)
+        self._pending = self.model.transformer.embed_codes(tok.encode_context(context))
+        frames = self.window if self.window is not None else self.horizon + 1
+        self._cache = StaticCache(config=self.model.transformer.llama.config,
+                                  max_cache_len=self.model.transformer.config.sequence_length(frames))
+        self._position = 0
+        self._frames_in_window = 1
+
+    @torch.no_grad()
+    def step(self, actions: torch.Tensor) -> torch.Tensor:
+        """Advance every rollout by one frame under ``actions`` (B, 7); return frames (B, 3, H, W)."""
+        tf = self.model.transformer
+        tf.check_actions(actions)
+        if actions.shape != (self.batch_size, tf.config.action_dim):
+            raise ValueError(f"actions: expected shape ({self.batch_size}, {tf.config.action_dim}), got {tuple(actions.shape)}")
+        if self.window is not None and self._frames_in_window == self.window:
+            self._restart(self._last_frame)
+        elif self._frames_in_window == self.horizon + 1:
+            raise ValueError(f"this dream was sized for horizon={self.horizon} frames without SWR; "
+                             "make a new one with a longer horizon or turn SWR on")
+        embeds = torch.cat([self._pending, tf.embed_actions(actions.to(tf.device))], 1)
+        codes, log_probs = [], []
+        for _ in range(tf.config.dynamics_tokens):
+            logits = self._forward(embeds)
+            code, log_prob = sample_codes(logits, self.temperature, self.top_k, self.generators)
+            codes.append(code)
+            log_probs.append(log_prob)
+            embeds = tf.embed_codes(code[:, None])
+        self._pending = embeds  # the last code is fed with the next action
+        codes = torch.stack(codes, 1)
+        self.codes.append(codes)
+        self.log_probs.append(torch.stack(log_probs, 1))
+        self._last_frame = self.model.tokenizer.decode_dynamics(codes, self._context, self._skips).float().clamp(0, 1)
+        self._frames_in_window += 1
+        return self._last_frame
+
+    def _forward(self, embeds: torch.Tensor) -> torch.Tensor:
+        n = embeds.shape[1]
+        positions = torch.arange(self._position, self._position + n, device=embeds.device)
+        out = self.model.transformer.llama(inputs_embeds=embeds, cache=self._cache, use_cache=True,
+                                           position_ids=positions[None].expand(len(embeds), -1), logits_to_keep=1)
+        self._position += n
+        self.peak_sequence = max(self.peak_sequence, self._position)
+        return self.model.transformer.code_logits(out.logits[:, -1])

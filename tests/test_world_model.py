@@ -1,0 +1,193 @@
+"""Tokenizer, dynamics transformer, rollouts and SWR on tiny randomly initialized models."""
+
+import json
+
+import pytest
+import torch
+
+from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
+from roboalign_env.models.transformer import DynamicsTransformer, WorldModelConfig, sample_codes
+from roboalign_env.models.world_model import CheckpointError, WorldModel
+
+
+def tiny_tokenizer(seed: int = 0) -> VideoTokenizer:
+    torch.manual_seed(seed)
+    return VideoTokenizer(TokenizerConfig(channels=(8, 16, 32), dynamics_channels=32, levels=(5, 5, 3))).eval()
+
+
+def tiny_transformer(seed: int = 0, **kw) -> DynamicsTransformer:
+    torch.manual_seed(seed)
+    cfg = WorldModelConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, **kw)
+    return DynamicsTransformer(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def world_model() -> WorldModel:
+    tf = tiny_transformer()
+    with torch.no_grad():  # make actions matter (the projection starts at zero)
+        tf.action_proj.weight.normal_(std=0.5)
+    return WorldModel(tiny_tokenizer(), tf).eval()
+
+
+def frames(n: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, 3, 64, 64, generator=torch.Generator().manual_seed(seed))
+
+
+def actions(n: int, f: int, seed: int = 1) -> torch.Tensor:
+    return torch.rand(n, f, 7, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def test_tokenizer_shapes_ranges_and_determinism():
+    tok = tiny_tokenizer()
+    clips = torch.rand(2, 4, 3, 64, 64)
+    with torch.no_grad():
+        ctx, dyn = tok.encode_clip(clips)
+        again = tok.encode_clip(clips)
+        out = tok(clips)
+    assert ctx.shape == (2, 64) and dyn.shape == (2, 3, 16)
+    assert ctx.min() >= 0 and max(ctx.max(), dyn.max()) < tok.config.codebook_size
+    assert torch.equal(ctx, again[0]) and torch.equal(dyn, again[1])
+    assert out["recon"].shape == clips.shape
+    # Decoding codes reproduces the reconstruction of the forward pass exactly.
+    with torch.no_grad():
+        skips = tok.context_features(clips[:, 0])
+        dec = tok.decode_dynamics(dyn[:, 0], clips[:, 0], skips)
+    torch.testing.assert_close(dec, out["recon"][:, 1], atol=1e-5, rtol=1e-5)
+
+
+def test_fsq_lookup_inverts_codes():
+    tok = tiny_tokenizer()
+    z = torch.randn(3, 3, 4, 4) * 2
+    q, codes = tok.fsq(z)
+    torch.testing.assert_close(tok.fsq.lookup(codes), q.detach())
+    assert codes.unique().numel() > 10
+
+
+def test_tokenizer_loss_falls_when_overfitting_a_tiny_batch():
+    tok = tiny_tokenizer().train()
+    clips = torch.rand(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(3))
+    opt = torch.optim.Adam(tok.parameters(), 3e-3)
+    losses = []
+    for _ in range(40):
+        loss = tok(clips)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.6 * losses[0]
+
+
+@pytest.mark.parametrize("mode", ["embed", "bins"])
+def test_transformer_loss_falls_when_overfitting_a_tiny_batch(mode):
+    tf = tiny_transformer(action_mode=mode).train()
+    g = torch.Generator().manual_seed(0)
+    ctx, dyn = torch.randint(0, 75, (2, 64), generator=g), torch.randint(0, 75, (2, 3, 16), generator=g)
+    acts = actions(2, 3)
+    opt = torch.optim.Adam(tf.parameters(), 3e-3)
+    first = tf.loss(ctx, acts, dyn).item()
+    for _ in range(60):
+        loss = tf.loss(ctx, acts, dyn)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.5 * first
+
+
+def test_cached_greedy_generation_equals_uncached(world_model):
+    x, a = frames(2), actions(2, 4)
+    roll = world_model.rollout(x, a, window=None)
+    ctx = world_model.tokenizer.encode_context(x)
+    with torch.no_grad():
+        logits = world_model.transformer(ctx, a, roll.codes)
+    assert torch.equal(logits.argmax(-1), roll.codes)
+    # and the reported log-probabilities are those of the teacher-forced pass
+    torch.testing.assert_close(roll.log_probs, logits.log_softmax(-1).gather(-1, roll.codes[..., None])[..., 0],
+                               atol=1e-4, rtol=1e-4)
+
+
+def test_actions_change_the_prediction(world_model):
+    x = frames(1)
+    a = actions(1, 3)
+    assert not torch.equal(world_model.rollout(x, a).codes, world_model.rollout(x, -a).codes)
+
+
+def test_swr_with_a_window_past_the_horizon_equals_default(world_model):
+    x, a = frames(2), actions(2, 5)
+    default = world_model.rollout(x, a, window=None)
+    wide = world_model.rollout(x, a, window=6)
+    assert torch.equal(default.codes, wide.codes) and torch.equal(default.frames, wide.frames)
+
+
+def test_swr_bounds_the_sequence_and_reencodes(world_model):
+    x, a = frames(2), actions(2, 12)
+    cfg = world_model.transformer.config
+    default = world_model.rollout(x, a, window=None)
+    swr = world_model.rollout(x, a, window=3)
+    assert default.peak_sequence == cfg.sequence_length(13) - 1
+    assert swr.peak_sequence == cfg.sequence_length(3) - 1
+    assert torch.equal(default.codes[:, :2], swr.codes[:, :2])  # identical until the first boundary
+    assert not torch.equal(default.codes, swr.codes)
+
+
+def test_batched_sampling_equals_single_rollouts_with_the_same_seeds(world_model):
+    x, a = frames(3), actions(3, 3)
+    seeds = (11, 12, 13)
+    batched = world_model.rollout(x, a, temperature=1.0, top_k=20,
+                                  generators=[torch.Generator().manual_seed(s) for s in seeds])
+    for i, s in enumerate(seeds):
+        single = world_model.rollout(x[i : i + 1], a[i : i + 1], temperature=1.0, top_k=20,
+                                     generators=[torch.Generator().manual_seed(s)])
+        assert torch.equal(single.codes[0], batched.codes[i])
+    assert not torch.equal(batched.codes[0], batched.codes[1])
+
+
+def test_top_k_and_temperature_sampling():
+    logits = torch.tensor([[0.0, 5.0, 4.0, -3.0]]).repeat(200, 1)
+    codes, logp = sample_codes(logits, 1.0, 2, torch.Generator().manual_seed(0))
+    assert set(codes.tolist()) == {1, 2}
+    assert torch.allclose(logp[codes == 1], logits[0].log_softmax(-1)[1])
+    greedy, _ = sample_codes(logits, 0.0, None, None)
+    assert (greedy == 1).all()
+
+
+def test_checkpoint_round_trip_is_bit_exact(world_model, tmp_path):
+    world_model.save(tmp_path / "wm")
+    loaded = WorldModel.load(tmp_path / "wm")
+    a, b = world_model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x, acts = frames(1), actions(1, 3)
+    assert torch.equal(world_model.rollout(x, acts).frames, loaded.rollout(x, acts).frames)
+    assert json.loads((tmp_path / "wm" / "manifest.json").read_text())["image_size"] == 64
+
+
+def test_checkpoint_with_a_missing_or_mismatched_file_is_refused(world_model, tmp_path):
+    world_model.save(tmp_path / "wm")
+    (tmp_path / "wm" / "transformer" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointError, match="transformer/model.safetensors: missing"):
+        WorldModel.load(tmp_path / "wm")
+    world_model.save(tmp_path / "wm2")
+    cfg = json.loads((tmp_path / "wm2" / "transformer" / "config.json").read_text())
+    cfg["hidden_size"] = 64  # weights no longer fit the config
+    (tmp_path / "wm2" / "transformer" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="transformer"):
+        WorldModel.load(tmp_path / "wm2")
+    tf = tiny_transformer()
+    tf.config.codebook_size = 99
+    with pytest.raises(CheckpointError, match="does not match"):
+        WorldModel(tiny_tokenizer(), tf)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: (frames(1), torch.zeros(1, 3, 6)), "last dimension 7"),
+        (lambda: (frames(1), torch.full((1, 3, 7), float("nan"))), "NaN"),
+        (lambda: (torch.rand(1, 3, 32, 32), torch.zeros(1, 3, 7)), r"\(\.\.\., 3, 64, 64\)"),
+        (lambda: ((frames(1) * 255).to(torch.uint8), torch.zeros(1, 3, 7)), "float tensor"),
+        (lambda: (frames(1), torch.zeros(3, 7)), "batch, frames"),
+    ],
+)
+def test_bad_inputs_get_clear_errors(world_model, make, match):
+    x, a = make()
+    with pytest.raises((ValueError, TypeError), match=match):
+        world_model.rollout(x, a)
