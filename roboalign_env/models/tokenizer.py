@@ -190,15 +190,15 @@ class VideoTokenizer(PreTrainedModel):
         self.dynamics_in = nn.Conv2d(dc, ch[-1], 3, padding=1)
         self.dynamics_decoder = Decoder(ch, skip_channels=ch)
         self.post_init()
+        # Start as "every frame equals its context": the change head is zero at init.
+        nn.init.zeros_(self.dynamics_decoder.out[-2].weight)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, nonlinearity="linear")
             nn.init.zeros_(module.bias)
-        if module is getattr(self, "dynamics_decoder", None):
-            # Start as "the frame equals its context": the change head is zero at init.
-            nn.init.zeros_(module.out[-2].weight)
+
 
     def check_frames(self, frames: torch.Tensor, name: str = "frames") -> None:
         """Frames must be float (..., 3, S, S) in [0, 1] with S = ``image_size``."""

@@ -27,8 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from transformers import StaticCache
-
 from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.transformer import DynamicsTransformer, sample_codes
 
@@ -178,9 +176,8 @@ class Dream:
         self._skips = tok.context_features(context)
         self._pending = self.model.transformer.embed_codes(tok.encode_context(context))
         frames = self.window if self.window is not None else self.horizon + 1
-        self._cache = StaticCache(config=self.model.transformer.llama.config,
-                                  max_cache_len=self.model.transformer.config.sequence_length(frames))
-        self._position = 0
+        tf = self.model.transformer
+        self._cache = tf.new_cache(self.batch_size, tf.config.sequence_length(frames))
         self._frames_in_window = 1
 
     @torch.no_grad()
@@ -212,10 +209,6 @@ class Dream:
         return self._last_frame
 
     def _forward(self, embeds: torch.Tensor) -> torch.Tensor:
-        n = embeds.shape[1]
-        positions = torch.arange(self._position, self._position + n, device=embeds.device)
-        out = self.model.transformer.llama(inputs_embeds=embeds, cache=self._cache, use_cache=True,
-                                           position_ids=positions[None].expand(len(embeds), -1), logits_to_keep=1)
-        self._position += n
-        self.peak_sequence = max(self.peak_sequence, self._position)
-        return self.model.transformer.code_logits(out.logits[:, -1])
+        logits = self.model.transformer.decode(embeds, self._cache)
+        self.peak_sequence = max(self.peak_sequence, self._cache.length)
+        return logits

@@ -1,0 +1,155 @@
+"""Held-out evaluation of a world model: open-loop rollouts against the real robosuite frames.
+
+For each held-out ("test") episode the model starts from the real first frame and is driven by the
+episode's real actions for ``horizon`` frames, once with default autoregression and once with
+Sliding Window Re-encoding. Every predicted frame is compared with the real frame at the same step
+(PSNR, SSIM, a perceptual distance; see :mod:`roboalign_env.eval.metrics`). Horizon ``h`` reports
+the mean over predicted frames ``1..h``. Decoding is greedy, so the numbers are deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from roboalign_env.data.clips import split_episode_ids
+from roboalign_env.data.episodes import load_episode, read_manifest
+from roboalign_env.data.io import atomic_write
+from roboalign_env.eval.media import grid, upscale, write_mp4
+from roboalign_env.eval.metrics import frame_metrics, perceptual_name
+from roboalign_env.models.world_model import WorldModel
+
+METRICS = ("psnr", "ssim", "lpips")
+
+
+@dataclass
+class HeldOut:
+    """Real frames (N, F+1, 3, H, W) in [0, 1] and actions (N, F, 7) of held-out episodes."""
+
+    episode_ids: list[str]
+    frames: torch.Tensor
+    actions: torch.Tensor
+
+
+def load_held_out(episodes: Path, horizon: int, limit: int | None = None, split: str = "test") -> HeldOut:
+    rows = {r["episode_id"]: r for r in read_manifest(episodes)}
+    ids = sorted(split_episode_ids(episodes, split))[:limit]
+    if not ids:
+        raise ValueError(f"{episodes}: no {split!r} episodes to evaluate on")
+    eps = [load_episode(Path(episodes) / rows[i]["path"]) for i in ids]
+    short = [e.episode_id for e in eps if e.num_steps < horizon]
+    if short:
+        raise ValueError(f"horizon {horizon} is longer than episodes {short[:3]} ({eps[0].num_steps} steps)")
+    frames = np.stack([e.frames[: horizon + 1] for e in eps])
+    actions = np.stack([e.actions[:horizon] for e in eps])
+    return HeldOut(ids, torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 255,
+                   torch.from_numpy(actions).float())
+
+
+def evaluate_rollouts(model: WorldModel, data: HeldOut, window: int | None, batch_size: int = 16) -> dict:
+    """Roll out every episode; per-frame metrics (F,) averaged over episodes, timing and memory."""
+    per_frame = {m: [] for m in METRICS}
+    predictions, seconds, peak = [], 0.0, 0
+    device = model.tokenizer.device
+    for start in range(0, len(data.frames), batch_size):
+        real = data.frames[start : start + batch_size]
+        tic = time.perf_counter()
+        roll = model.rollout(real[:, 0].to(device), data.actions[start : start + batch_size].to(device), window=window)
+        seconds += time.perf_counter() - tic
+        peak = max(peak, roll.peak_sequence)
+        pred = roll.frames.cpu()
+        predictions.append(pred)
+        scores = frame_metrics(pred.flatten(0, 1), real[:, 1:].flatten(0, 1))
+        for m in METRICS:
+            per_frame[m].append(scores[m].view(len(real), -1))
+    n_frames = data.actions.shape[0] * data.actions.shape[1]
+    cfg = model.transformer.config
+    kv_bytes = 2 * cfg.num_layers * batch_size * peak * cfg.hidden_size * 4
+    return {
+        "per_frame": {m: torch.cat(v).mean(0).tolist() for m, v in per_frame.items()},
+        "total_seconds": seconds,
+        "ms_per_frame": 1000 * seconds / n_frames,
+        "peak_sequence_length": peak,
+        "peak_kv_cache_mb": kv_bytes / 2**20,
+        "predictions": torch.cat(predictions),
+    }
+
+
+def at_horizons(per_frame: dict[str, list[float]], horizons: list[int]) -> dict[str, dict[str, float]]:
+    """Mean of each per-frame metric over predicted frames 1..h, for every h."""
+    return {str(h): {m: float(np.mean(v[:h])) for m, v in per_frame.items()} for h in horizons}
+
+
+def run_evaluation(model_dir: Path, episodes: Path, out: Path, horizon: int = 64, episodes_limit: int | None = None,
+                   window: int = 6, horizons: tuple[int, ...] = (8, 16, 32, 48, 64), batch_size: int = 16,
+                   videos: int = 4, device: str = "cpu") -> dict:
+    """Evaluate default vs SWR; write ``results.json``, ``metrics_vs_horizon.png`` and ``side_by_side.mp4``."""
+    horizons = [h for h in horizons if h <= horizon]
+    model = WorldModel.load(model_dir, device)
+    data = load_held_out(episodes, horizon, episodes_limit)
+    runs = {"default": evaluate_rollouts(model, data, None, batch_size),
+            f"swr_w{window}": evaluate_rollouts(model, data, window, batch_size)}
+    (default, swr) = runs.values()
+    results = {
+        "model": str(model_dir), "episodes": len(data.episode_ids), "horizon": horizon, "window": window,
+        "perceptual_metric": perceptual_name(), "decoding": "greedy", "device": str(device),
+        "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "runs": {name: {**{k: v for k, v in r.items() if k != "predictions"},
+                        "at_horizon": at_horizons(r["per_frame"], horizons)} for name, r in runs.items()},
+    }
+    final = str(horizons[-1])
+    d, s = results["runs"]["default"]["at_horizon"][final], results["runs"][f"swr_w{window}"]["at_horizon"][final]
+    results["swr_vs_default"] = {
+        "horizon": int(final),
+        "ssim_gain_pct": 100 * (s["ssim"] / d["ssim"] - 1),
+        "lpips_reduction_pct": 100 * (1 - s["lpips"] / d["lpips"]),
+        "psnr_gain_db": s["psnr"] - d["psnr"],
+        "extra_time_pct": 100 * (swr["total_seconds"] / default["total_seconds"] - 1),
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=1)), mode="w")
+    plot_vs_horizon(results, out / "metrics_vs_horizon.png")
+    write_side_by_side(data, runs, out / "side_by_side.mp4", videos)
+    return results
+
+
+def plot_vs_horizon(results: dict, png: Path) -> Path:
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+    for ax, metric in zip(axes, METRICS):
+        for name, run in results["runs"].items():
+            values = run["per_frame"][metric]
+            ax.plot(range(1, len(values) + 1), values, label=name)
+        ax.axvline(7, color="grey", ls=":", lw=1, label="training clip length")
+        label = results["perceptual_metric"] if metric == "lpips" else metric.upper()
+        ax.set_title(f"{label} per predicted frame")
+        ax.set_xlabel("frames ahead")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return atomic_write(png, lambda f: f.write(buf.getvalue()))
+
+
+def write_side_by_side(data: HeldOut, runs: dict, mp4: Path, count: int) -> Path:
+    """One row per episode: real | default | SWR, episodes one after another."""
+    to_u8 = lambda x: (x.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().numpy()  # noqa: E731
+    clips = []
+    for i in range(min(count, len(data.frames))):
+        columns = [to_u8(data.frames[i, 1:])] + [to_u8(r["predictions"][i]) for r in runs.values()]
+        clips.append(np.stack([grid([[c[t] for c in columns]]) for t in range(len(columns[0]))]))
+    return write_mp4(mp4, upscale(np.concatenate(clips), 3))
