@@ -6,6 +6,8 @@ are already on disk, since ``lpips`` would otherwise try to download them; other
 says which one is in use, and every report that prints a perceptual number names it.
 
 All functions take float tensors (N, 3, H, W) in [0, 1] and return one value per frame (N,).
+They always compute in float32, also when called under a bf16 autocast (SSIM in bf16 is wrong by
+tens of points).
 """
 
 from __future__ import annotations
@@ -17,6 +19,16 @@ from pathlib import Path
 import torch
 
 
+def _fp32(fn):
+    @functools.wraps(fn)
+    def wrapper(pred: torch.Tensor, target: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        with torch.autocast(pred.device.type, enabled=False):
+            return fn(pred.float(), target.float(), *args, **kwargs)
+
+    return wrapper
+
+
+@_fp32
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
@@ -24,6 +36,7 @@ def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
                                    reduction="none", dim=(1, 2, 3))
 
 
+@_fp32
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
@@ -58,6 +71,7 @@ def _perceptual_net() -> torch.nn.Module:
     return net.eval().requires_grad_(False)
 
 
+@_fp32
 @torch.no_grad()
 def perceptual(pred: torch.Tensor, target: torch.Tensor, batch: int = 64) -> torch.Tensor:
     """LPIPS-style distance per frame (lower is better); see :func:`perceptual_name`."""
