@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import tyro
 
@@ -153,6 +154,36 @@ class TrainJudge:
                           seed=self.seed, eval_every=200, save_every=200)
         train_judge(self.bench, loop, RoboAlignJudgeConfig(text_encoder=self.text_encoder), self.batch_size)
         print(f"teacher judge in {self.out / 'model'}; metrics in {self.out / 'metrics.jsonl'}")
+
+
+@dataclass(frozen=True)
+class TrainTokenizer:
+    """Stage 1: train the context/dynamics video tokenizer on T=8 clips (resumable)."""
+
+    episodes: Path = Path("data/episodes")
+    """Collection folder written by `roboalign collect` (its "train" episodes are used)."""
+    out: Path = Path("runs/tokenizer")
+    """Run folder: model/ (config.json + model.safetensors), metrics.jsonl, curves.png."""
+    steps: int = 3000
+    """Optimizer steps."""
+    batch_size: int = 8
+    """Clips per step (each 8 frames)."""
+    lr: float = 1e-3
+    """Peak learning rate."""
+    mixed_precision: Literal["no", "bf16"] = "bf16"
+    """bf16 autocast (several times faster on CPUs with AMX, and on GPUs) or 'no'."""
+    seed: int = 0
+    """Seed of the clip stream and the initialization."""
+
+    def run(self) -> None:
+        from roboalign_env.models.tokenizer import TokenizerConfig
+        from roboalign_env.training.loop import LoopConfig
+        from roboalign_env.training.tokenizer import train_tokenizer
+
+        loop = LoopConfig(out=self.out, steps=self.steps, lr=self.lr, mixed_precision=self.mixed_precision,
+                          seed=self.seed, warmup_steps=200, save_every=250, eval_every=250)
+        train_tokenizer(self.episodes, loop, self.batch_size, TokenizerConfig())
+        print(f"tokenizer in {self.out / 'model'}; metrics in {self.out / 'metrics.jsonl'}")
 
 
 @dataclass(frozen=True)
@@ -370,9 +401,45 @@ class TrainWorldModel:
         print(f"world model in {self.out / 'world_model'}; metrics in {self.out / 'metrics.jsonl'}")
 
 
+@dataclass(frozen=True)
+class EvalWorldModel:
+    """Roll out a world model on held-out episodes (real first frame, real actions), default vs SWR,
+    and compare with the real frames: PSNR/SSIM/LPIPS against horizon, time, sequence length."""
+
+    model: Path = Path("runs/world_model/world_model")
+    """World-model folder (tokenizer/ + transformer/ + manifest.json)."""
+    episodes: Path = Path("data/episodes")
+    """Collection folder; its held-out ("test") episodes are used."""
+    out: Path = Path("runs/world_model/eval")
+    """Output folder: results.json, metrics_vs_horizon.png, side_by_side.mp4."""
+    horizon: int = 64
+    """Frames to predict (training clips are 8 frames; 64 is 8x that)."""
+    window: int = 6
+    """SWR window W in frames (context + W-1 generated)."""
+    limit: int | None = None
+    """Evaluate only the first this-many held-out episodes."""
+    batch_size: int = 16
+    """Rollouts per forward pass."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+
+    def run(self) -> None:
+        from roboalign_env.device import resolve_device
+        from roboalign_env.eval.world_model_eval import run_evaluation
+
+        res = run_evaluation(self.model, self.episodes, self.out, self.horizon, self.limit, self.window,
+                             batch_size=self.batch_size, device=resolve_device(self.device))
+        for name, run in res["runs"].items():
+            for h, m in run["at_horizon"].items():
+                print(f"{name:>8} h={h:>2}: PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  {res['perceptual_metric']} {m['lpips']:.4f}")
+            print(f"{name:>8} {run['ms_per_frame']:.1f} ms/frame, total {run['total_seconds']:.1f} s, "
+                  f"peak sequence {run['peak_sequence_length']}")
+        print(f"SWR vs default: {res['swr_vs_default']}\nwrote {self.out}")
+
+
 COMMANDS = {"collect": Collect, "build-bench": BuildBench, "bench-stats": BenchStats, "demo": Demo,
-            "train-judge": TrainJudge,
-            "train-world-model": TrainWorldModel, "train-probe": TrainProbe,
+            "train-judge": TrainJudge, "train-tokenizer": TrainTokenizer,
+            "train-world-model": TrainWorldModel, "eval-world-model": EvalWorldModel, "train-probe": TrainProbe,
             "distill": Distill, "eval-judge": EvalJudge, "score": Score}
 
 
