@@ -169,6 +169,24 @@ def test_checkpoint_round_trip_is_bit_exact(world_model, tmp_path):
     x, acts = frames(1), actions(1, 3)
     assert torch.equal(world_model.rollout(x, acts).frames, loaded.rollout(x, acts).frames)
     assert json.loads((tmp_path / "wm" / "manifest.json").read_text())["image_size"] == 64
+    world_model.save(tmp_path / "half", dtype=torch.bfloat16)
+    half = WorldModel.load(tmp_path / "half")
+    size = lambda p: sum(f.stat().st_size for f in p.rglob("*.safetensors"))  # noqa: E731
+    assert size(tmp_path / "half") < 0.6 * size(tmp_path / "wm")
+    assert next(half.parameters()).dtype == torch.float32
+    assert half.rollout(x, acts).frames.shape == (1, 3, 3, 64, 64)
+
+
+def test_rollout_records_each_swr_window_context(world_model):
+    x, a = frames(2), actions(2, 7)
+    roll = world_model.rollout(x, a, window=3)
+    assert [start for start, _ in roll.windows] == [0, 2, 4, 6]
+    assert torch.equal(roll.windows[0][1], world_model.tokenizer.encode_context(x))
+    # teacher-forced log-probs of the first window reproduce the sampled ones
+    ctx = roll.windows[0][1]
+    with torch.no_grad():
+        lp = world_model.transformer.log_probs(ctx, a[:, :2], roll.codes[:, :2], temperature=1.0)
+    torch.testing.assert_close(lp, roll.log_probs[:, :2], atol=1e-4, rtol=1e-4)
 
 
 def test_checkpoint_with_a_missing_or_mismatched_file_is_refused(world_model, tmp_path):

@@ -55,15 +55,21 @@ class WorldModel(torch.nn.Module):
     def image_size(self) -> int:
         return self.tokenizer.config.image_size
 
-    def save(self, folder: str | Path) -> Path:
-        """Write ``tokenizer/``, ``transformer/`` and ``manifest.json`` (safetensors, no pickle)."""
+    def save(self, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """Write ``tokenizer/``, ``transformer/`` and ``manifest.json`` (safetensors, no pickle).
+
+        ``dtype=torch.bfloat16`` stores the weights at half size (what the package ships);
+        :meth:`load` always returns float32 weights.
+        """
         import roboalign_env
         from roboalign_env.training.loop import save_checkpoint
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_checkpoint(self.tokenizer, folder / "tokenizer")
-        save_checkpoint(self.transformer, folder / "transformer")
+        import copy
+
+        for name, part in (("tokenizer", self.tokenizer), ("transformer", self.transformer)):
+            save_checkpoint(copy.deepcopy(part).to(dtype) if dtype else part, folder / name)
         cfg = self.transformer.config
         manifest = {
             "format": "roboalign_world_model/1", "image_size": self.image_size,
@@ -92,7 +98,7 @@ class WorldModel(torch.nn.Module):
             if manifest.get("image_size") != model.image_size:
                 raise CheckpointError(f"{folder / MANIFEST}: image_size {manifest.get('image_size')} does not "
                                       f"match the tokenizer's {model.image_size}")
-        return model.to(device).eval()
+        return model.to(device=device, dtype=torch.float32).eval()
 
     def dream(self, first_frames: torch.Tensor, horizon: int, window: int | None = 6, temperature: float = 0.0,
               top_k: int | None = None, generators: list[torch.Generator] | torch.Generator | None = None) -> "Dream":
@@ -110,7 +116,7 @@ class WorldModel(torch.nn.Module):
         tic = time.perf_counter()
         frames = [dream.step(actions[:, i]) for i in range(actions.shape[1])]
         return Rollout(torch.stack(frames, 1), torch.stack(dream.codes, 1), torch.stack(dream.log_probs, 1),
-                       dream.peak_sequence, time.perf_counter() - tic)
+                       dream.windows, dream.peak_sequence, time.perf_counter() - tic)
 
 
 def _load_component(cls, folder: Path):
@@ -130,6 +136,7 @@ class Rollout:
     frames: torch.Tensor  # (B, F, 3, H, W) in [0, 1]
     codes: torch.Tensor  # (B, F, 16) sampled dynamics codes
     log_probs: torch.Tensor  # (B, F, 16) their log-probabilities
+    windows: list[tuple[int, torch.Tensor]]  # (first generated frame index, context codes (B, 64)) per window
     peak_sequence: int  # longest token sequence the transformer attended over
     seconds: float
 
@@ -150,6 +157,7 @@ class Dream:
     top_k: int | None = None
     generators: list[torch.Generator] | torch.Generator | None = None
     codes: list[torch.Tensor] = field(default_factory=list)
+    windows: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     log_probs: list[torch.Tensor] = field(default_factory=list)
     peak_sequence: int = 0
 
@@ -174,7 +182,9 @@ class Dream:
         tok = self.model.tokenizer
         self._context = context
         self._skips = tok.context_features(context)
-        self._pending = self.model.transformer.embed_codes(tok.encode_context(context))
+        context_codes = tok.encode_context(context)
+        self.windows.append((len(self.codes), context_codes))
+        self._pending = self.model.transformer.embed_codes(context_codes)
         frames = self.window if self.window is not None else self.horizon + 1
         tf = self.model.transformer
         self._cache = tf.new_cache(self.batch_size, tf.config.sequence_length(frames))
