@@ -27,6 +27,9 @@ class Tiny(PreTrainedModel):
                                        torch.nn.Linear(config.width, 1))
         self.post_init()
 
+    def forward(self, x):
+        return self.net(x)
+
 
 def make_batch(step, rank):
     g = torch.Generator().manual_seed(step_seed(0, step, rank))
@@ -35,7 +38,7 @@ def make_batch(step, rank):
 
 
 def loss_fn(model, batch):
-    loss = torch.nn.functional.mse_loss(model.net(batch["x"]), batch["y"])
+    loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
     return loss, {"mse": loss.item()}
 
 
@@ -91,7 +94,7 @@ def test_resume_into_a_different_model_is_refused(tmp_path):
 
 def test_non_finite_loss_stops_with_the_step():
     def bad_loss(model, batch):
-        return model.net(batch["x"]).sum() * float("nan"), {}
+        return model(batch["x"]).sum() * float("nan"), {}
 
     with pytest.raises(FloatingPointError, match="step 0"):
         train(LoopConfig(out=__import__("pathlib").Path("/nonexistent-never-written"), steps=2, progress=False),
@@ -104,3 +107,30 @@ def test_schedule_warms_up_then_decays():
     assert lr_at(cfg, 9) == pytest.approx(1.0)
     assert lr_at(cfg, 99) == pytest.approx(0.1, abs=1e-3)
     assert lr_at(cfg, 50) < lr_at(cfg, 20)
+
+
+def test_two_processes_with_torchrun_keep_identical_weights(tmp_path):
+    """The same loop under `torchrun --nproc_per_node 2` (gloo on CPU): gradients are synced."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import sys, torch\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_training_loop import Tiny, TinyConfig, make_batch, loss_fn\n"
+        "from roboalign_env.training.loop import LoopConfig, train\n"
+        "torch.manual_seed(0)\n"
+        f"m = train(LoopConfig(out={str(tmp_path / 'run')!r}, steps=6, warmup_steps=1, save_every=6, progress=False),"
+        " Tiny(TinyConfig()), make_batch, loss_fn)\n"
+        "import torch.distributed as dist\n"
+        "print('RANK', dist.get_rank(), dist.get_world_size(), m.net[0].weight.sum().item())\n"
+    )
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+                         capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    ranks = sorted(line.split()[1:] for line in out.stdout.splitlines() if line.startswith("RANK"))
+    assert [r[:2] for r in ranks] == [["0", "2"], ["1", "2"]]
+    assert ranks[0][2] == ranks[1][2]  # identical weights on both ranks
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()

@@ -94,7 +94,8 @@ def train(
     """Optimize ``model`` for ``cfg.steps`` steps, resuming from ``cfg.out`` when a save exists.
 
     ``make_batch(step, rank)`` returns a batch (tensors, or dicts/lists of them) on the CPU;
-    the loop moves it to the device. ``evaluate(model, step)`` returns metrics logged with
+    the loop moves it to the device. ``compute_loss`` must go through ``model(...)`` (with several
+    processes the model is wrapped in DistributedDataParallel, whose forward syncs gradients). ``evaluate(model, step)`` returns metrics logged with
     ``split="val"``. ``trainable(model)`` picks the parameters to optimize (default: all with
     ``requires_grad``). Returns the unwrapped model.
     """

@@ -1,0 +1,71 @@
+"""Train the small world model on this machine from a collection, then evaluate it on held-out episodes.
+
+Runs `roboalign train-tokenizer`, `roboalign train-world-model` and `roboalign eval-world-model`
+in sequence (each resumes, so a finished stage is skipped) and records the wall time of each
+training stage (from its metrics log) with the evaluation's numbers.
+
+    python benchmarks/world_model_training.py --episodes data/episodes --runs runs
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+from roboalign_env.data.io import read_jsonl
+
+
+@dataclass(frozen=True)
+class Args:
+    episodes: Path = Path("data/episodes")
+    """Collection folder (`roboalign collect`)."""
+    runs: Path = Path("runs")
+    """Where runs/tokenizer, runs/world_model and runs/world_model/eval go."""
+    tokenizer_steps: int = 3000
+    """Tokenizer optimizer steps (batch 8 clips)."""
+    world_model_steps: int = 1500
+    """Transformer optimizer steps (batch 16 clips)."""
+    out: Path = Path("benchmarks/results/world_model_training.json")
+    """Result file."""
+
+
+def roboalign(*args) -> float:
+    tic = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "roboalign_env.cli", *map(str, args)], check=True)
+    return time.perf_counter() - tic
+
+
+def train_minutes(run: Path) -> float:
+    """Wall time of a training run from its own log (seconds since the loop started)."""
+    rows = [r for r in read_jsonl(run / "metrics.jsonl") if r["split"] == "train"]
+    return rows[-1]["sec"] / 60
+
+
+def main(args: Args) -> None:
+    tok, wm = args.runs / "tokenizer", args.runs / "world_model"
+    roboalign("train-tokenizer", "--episodes", args.episodes, "--out", tok, "--steps", args.tokenizer_steps)
+    roboalign("train-world-model", "--episodes", args.episodes, "--tokenizer", tok / "model", "--out", wm,
+              "--steps", args.world_model_steps)
+    eval_seconds = roboalign("eval-world-model", "--model", wm / "world_model", "--episodes", args.episodes,
+                             "--out", wm / "eval")
+    results = json.loads((wm / "eval" / "results.json").read_text())
+    summary = {
+        "tokenizer_train_minutes": train_minutes(tok), "tokenizer_steps": args.tokenizer_steps,
+        "world_model_train_minutes": train_minutes(wm), "world_model_steps": args.world_model_steps,
+        "tokenizer_val_last": [r for r in read_jsonl(tok / "metrics.jsonl") if r["split"] == "val"][-1],
+        "eval_minutes": eval_seconds / 60, "evaluation": results,
+        "command": "python benchmarks/world_model_training.py " + " ".join(sys.argv[1:]),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(summary, indent=1))
+    print(f"wrote {args.out}\nreproduce: {summary['command']}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
