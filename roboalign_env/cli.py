@@ -124,6 +124,18 @@ class Demo:
         print(f"wrote {sheet}\nwrote {video}")
 
 
+def _export(model_dir: Path, dest: Path | None, half: bool = False) -> None:
+    """Copy a trained model (config.json + model.safetensors) to ``dest``, optionally in float16."""
+    if dest is None:
+        return
+    from roboalign_env.models.registry import load_scorer
+    from roboalign_env.training.loop import save_checkpoint
+
+    model = load_scorer(model_dir)
+    save_checkpoint(model.half() if half else model, dest)
+    print(f"exported {model_dir} to {dest}" + (" (float16)" if half else ""))
+
+
 @dataclass(frozen=True)
 class TrainJudge:
     """Train the teacher judge (RoboAlign-Judge) on the bench's train split (resumable)."""
@@ -144,6 +156,8 @@ class TrainJudge:
     """'bf16' autocast (fast on CPUs with AMX and on GPUs) or 'no'."""
     seed: int = 0
     """Seed of the batch stream."""
+    export_to: Path | None = None
+    """Also copy the final model here (e.g. checkpoints/judge)."""
 
     def run(self) -> None:
         from roboalign_env.models.judge import RoboAlignJudgeConfig
@@ -154,6 +168,7 @@ class TrainJudge:
                           seed=self.seed, eval_every=200, save_every=200)
         train_judge(self.bench, loop, RoboAlignJudgeConfig(text_encoder=self.text_encoder), self.batch_size)
         print(f"teacher judge in {self.out / 'model'}; metrics in {self.out / 'metrics.jsonl'}")
+        _export(self.out / "model", self.export_to)
 
 
 @dataclass(frozen=True)
@@ -202,6 +217,8 @@ class TrainProbe:
     """Peak learning rate."""
     seed: int = 0
     """Seed of the batch stream."""
+    export_to: Path | None = None
+    """Also copy the final model here (e.g. checkpoints/probe)."""
 
     def run(self) -> None:
         import json
@@ -215,6 +232,7 @@ class TrainProbe:
         atomic_write(self.out / "heldout_errors.json", lambda f: f.write(json.dumps(errors, indent=1)), mode="w")
         print(f"state probe in {self.out / 'model'}; held-out error: end effector {errors['eef']['mean_cm']:.2f} cm, "
               f"objects {errors['objects']['mean_cm']:.2f} cm (mean; details in {self.out / 'heldout_errors.json'})")
+        _export(self.out / "model", self.export_to)
 
 
 @dataclass(frozen=True)
@@ -247,6 +265,8 @@ class Distill:
     """Folder keeping the teacher's outputs on the distillation videos, reused by later runs with the same teacher."""
     seed: int = 0
     """Seed of the batch stream and of the extra clips."""
+    export_to: Path | None = None
+    """Also write the final model here in float16 (e.g. checkpoints/student; half the size, same scores to ~1e-3)."""
 
     def run(self) -> None:
         from roboalign_env.data.bench_cache import open_split
@@ -270,6 +290,7 @@ class Distill:
                           seed=self.seed, eval_every=250, save_every=250)
         distill(StudentReward(StudentRewardConfig()), data, loop, self.loss, self.temperature, self.batch_size, (val, val_pred))
         print(f"student in {self.out / 'model'}; metrics in {self.out / 'metrics.jsonl'}")
+        _export(self.out / "model", self.export_to, half=True)
 
 
 @dataclass(frozen=True)
@@ -277,7 +298,7 @@ class EvalJudge:
     """Agreement of a teacher or student with the oracle (and optionally with a reference scorer) per split."""
 
     model: Path = Path("checkpoints/judge")
-    """Checkpoint folder of the scorer to evaluate (teacher or student)."""
+    """Checkpoint folder of the scorer to evaluate (teacher, student, or the state probe: its oracle-rule labels)."""
     bench: Path = Path("data/bench")
     """Bench folder."""
     out: Path = Path("runs/eval_judge")
@@ -295,16 +316,20 @@ class EvalJudge:
         from roboalign_env.data.bench_cache import open_split
         from roboalign_env.data.io import atomic_write
         from roboalign_env.eval.judge_metrics import agreement, plot_confusions
-        from roboalign_env.models.registry import load_scorer
+        from roboalign_env.models.registry import load_scorer, scorer_kind
         from roboalign_env.training.judge import predict
 
         model = load_scorer(self.model)
+        if scorer_kind(self.model) == "probe":  # the probe labels through the oracle's rules
+            from roboalign_env.models.state_probe import label_videos as score_split
+        else:
+            score_split = predict
         reference = load_scorer(self.reference) if self.reference else None
         report = {"model": str(self.model), "reference": str(self.reference) if self.reference else None, "splits": {}}
         for split in self.splits:
             videos = open_split(self.bench, split)
             labels = np.asarray(videos.labels)
-            pred = predict(model, videos, progress=True)
+            pred = score_split(model, videos)
             entry = {"vs_oracle": agreement(pred["argmax"], pred["expected"], labels)}
             plot_confusions(pred["argmax"], labels, self.out / f"confusion_{split}.png", f"{self.model.name} vs oracle, {split}")
             if reference is not None:

@@ -9,7 +9,10 @@ Applied to a video (:func:`probe_trace`) it builds the *displayed trace* the ora
 :func:`probe_labels` labels it with the very rules the bench uses
 (:func:`roboalign_env.sim.oracle.label_trace`). What a frame cannot give is derived or fixed:
 
-- positions are median-filtered over 3 frames (removes single-frame noise, keeps real jumps);
+- positions are median-filtered over 3 frames (removes single-frame noise, keeps real jumps), and an
+  object's position is then held until it moves by more than ``DEADBAND`` (the oracle's drift and
+  stillness rules work at millimetres, below the probe's error: without the hold, estimation noise
+  reads as an object drifting by itself; real jumps and carried objects still move);
 - ``visible`` is all True and both penetration depths are 0: the probe only sees clean frames in
   training, so vanish, sink and pass-through violations are outside what it can report;
 - ``rest_z`` is each object's predicted height in the first frame;
@@ -34,6 +37,7 @@ from roboalign_env.sim.oracle import Labels, label_trace
 MAX_OBJECTS = 2
 FLAGS = ("robot_contact", "grasp", "support_contact")
 JUMP_MARGIN = 3.0
+DEADBAND = 0.03  # metres: about twice the probe's median held-out object position error
 
 
 class StateProbeConfig(PretrainedConfig):
@@ -115,7 +119,7 @@ def probe_trace(probe: StateProbe, video) -> tuple[dict[str, np.ndarray], str]:
     t = len(frames)
     trace = {
         "eef_pos": _median3(read["eef_pos"]),
-        "object_pos": _median3(read["object_pos"][:, :k]),
+        "object_pos": _hold(_median3(read["object_pos"][:, :k]), DEADBAND),
         "gripper_opening": read["gripper_opening"],
         "robot_contact": flags[..., FLAGS.index("robot_contact")],
         "grasp": flags[..., FLAGS.index("grasp")],
@@ -137,6 +141,15 @@ def _median3(x: np.ndarray) -> np.ndarray:
         return x
     out = x.copy()
     out[1:-1] = np.median(np.stack([x[:-2], x[1:-1], x[2:]]), axis=0)
+    return out
+
+
+def _hold(pos: np.ndarray, band: float) -> np.ndarray:
+    """Per object (axis 1), keep the last kept position until the estimate moves more than ``band`` from it."""
+    out = pos.copy()
+    for t in range(1, len(pos)):
+        moved = np.linalg.norm(pos[t] - out[t - 1], axis=-1) > band
+        out[t] = np.where(moved[:, None], pos[t], out[t - 1])
     return out
 
 
@@ -179,6 +192,18 @@ def probe_labels(probe: StateProbe, video, instruction: str) -> tuple[Labels, di
     labels = label_trace(trace, rest_z, instruction_kind(instruction, source), "nominal",
                          temporally_consistent(probe, trace, source))
     return labels, {"source": source, **trace}
+
+
+def label_videos(probe: StateProbe, videos) -> dict[str, np.ndarray]:
+    """Probe labels of every video of a :class:`~roboalign_env.data.bench_cache.VideoSet`, shaped like
+    a scorer's prediction (``argmax`` and ``expected`` are both the (N, 6) levels)."""
+    from roboalign_env.sim.oracle import DIMENSIONS
+
+    levels = np.zeros((len(videos), len(DIMENSIONS)), np.int64)
+    for i in range(len(videos)):
+        labels, _ = probe_labels(probe, np.asarray(videos.video[i, : videos.length[i]]), videos.rows[i]["instruction"])
+        levels[i] = [getattr(labels, d) for d in DIMENSIONS]
+    return {"argmax": levels, "expected": levels.astype(float)}
 
 
 register(StateProbeConfig, StateProbe)

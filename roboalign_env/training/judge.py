@@ -99,18 +99,25 @@ def quick_metrics(pred: dict, labels: np.ndarray) -> dict[str, float]:
 
 def train_judge(bench: str | Path, loop: LoopConfig, config: RoboAlignJudgeConfig | None = None,
                 batch_size: int = 32, action_dropout: float = 0.5, eval_pairs: int = 512) -> RoboAlignJudge:
-    """Train (or resume) the teacher on the bench's train split; returns the trained model."""
-    train_cache = open_split(bench, "train")
-    val_cache = open_split(bench, "val")
+    """Train (or resume) the teacher on the bench's train split, validating on its val split."""
+    val = open_split(bench, "val")
+    val_idx = np.random.default_rng(0).permutation(len(val))[:eval_pairs]
     model = RoboAlignJudge(config or RoboAlignJudgeConfig())
+    return fit_judge(model, open_split(bench, "train"), loop, batch_size, action_dropout, (val, val_idx))
+
+
+def fit_judge(model: RoboAlignJudge, videos: VideoSet, loop: LoopConfig, batch_size: int = 32,
+              action_dropout: float = 0.5, val: tuple[VideoSet, np.ndarray] | None = None) -> RoboAlignJudge:
+    """Cross-entropy training of ``model`` on the labelled ``videos`` with the shared loop."""
+    if videos.labels is None:
+        raise ValueError("fit_judge needs labelled videos (oracle levels)")
     text = TextMemo(model)
-    labels = torch.from_numpy(np.array(train_cache.labels))
-    val_idx = np.random.default_rng(0).permutation(len(val_cache))[:eval_pairs]
+    labels = torch.from_numpy(np.array(videos.labels))
 
     def make_batch(step: int, rank: int) -> dict:
         rng = np.random.default_rng(step_seed(loop.seed, step, rank))
-        idx = rng.integers(0, len(train_cache), batch_size)
-        batch = cache_batch(train_cache, idx, text, rng.random(batch_size) >= action_dropout)
+        idx = rng.integers(0, len(videos), batch_size)
+        batch = cache_batch(videos, idx, text, rng.random(batch_size) >= action_dropout)
         batch["labels"] = labels[idx]
         return batch
 
@@ -121,6 +128,7 @@ def train_judge(bench: str | Path, loop: LoopConfig, config: RoboAlignJudgeConfi
         return sum(losses), {"acc": acc.mean().item()}
 
     def evaluate(m, step):
-        return quick_metrics(predict(m, val_cache, val_idx), np.asarray(val_cache.labels)[val_idx])
+        val_videos, idx = val
+        return quick_metrics(predict(m, val_videos, idx), np.asarray(val_videos.labels)[idx])
 
-    return train(loop, model, make_batch, compute_loss, evaluate)
+    return train(loop, model, make_batch, compute_loss, evaluate if val is not None else None)
