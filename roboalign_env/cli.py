@@ -454,6 +454,7 @@ class EvalWorldModel:
 
         res = run_evaluation(self.model, self.episodes, self.out, self.horizon, self.limit, self.window,
                              batch_size=self.batch_size, device=resolve_device(self.device))
+        print(f"tokenizer reconstruction of held-out clips: {res['tokenizer_reconstruction']}")
         for name, run in res["runs"].items():
             for h, m in run["at_horizon"].items():
                 print(f"{name:>8} h={h:>2}: PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  {res['perceptual_metric']} {m['lpips']:.4f}")

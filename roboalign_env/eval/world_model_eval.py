@@ -22,7 +22,8 @@ from roboalign_env.data.clips import split_episode_ids
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
 from roboalign_env.eval.media import grid, upscale, write_mp4
-from roboalign_env.eval.metrics import frame_metrics, perceptual_name
+from roboalign_env.eval.metrics import frame_metrics, perceptual_name, psnr, ssim
+from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.world_model import WorldModel
 
 METRICS = ("psnr", "ssim", "lpips")
@@ -50,6 +51,31 @@ def load_held_out(episodes: Path, horizon: int, limit: int | None = None, split:
     actions = np.stack([e.actions[:horizon] for e in eps])
     return HeldOut(ids, torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 255,
                    torch.from_numpy(actions).float())
+
+
+@torch.no_grad()
+def reconstruction_metrics(tokenizer: VideoTokenizer, frames: torch.Tensor) -> dict[str, float]:
+    """PSNR/SSIM of reconstructed context frames and dynamics frames of clips (B, T, 3, H, W)."""
+    with torch.autocast(frames.device.type, enabled=False):
+        recon = tokenizer(frames.float())["recon"].float()
+    context_codes, dynamics_codes = tokenizer.encode_clip(frames)
+    ctx = (recon[:, 0], frames[:, 0])
+    dyn = (recon[:, 1:].flatten(0, 1), frames[:, 1:].flatten(0, 1))
+    # the trivial "nothing moves" reconstruction of the same frames, for scale
+    copy = (frames[:, :1].expand_as(frames[:, 1:]).flatten(0, 1), dyn[1])
+    return {
+        "psnr_context": psnr(*ctx).mean().item(), "ssim_context": ssim(*ctx).mean().item(),
+        "psnr_dynamics": psnr(*dyn).mean().item(), "ssim_dynamics": ssim(*dyn).mean().item(),
+        "psnr_copy_context": psnr(*copy).clamp(max=60).mean().item(), "ssim_copy_context": ssim(*copy).mean().item(),
+        # distinct codes seen: a collapsed quantizer shows 1
+        "codes_context": context_codes.unique().numel(), "codes_dynamics": dynamics_codes.unique().numel(),
+    }
+
+
+def held_out_clips(data: HeldOut, clip_len: int = 8) -> torch.Tensor:
+    """Non-overlapping clips (starts 0, 8, 16, ...) of every held-out episode: (M, T, 3, H, W)."""
+    steps = data.frames.shape[1]
+    return torch.cat([data.frames[:, s : s + clip_len] for s in range(0, steps - clip_len + 1, clip_len)])
 
 
 def evaluate_rollouts(model: WorldModel, data: HeldOut, window: int | None, batch_size: int = 16) -> dict:
@@ -81,6 +107,16 @@ def evaluate_rollouts(model: WorldModel, data: HeldOut, window: int | None, batc
     }
 
 
+def copy_first_frame(data: HeldOut) -> dict:
+    """The "nothing moves" baseline: every predicted frame is the real first frame."""
+    pred = data.frames[:, :1].expand_as(data.frames[:, 1:])
+    scores = frame_metrics(pred.flatten(0, 1), data.frames[:, 1:].flatten(0, 1))
+    n = len(data.frames)
+    return {"per_frame": {m: v.view(n, -1).clamp(max=60).mean(0).tolist() for m, v in scores.items()},
+            "total_seconds": 0.0, "ms_per_frame": 0.0, "peak_sequence_length": 0, "peak_kv_cache_mb": 0.0,
+            "predictions": pred}
+
+
 def at_horizons(per_frame: dict[str, list[float]], horizons: list[int]) -> dict[str, dict[str, float]]:
     """Mean of each per-frame metric over predicted frames 1..h, for every h."""
     return {str(h): {m: float(np.mean(v[:h])) for m, v in per_frame.items()} for h in horizons}
@@ -96,7 +132,12 @@ def run_evaluation(model_dir: Path, episodes: Path, out: Path, horizon: int = 64
     runs = {"default": evaluate_rollouts(model, data, None, batch_size),
             f"swr_w{window}": evaluate_rollouts(model, data, window, batch_size)}
     (default, swr) = runs.values()
+    runs["copy_first_frame"] = copy_first_frame(data)
+    clips = held_out_clips(data)
+    recon = [reconstruction_metrics(model.tokenizer, c.to(device)) for c in clips.split(batch_size)]
     results = {
+        "tokenizer_reconstruction": {"clips": len(clips), **{k: float(np.mean([r[k] for r in recon]))
+                                                                    for k in recon[0] if not k.startswith("codes_")}},
         "model": str(model_dir), "episodes": len(data.episode_ids), "horizon": horizon, "window": window,
         "perceptual_metric": perceptual_name(), "decoding": "greedy", "device": str(device),
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -116,7 +157,7 @@ def run_evaluation(model_dir: Path, episodes: Path, out: Path, horizon: int = 64
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=1)), mode="w")
     plot_vs_horizon(results, out / "metrics_vs_horizon.png")
-    write_side_by_side(data, runs, out / "side_by_side.mp4", videos)
+    write_side_by_side(data, {"default": default, "swr": swr}, out / "side_by_side.mp4", videos)
     return results
 
 
@@ -132,7 +173,7 @@ def plot_vs_horizon(results: dict, png: Path) -> Path:
     for ax, metric in zip(axes, METRICS):
         for name, run in results["runs"].items():
             values = run["per_frame"][metric]
-            ax.plot(range(1, len(values) + 1), values, label=name)
+            ax.plot(range(1, len(values) + 1), values, label=name, ls=":" if name == "copy_first_frame" else "-")
         ax.axvline(7, color="grey", ls=":", lw=1, label="training clip length")
         label = results["perceptual_metric"] if metric == "lpips" else metric.upper()
         ax.set_title(f"{label} per predicted frame")

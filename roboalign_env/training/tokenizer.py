@@ -13,23 +13,9 @@ import numpy as np
 import torch
 
 from roboalign_env.data.clips import ClipStream, split_episode_ids
-from roboalign_env.eval.metrics import psnr, ssim
+from roboalign_env.eval.world_model_eval import reconstruction_metrics
 from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
 from roboalign_env.training.loop import LoopConfig, step_seed, train
-
-
-def reconstruction_metrics(tokenizer: VideoTokenizer, frames: torch.Tensor) -> dict[str, float]:
-    """PSNR/SSIM of reconstructed context frames and dynamics frames of clips (B, T, 3, H, W)."""
-    recon = tokenizer(frames)["recon"].float()
-    context_codes, dynamics_codes = tokenizer.encode_clip(frames)
-    ctx = (recon[:, 0], frames[:, 0])
-    dyn = (recon[:, 1:].flatten(0, 1), frames[:, 1:].flatten(0, 1))
-    return {
-        "psnr_context": psnr(*ctx).mean().item(), "ssim_context": ssim(*ctx).mean().item(),
-        "psnr_dynamics": psnr(*dyn).mean().item(), "ssim_dynamics": ssim(*dyn).mean().item(),
-        # distinct codes seen: a collapsed quantizer shows 1
-        "codes_context": context_codes.unique().numel(), "codes_dynamics": dynamics_codes.unique().numel(),
-    }
 
 
 def train_tokenizer(episodes: Path, loop: LoopConfig, batch_size: int, config: TokenizerConfig,
