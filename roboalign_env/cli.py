@@ -302,7 +302,7 @@ class EvalJudge:
     bench: Path = Path("data/bench")
     """Bench folder."""
     out: Path = Path("runs/eval_judge")
-    """Output folder: metrics.json and confusion_<split>.png (and confusion_<split>_vs_reference.png)."""
+    """Output folder: metrics.json, confusion_<split>.png (and _vs_reference.png), the reference's outputs (npz, reused)."""
     reference: Path | None = None
     """Another scorer's checkpoint (the teacher, when evaluating a student): agreement with its outputs too."""
     splits: tuple[str, ...] = ("test", "heldout")
@@ -317,6 +317,7 @@ class EvalJudge:
         from roboalign_env.data.io import atomic_write
         from roboalign_env.eval.judge_metrics import agreement, plot_confusions
         from roboalign_env.models.registry import load_scorer, scorer_kind
+        from roboalign_env.training.distill import cached_predict
         from roboalign_env.training.judge import predict
 
         model = load_scorer(self.model)
@@ -333,7 +334,7 @@ class EvalJudge:
             entry = {"vs_oracle": agreement(pred["argmax"], pred["expected"], labels)}
             plot_confusions(pred["argmax"], labels, self.out / f"confusion_{split}.png", f"{self.model.name} vs oracle, {split}")
             if reference is not None:
-                ref = predict(reference, videos, progress=True)
+                ref = cached_predict(reference, videos, self.out / f"reference_{split}.npz")
                 entry["vs_reference"] = agreement(pred["argmax"], pred["expected"], ref["argmax"], ref["expected"].sum(1))
                 entry["reference_vs_oracle"] = agreement(ref["argmax"], ref["expected"], labels)
                 plot_confusions(pred["argmax"], ref["argmax"], self.out / f"confusion_{split}_vs_reference.png",
@@ -396,8 +397,9 @@ class TrainWorldModel:
     """Trained tokenizer folder (config.json + model.safetensors), kept frozen."""
     out: Path = Path("runs/world_model")
     """Run folder: model/ (the transformer), world_model/ (tokenizer + transformer), metrics, curves."""
-    action_mode: Literal["embed", "bins"] = "embed"
-    """Actions as one zero-initialized projected slot ('embed') or 7 tokens of 256 bins ('bins')."""
+    action_mode: Literal["embed", "bins"] = "bins"
+    """Actions as 7 tokens of 256 bins ('bins', lower validation loss in our comparison) or one
+    zero-initialized projected slot ('embed')."""
     layers: int = 4
     """Transformer layers."""
     hidden_size: int = 256

