@@ -11,7 +11,7 @@ from roboalign_env.models.registry import load_scorer
 from roboalign_env.models.student import StudentReward, StudentRewardConfig, distill_loss
 from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
 from roboalign_env.training.distill import DistillData, OnlineDistiller, distill
-from roboalign_env.training.judge import predict
+from roboalign_env.training.judge import fit_judge, predict
 from roboalign_env.training.loop import LoopConfig
 
 TINY_TEACHER = dict(widths=(8, 16, 16, 16), dim=32, layers=1, heads=2, ffn=64, text_encoder="trained")
@@ -152,6 +152,18 @@ def test_online_distiller_adds_teacher_labelled_videos_and_continues(teacher, tm
     assert any((a != b).any() for a, b in zip(before, online.student.parameters()))
     online.update(steps=5)
     assert online.round == 2 and (tmp_path / "online" / "round_001" / "model").is_dir()
+
+
+def test_judge_training_loss_falls(tmp_path):
+    import json
+
+    torch.manual_seed(3)
+    videos = VideoSet.from_videos(random_videos(16, (8, 12), seed=4), ["lift the red cube", "open the door"] * 8)
+    videos.labels = np.random.default_rng(5).integers(0, 2, (16, 6))
+    loop = LoopConfig(out=tmp_path, steps=40, lr=3e-3, warmup_steps=5, log_every=5, progress=False)
+    fit_judge(RoboAlignJudge(RoboAlignJudgeConfig(**TINY_TEACHER)), videos, loop, batch_size=8)
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-2:]) < 0.5 * np.mean(losses[:2])
 
 
 def test_predict_matches_score(teacher):

@@ -48,17 +48,30 @@ class VideoSet:
         return [r["instruction"] for r in self.rows]
 
     @classmethod
-    def from_videos(cls, videos, instructions: list[str], rows: list[dict] | None = None) -> "VideoSet":
-        """From a list of (T, H, W, 3) uint8 videos or an (N, T, H, W, 3) uint8 / (N, T, 3, H, W) float batch."""
+    def from_videos(cls, videos, instructions: list[str], rows: list[dict] | None = None,
+                    image_size: int = 64) -> "VideoSet":
+        """From a list of (T, H, W, 3) uint8 videos or an (N, T, H, W, 3) uint8 / (N, T, 3, H, W) float batch.
+
+        Videos are checked and converted one at a time, so a large set never exists in float.
+        """
         import torch
 
         from roboalign_env.models.scoring import check_instructions, prepare_videos
 
-        frames, mask = prepare_videos(videos, int(np.asarray(videos[0]).shape[-2]), max_frames=10_000)
-        texts = check_instructions(instructions, len(frames))
-        video = (frames * 255).round().to(torch.uint8).permute(0, 1, 3, 4, 2).numpy()
-        n = len(video)
-        return cls(video=video, length=mask.sum(1).numpy(), initial=video[:, 0].copy(),
+        single = not isinstance(videos, (list, tuple)) and np.ndim(videos) == 4
+        items = [videos] if single else list(videos)
+        if not items:
+            raise ValueError("videos: got none")
+        texts = check_instructions(instructions, len(items))
+        clips = []
+        for v in items:
+            frames, _ = prepare_videos([v], image_size, max_frames=10_000)
+            clips.append((frames[0] * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+        n, longest = len(clips), max(len(c) for c in clips)
+        video = np.zeros((n, longest, image_size, image_size, 3), np.uint8)
+        for i, c in enumerate(clips):
+            video[i, : len(c)] = c
+        return cls(video=video, length=np.array([len(c) for c in clips]), initial=video[:, 0].copy(),
                    actions=np.zeros((n, 1, 7), np.float32), num_actions=np.zeros(n, np.int64),
                    rows=rows or [{"instruction": t} for t in texts])
 

@@ -128,7 +128,8 @@ def position_errors(model: StateProbe, frames: FrameSet, batch_size: int = 256) 
            "success_accuracy": float(((get("success") >= 0.5) == (frames.success >= 0.5)).mean()),
            "per_source": {}}
     for i, name in enumerate(model.config.sources):
-        out["per_source"][name] = {"eef": stats(eef_err[frames.source == i]), "objects": stats(obj_err[obj_source == i])}
+        if (frames.source == i).any():
+            out["per_source"][name] = {"eef": stats(eef_err[frames.source == i]), "objects": stats(obj_err[obj_source == i])}
     return out
 
 
@@ -139,7 +140,9 @@ def train_probe(collection: str | Path, loop: LoopConfig, batch_size: int = 128)
         raise ValueError(f"{collection}: no training episodes")
     model = StateProbe(probe_config(train_eps))
     frames = FrameSet(train_eps, model.config.sources)
-    val = FrameSet(load_split(collection, "val"), model.config.sources)
+    known = lambda eps: [ep for ep in eps if ep.meta["source"] in model.config.sources]  # noqa: E731  (sources it was trained on)
+    val_eps = known(load_split(collection, "val"))
+    val = FrameSet(val_eps, model.config.sources) if val_eps else None
 
     def make_batch(step: int, rank: int) -> dict:
         rng = np.random.default_rng(step_seed(loop.seed, step, rank))
@@ -149,6 +152,6 @@ def train_probe(collection: str | Path, loop: LoopConfig, batch_size: int = 128)
         errors = position_errors(m, val)
         return {"val_eef_cm": errors["eef"]["mean_cm"], "val_objects_cm": errors["objects"]["mean_cm"]}
 
-    model = train(loop, model, make_batch, probe_loss, evaluate if len(val) else None)
-    test = FrameSet(load_split(collection, "test"), model.config.sources)
-    return model, position_errors(model, test) if len(test) else {}
+    model = train(loop, model, make_batch, probe_loss, evaluate if val is not None else None)
+    test_eps = known(load_split(collection, "test"))
+    return model, position_errors(model, FrameSet(test_eps, model.config.sources)) if test_eps else {}
