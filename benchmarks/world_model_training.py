@@ -4,7 +4,10 @@ Runs `roboalign train-tokenizer`, `roboalign train-world-model` and `roboalign e
 in sequence (each resumes, so a finished stage is skipped) and records the wall time of each
 training stage (from its metrics log) with the evaluation's numbers.
 
-    python benchmarks/world_model_training.py --episodes data/episodes --runs runs
+    python benchmarks/world_model_training.py --episodes data/episodes --runs runs --export checkpoints/world_model
+
+``--export`` writes the trained model with bf16 weights (half the size), as committed in
+``checkpoints/world_model``.
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ class Args:
     """Transformer optimizer steps (batch 16 clips)."""
     out: Path = Path("benchmarks/results/world_model_training.json")
     """Result file."""
+    export: Path | None = None
+    """Also save the trained world model here with bf16 weights."""
 
 
 def roboalign(*args) -> float:
@@ -62,6 +67,13 @@ def main(args: Args) -> None:
         "eval_minutes": eval_seconds / 60, "evaluation": results,
         "command": "python benchmarks/world_model_training.py " + " ".join(sys.argv[1:]),
     }
+    if args.export is not None:
+        import torch
+
+        from roboalign_env.models.world_model import WorldModel
+
+        WorldModel.load(wm / "world_model").save(args.export, dtype=torch.bfloat16)
+        summary["exported"] = str(args.export)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1))
     print(f"wrote {args.out}\nreproduce: {summary['command']}")
