@@ -44,7 +44,11 @@ def prepare_videos(videos, image_size: int = 64, max_frames: int = 64) -> tuple[
         elif ndim == 5:
             if len(array) == 0:
                 raise ValueError(f"video: got an empty batch {tuple(array.shape)}; {expected}")
-            items = [_as_frames(v, image_size, expected, f"video {i}") for i, v in enumerate(array)]
+            batch = _as_frames(torch.as_tensor(array).flatten(0, 1), image_size, expected, "video batch")
+            if array.shape[1] > max_frames:
+                raise ValueError(f"video: {array.shape[1]} frames; this model takes at most {max_frames}")
+            batch = batch.unflatten(0, tuple(array.shape[:2]))
+            return batch, torch.ones(batch.shape[:2], dtype=torch.bool)
         else:
             raise ValueError(f"video: got shape {tuple(array.shape)}; {expected}")
     longest = max(len(v) for v in items)
@@ -68,7 +72,7 @@ def _as_frames(video, image_size: int, expected: str, name: str) -> torch.Tensor
     if t.dtype == torch.uint8:
         if t.shape[-1] != 3:
             raise ValueError(f"{name}: uint8 video of shape {tuple(t.shape)} is not channel-last; {expected}")
-        t = t.permute(0, 3, 1, 2).float() / 255.0
+        t = t.permute(0, 3, 1, 2).contiguous().float().div_(255.0)  # convert after the (cheap) uint8 copy
     elif t.is_floating_point():
         if t.shape[1] != 3:
             raise ValueError(f"{name}: float video of shape {tuple(t.shape)} is not channel-first; {expected}")
