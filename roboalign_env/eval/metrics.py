@@ -81,11 +81,14 @@ def perceptual(pred: torch.Tensor, target: torch.Tensor, batch: int = 64) -> tor
     return torch.cat(out)
 
 
-def frame_metrics(pred: torch.Tensor, target: torch.Tensor, perceptual_too: bool = True) -> dict[str, torch.Tensor]:
-    """``{"psnr", "ssim"[, "lpips"]}`` per frame for (N, 3, H, W) predictions against targets."""
+def frame_metrics(pred: torch.Tensor, target: torch.Tensor, perceptual_too: bool = True,
+                  chunk: int = 256) -> dict[str, torch.Tensor]:
+    """``{"psnr", "ssim"[, "lpips"]}`` per frame for (N, 3, H, W) predictions against targets,
+    ``chunk`` frames at a time (SSIM's intermediate maps are ~15x the input)."""
     if pred.shape != target.shape:
         raise ValueError(f"prediction shape {tuple(pred.shape)} differs from target shape {tuple(target.shape)}")
-    out = {"psnr": psnr(pred, target), "ssim": ssim(pred, target)}
+    parts = [(p, t) for p, t in zip(pred.split(chunk), target.split(chunk))]
+    out = {"psnr": torch.cat([psnr(p, t) for p, t in parts]), "ssim": torch.cat([ssim(p, t) for p, t in parts])}
     if perceptual_too:
         out["lpips"] = perceptual(pred, target)
     return out

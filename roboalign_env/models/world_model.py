@@ -16,7 +16,7 @@ Sliding Window Re-encoding (SWR): a window holds ``window`` frames, the context 
 pixels) is re-encoded as fresh context codes and context features, the KV cache is dropped and
 positions restart at 0; the sequence never grows past ``sequence_length(window)`` tokens.
 With ``window=None`` (default autoregression) the context stays the first frame and the sequence
-grows by 17 tokens per frame, past the 8-frame length seen in training.
+grows by ``frame_tokens`` (23 with binned actions) per frame, past the 8-frame length seen in training.
 """
 
 from __future__ import annotations
