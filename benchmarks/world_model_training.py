@@ -63,7 +63,6 @@ def main(args: Args) -> None:
     summary = {
         "tokenizer_train_minutes": train_minutes(tok), "tokenizer_steps": args.tokenizer_steps,
         "world_model_train_minutes": train_minutes(wm), "world_model_steps": args.world_model_steps,
-        "tokenizer_val_last": [r for r in read_jsonl(tok / "metrics.jsonl") if r["split"] == "val"][-1],
         "eval_minutes": eval_seconds / 60, "evaluation": results,
         "command": "python benchmarks/world_model_training.py " + " ".join(sys.argv[1:]),
     }

@@ -221,3 +221,14 @@ def test_bad_inputs_get_clear_errors(world_model, make, match):
     x, a = make()
     with pytest.raises((ValueError, TypeError), match=match):
         world_model.rollout(x, a)
+
+
+def test_committed_checkpoint_loads_and_dreams():
+    from pathlib import Path
+
+    folder = Path(__file__).parents[1] / "checkpoints" / "world_model"
+    model = WorldModel.load(folder)
+    assert model.transformer.config.action_mode == "bins" and model.image_size == 64
+    first = torch.zeros(2, 3, 64, 64)
+    roll = model.rollout(first, actions(2, 2), window=6)
+    assert roll.frames.shape == (2, 2, 3, 64, 64) and torch.isfinite(roll.frames).all()
