@@ -3,7 +3,7 @@
 Uses the same functions as `roboalign collect` and `roboalign build-bench` with their defaults
 (200 episodes per source, 2 workers), in a fresh folder, and reports pair counts and label balance.
 
-    python benchmarks/bench_build_time.py --out /tmp/rwb
+    python benchmarks/bench_build_time.py --out runs/bench_build
 """
 
 from __future__ import annotations
