@@ -6,7 +6,7 @@ Run ``roboalign --help`` or ``roboalign SUBCOMMAND --help``; every field's docst
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -137,7 +137,24 @@ def _export(model_dir: Path, dest: Path | None, half: bool = False) -> None:
 
 
 @dataclass(frozen=True)
-class TrainJudge:
+class _Training:
+    """Settings every trainer shares; subclasses add ``out``, ``steps`` and ``lr``."""
+
+    mixed_precision: Literal["no", "bf16"] = "bf16"
+    """bf16 autocast (several times faster on CPUs with AMX, and on GPUs) or 'no'."""
+    seed: int = 0
+    """Seed of the batch stream (and of everything else the run draws)."""
+
+    def loop(self, every: int):
+        """The shared loop's settings for this run, saving and evaluating every ``every`` steps."""
+        from roboalign_env.training.loop import LoopConfig
+
+        return LoopConfig(out=self.out, steps=self.steps, lr=self.lr, mixed_precision=self.mixed_precision,
+                          seed=self.seed, eval_every=every, save_every=every)
+
+
+@dataclass(frozen=True)
+class TrainJudge(_Training):
     """Train the teacher judge (RoboAlign-Judge) on the bench's train split (resumable)."""
 
     bench: Path = Path("data/bench")
@@ -152,27 +169,21 @@ class TrainJudge:
     """Pairs per step."""
     lr: float = 5e-4
     """Peak learning rate."""
-    mixed_precision: str = "bf16"
-    """'bf16' autocast (fast on CPUs with AMX and on GPUs) or 'no'."""
-    seed: int = 0
-    """Seed of the batch stream."""
     export_to: Path | None = None
     """Also copy the final model here (e.g. checkpoints/judge)."""
 
     def run(self) -> None:
         from roboalign_env.models.judge import RoboAlignJudgeConfig
         from roboalign_env.training.judge import train_judge
-        from roboalign_env.training.loop import LoopConfig
 
-        loop = LoopConfig(out=self.out, steps=self.steps, lr=self.lr, mixed_precision=self.mixed_precision,
-                          seed=self.seed, eval_every=200, save_every=200)
+        loop = self.loop(every=200)
         train_judge(self.bench, loop, RoboAlignJudgeConfig(text_encoder=self.text_encoder), self.batch_size)
         print(f"teacher judge in {self.out / 'model'}; metrics in {self.out / 'metrics.jsonl'}")
         _export(self.out / "model", self.export_to)
 
 
 @dataclass(frozen=True)
-class TrainTokenizer:
+class TrainTokenizer(_Training):
     """Stage 1: train the context/dynamics video tokenizer on T=8 clips (resumable)."""
 
     episodes: Path = Path("data/episodes")
@@ -185,18 +196,12 @@ class TrainTokenizer:
     """Clips per step (each 8 frames)."""
     lr: float = 1e-3
     """Peak learning rate."""
-    mixed_precision: Literal["no", "bf16"] = "bf16"
-    """bf16 autocast (several times faster on CPUs with AMX, and on GPUs) or 'no'."""
-    seed: int = 0
-    """Seed of the clip stream and the initialization."""
 
     def run(self) -> None:
         from roboalign_env.models.tokenizer import TokenizerConfig
-        from roboalign_env.training.loop import LoopConfig
         from roboalign_env.training.tokenizer import train_tokenizer
 
-        loop = LoopConfig(out=self.out, steps=self.steps, lr=self.lr, mixed_precision=self.mixed_precision,
-                          seed=self.seed, warmup_steps=200, save_every=250, eval_every=250)
+        loop = replace(self.loop(every=250), warmup_steps=200)
         train_tokenizer(self.episodes, loop, self.batch_size, TokenizerConfig())
         print(f"tokenizer in {self.out / 'model'}; metrics in {self.out / 'metrics.jsonl'}")
 
@@ -236,7 +241,7 @@ class TrainProbe:
 
 
 @dataclass(frozen=True)
-class Distill:
+class Distill(_Training):
     """Distil the teacher judge into the student reward model (resumable)."""
 
     teacher: Path = Path("checkpoints/judge")
@@ -259,12 +264,8 @@ class Distill:
     """Videos per step."""
     lr: float = 1e-3
     """Peak learning rate."""
-    mixed_precision: str = "bf16"
-    """'bf16' autocast or 'no'."""
     targets: Path = Path("runs/teacher_targets")
     """Folder keeping the teacher's outputs on the distillation videos, reused by later runs with the same teacher."""
-    seed: int = 0
-    """Seed of the batch stream and of the extra clips."""
     export_to: Path | None = None
     """Also write the final model here in float16 (e.g. checkpoints/student; half the size, same scores to ~1e-3)."""
 
@@ -273,7 +274,6 @@ class Distill:
         from roboalign_env.models.registry import load_scorer
         from roboalign_env.models.student import LOSSES, StudentReward, StudentRewardConfig
         from roboalign_env.training.distill import DistillData, cached_predict, distill, episode_clips
-        from roboalign_env.training.loop import LoopConfig
 
         if self.loss not in LOSSES:
             raise ValueError(f"--loss {self.loss!r}; expected one of {LOSSES}")
@@ -286,8 +286,7 @@ class Distill:
             data.add(clips, cached_predict(teacher, clips, self.targets / f"clips_{self.extra_clips}_{self.seed}.npz")["log_probs"])
         val = open_split(self.bench, "val")
         val_pred = cached_predict(teacher, val, self.targets / "bench_val.npz")
-        loop = LoopConfig(out=self.out, steps=self.steps, lr=self.lr, mixed_precision=self.mixed_precision,
-                          seed=self.seed, eval_every=250, save_every=250)
+        loop = self.loop(every=250)
         distill(StudentReward(StudentRewardConfig()), data, loop, self.loss, self.temperature, self.batch_size, (val, val_pred))
         print(f"student in {self.out / 'model'}; metrics in {self.out / 'metrics.jsonl'}")
         _export(self.out / "model", self.export_to, half=True)
@@ -388,7 +387,7 @@ class Score:
 
 
 @dataclass(frozen=True)
-class TrainWorldModel:
+class TrainWorldModel(_Training):
     """Stage 2: train the action-conditioned transformer on tokenized T=8 clips (resumable)."""
 
     episodes: Path = Path("data/episodes")
@@ -410,18 +409,12 @@ class TrainWorldModel:
     """Clips per step (each 8 frames)."""
     lr: float = 1e-3
     """Peak learning rate."""
-    mixed_precision: Literal["no", "bf16"] = "bf16"
-    """bf16 autocast or 'no'."""
-    seed: int = 0
-    """Seed of the clip stream and the initialization."""
 
     def run(self) -> None:
         from roboalign_env.models.transformer import WorldModelConfig
-        from roboalign_env.training.loop import LoopConfig
         from roboalign_env.training.world_model import train_world_model
 
-        loop = LoopConfig(out=self.out, steps=self.steps, lr=self.lr, mixed_precision=self.mixed_precision,
-                          seed=self.seed, warmup_steps=200, save_every=250, eval_every=250)
+        loop = replace(self.loop(every=250), warmup_steps=200)
         config = WorldModelConfig(action_mode=self.action_mode, num_layers=self.layers, hidden_size=self.hidden_size,
                                   intermediate_size=3 * self.hidden_size)
         train_world_model(self.episodes, self.tokenizer, loop, self.batch_size, config)

@@ -21,12 +21,14 @@ grows by ``frame_tokens`` (23 with binned actions) per frame, past the 8-frame l
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from roboalign_env.data.io import atomic_write
 from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.transformer import DynamicsTransformer, sample_codes
 
@@ -66,8 +68,6 @@ class WorldModel(torch.nn.Module):
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        import copy
-
         for name, part in (("tokenizer", self.tokenizer), ("transformer", self.transformer)):
             save_checkpoint(copy.deepcopy(part).to(dtype) if dtype else part, folder / name)
         cfg = self.transformer.config
@@ -76,8 +76,6 @@ class WorldModel(torch.nn.Module):
             "action_dim": cfg.action_dim, "action_low": cfg.action_low, "action_high": cfg.action_high,
             "roboalign_env": roboalign_env.__version__, "torch": torch.__version__,
         }
-        from roboalign_env.data.io import atomic_write
-
         atomic_write(folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1)), mode="w")
         return folder
 

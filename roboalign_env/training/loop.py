@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Literal
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from roboalign_env.data.io import atomic_write, read_jsonl, write_jsonl
 
@@ -185,15 +186,9 @@ def _save_resume(out: Path, step: int, optimizer: torch.optim.Optimizer) -> None
                 scalars[f"{index}.{name}"] = value
     folder = out / "resume"
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "optimizer.safetensors", lambda f: f.write(_safetensors_bytes(tensors)))
+    atomic_write(folder / "optimizer.safetensors", lambda f: f.write(safetensors_bytes(tensors)))
     meta = {"step": step, "param_groups": state["param_groups"], "scalars": scalars}
     atomic_write(folder / "state.json", lambda f: f.write(json.dumps(meta)), mode="w")
-
-
-def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save(tensors)
 
 
 def _load_resume(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
