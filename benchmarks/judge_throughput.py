@@ -7,7 +7,7 @@ distinct instructions once). The two are timed alternately, in rounds, and the r
 per round, so a shared, noisy machine shifts both alike. bf16 autocast is used for both when
 ``--bf16`` (the default; it is the faster setting for both on CPUs with AMX).
 
-    python benchmarks/judge_throughput.py --teacher checkpoints/judge --student checkpoints/student
+    python benchmarks/judge_throughput.py --teacher checkpoints/judge --student roboalign_env/assets/default/student
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from roboalign_env.models.registry import load_scorer
 class Args:
     teacher: Path = Path("checkpoints/judge")
     """Teacher checkpoint folder."""
-    student: Path = Path("checkpoints/student")
+    student: Path = Path("roboalign_env/assets/default/student")
     """Student checkpoint folder."""
     batch_size: int = 256
     """Clips per scoring call."""

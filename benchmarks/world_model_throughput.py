@@ -5,7 +5,7 @@ run so the numbers compare as ratios on a shared machine. Each measurement steps
 one warm-up frame, then times ``--frames`` more (greedy decoding, real tokenizer decoding to pixels
 included).
 
-    python benchmarks/world_model_throughput.py --model checkpoints/world_model
+    python benchmarks/world_model_throughput.py --model roboalign_env/assets/default/world_model
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from roboalign_env.models.world_model import WorldModel
 
 @dataclass(frozen=True)
 class Args:
-    model: Path = Path("checkpoints/world_model")
+    model: Path = Path("roboalign_env/assets/default/world_model")
     """World-model folder (tokenizer/ + transformer/)."""
     batch_sizes: tuple[int, ...] = (1, 4, 16, 64)
     """Numbers of rollouts N advanced in one forward pass."""

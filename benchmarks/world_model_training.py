@@ -4,10 +4,10 @@ Runs `roboalign train-tokenizer`, `roboalign train-world-model` and `roboalign e
 in sequence (each resumes, so a finished stage is skipped) and records the wall time of each
 training stage (from its metrics log) with the evaluation's numbers.
 
-    python benchmarks/world_model_training.py --episodes data/episodes --runs runs --export checkpoints/world_model
+    python benchmarks/world_model_training.py --episodes data/episodes --runs runs --export roboalign_env/assets/default/world_model
 
 ``--export`` writes the trained model with bf16 weights (half the size), as committed in
-``checkpoints/world_model``.
+``roboalign_env/assets/default/world_model``.
 """
 
 from __future__ import annotations

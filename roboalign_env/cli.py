@@ -267,7 +267,7 @@ class Distill(_Training):
     targets: Path = Path("runs/teacher_targets")
     """Folder keeping the teacher's outputs on the distillation videos, reused by later runs with the same teacher."""
     export_to: Path | None = None
-    """Also write the final model here in float16 (e.g. checkpoints/student; half the size, same scores to ~1e-3)."""
+    """Also write the final model here in float16 (e.g. roboalign_env/assets/default/student; half the size, same scores to ~1e-3)."""
 
     def run(self) -> None:
         from roboalign_env.data.bench_cache import open_split
@@ -353,8 +353,8 @@ class Score:
     """An .mp4, or an .npz holding a (T, H, W, 3) uint8 array (see --npz-key)."""
     instruction: str
     """What the robot was asked to do, e.g. 'lift the red cube'."""
-    model: Path = Path("checkpoints/student")
-    """Checkpoint folder: checkpoints/judge (teacher), checkpoints/student or checkpoints/probe."""
+    model: Path = Path("roboalign_env/assets/default/student")
+    """Checkpoint folder: checkpoints/judge (teacher), roboalign_env/assets/default/student or checkpoints/probe."""
     npz_key: str = "video"
     """Array name inside an .npz file."""
     out: Path | None = None

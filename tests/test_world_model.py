@@ -226,7 +226,7 @@ def test_bad_inputs_get_clear_errors(world_model, make, match):
 def test_committed_checkpoint_loads_and_dreams():
     from pathlib import Path
 
-    folder = Path(__file__).parents[1] / "checkpoints" / "world_model"
+    folder = Path(__file__).parents[1] / "roboalign_env" / "assets" / "default" / "world_model"
     model = WorldModel.load(folder)
     assert model.transformer.config.action_mode == "bins" and model.image_size == 64
     first = torch.zeros(2, 3, 64, 64)

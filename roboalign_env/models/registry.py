@@ -13,7 +13,7 @@ def scorer_kind(path: str | Path) -> str:
     config = Path(path) / "config.json"
     if not config.is_file():
         raise FileNotFoundError(f"{path}: no config.json; expected a checkpoint folder (config.json + model.safetensors) "
-                                "such as checkpoints/judge, checkpoints/student or checkpoints/probe")
+                                "such as checkpoints/judge, roboalign_env/assets/default/student or checkpoints/probe")
     model_type = json.loads(config.read_text()).get("model_type")
     if model_type not in SCORERS:
         raise ValueError(f"{path}: model_type {model_type!r} is not a scorer; expected one of {sorted(SCORERS)}")
