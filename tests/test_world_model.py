@@ -153,6 +153,28 @@ def test_batched_sampling_equals_single_rollouts_with_the_same_seeds(world_model
     assert not torch.equal(batched.codes[0], batched.codes[1])
 
 
+def test_resetting_some_rows_leaves_the_others_untouched(world_model):
+    """An environment's autoreset: row 1 restarts mid-window (its cache length then differs from
+    the others'); it must equal a fresh single rollout, and rows 0 and 2 an uninterrupted one."""
+    acts, start, fresh = actions(3, 7), frames(3), frames(1, seed=5)
+
+    def gens(*seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    dream = world_model.dream(start, horizon=7, window=3, temperature=1.0, generators=gens(0, 1, 2), record=False)
+    out = [dream.step(acts[:, i]) for i in range(3)]
+    dream.generators[1] = torch.Generator().manual_seed(9)
+    dream.reset_rows([1], fresh)
+    out += [dream.step(acts[:, i]) for i in range(3, 7)]
+    whole = world_model.rollout(start, acts, window=3, temperature=1.0, generators=gens(0, 1, 2)).frames
+    single = world_model.rollout(fresh, acts[1:2, 3:], window=3, temperature=1.0, generators=gens(9)).frames
+    got = torch.stack(out, 1)
+    torch.testing.assert_close(got[[0, 2]], whole[[0, 2]], atol=1e-4, rtol=0)
+    torch.testing.assert_close(got[1, 3:], single[0], atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="record=False"):
+        world_model.dream(start, horizon=2).reset_rows([0], fresh)
+
+
 def test_top_k_and_temperature_sampling():
     logits = torch.tensor([[0.0, 5.0, 4.0, -3.0]]).repeat(200, 1)
     codes, logp = sample_codes(logits, 1.0, 2, torch.Generator().manual_seed(0))

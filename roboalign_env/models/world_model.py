@@ -99,8 +99,9 @@ class WorldModel(torch.nn.Module):
         return model.to(device=device, dtype=torch.float32).eval()
 
     def dream(self, first_frames: torch.Tensor, horizon: int, window: int | None = 6, temperature: float = 0.0,
-              top_k: int | None = None, generators: list[torch.Generator] | torch.Generator | None = None) -> "Dream":
-        return Dream(self, first_frames, horizon, window, temperature, top_k, generators)
+              top_k: int | None = None, generators: list[torch.Generator] | torch.Generator | None = None,
+              record: bool = True) -> "Dream":
+        return Dream(self, first_frames, horizon, window, temperature, top_k, generators, record)
 
     @torch.no_grad()
     def rollout(self, first_frames: torch.Tensor, actions: torch.Tensor, window: int | None = 6,
@@ -144,7 +145,13 @@ class Dream:
     """N rollouts advanced together; see the module docstring for the token and SWR mechanics.
 
     ``horizon`` is the most frames :meth:`step` will be asked for; it sizes the static KV cache
-    when SWR is off (with SWR the cache holds one window).
+    when SWR is off (with SWR the cache holds one window). Each row keeps its own window and
+    cache length, so :meth:`reset_rows` can start some rollouts afresh while the others go on
+    (what an environment's autoreset needs).
+
+    With ``record=True`` (rollouts) every step's codes and log-probabilities are kept, and
+    ``windows`` lists each window's context codes; an environment that runs for ever sets
+    ``record=False`` and keeps nothing.
     """
 
     model: WorldModel
@@ -154,6 +161,7 @@ class Dream:
     temperature: float = 0.0
     top_k: int | None = None
     generators: list[torch.Generator] | torch.Generator | None = None
+    record: bool = True
     codes: list[torch.Tensor] = field(default_factory=list)
     windows: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     log_probs: list[torch.Tensor] = field(default_factory=list)
@@ -162,31 +170,64 @@ class Dream:
     def __post_init__(self):
         if self.window is not None and self.window < 2:
             raise ValueError(f"window must be >= 2 frames (context + one generated) or None, got {self.window}")
-        tok = self.model.tokenizer
-        frames = self.first_frames
-        if frames.ndim != 4:
-            raise ValueError(f"first_frames: expected (batch, 3, {self.model.image_size}, {self.model.image_size}), "
-                             f"got shape {tuple(frames.shape)}")
-        tok.check_frames(frames, "first_frames")
-        self._restart(frames.to(tok.device))
+        frames = self._check_frames(self.first_frames, "first_frames")
+        tf = self.model.transformer
+        capacity = tf.config.sequence_length(self.window if self.window is not None else self.horizon + 1)
+        self._cache = tf.new_cache(len(frames), capacity)
+        self._context = torch.empty_like(frames)
+        self._last_frame = frames.clone()
+        self._skips: list[torch.Tensor] = []
+        self._pending = None
+        self._frames_in_window = torch.zeros(len(frames), dtype=torch.long)
+        self._restart(torch.arange(len(frames)), frames)
 
     @property
     def batch_size(self) -> int:
-        return len(self.first_frames)
+        return len(self._context)
+
+    def _check_frames(self, frames: torch.Tensor, name: str) -> torch.Tensor:
+        size = self.model.image_size
+        if not torch.is_tensor(frames) or frames.ndim != 4:
+            raise ValueError(f"{name}: expected a tensor (batch, 3, {size}, {size}), got "
+                             f"{tuple(frames.shape) if torch.is_tensor(frames) else type(frames).__name__}")
+        self.model.tokenizer.check_frames(frames, name)
+        return frames.to(self.model.tokenizer.device)
 
     @torch.no_grad()
-    def _restart(self, context: torch.Tensor) -> None:
-        """Encode ``context`` frames as a new window's context; drop the cache."""
-        tok = self.model.tokenizer
-        self._context = context
-        self._skips = tok.context_features(context)
+    def reset_rows(self, rows: torch.Tensor | list[int], frames: torch.Tensor) -> None:
+        """Start rollouts ``rows`` afresh from ``frames`` (len(rows), 3, H, W); the others go on."""
+        if self.record:
+            raise ValueError("reset_rows needs record=False: recorded codes and windows are batch-wide")
+        rows = torch.as_tensor(rows, dtype=torch.long).flatten()
+        frames = self._check_frames(frames, "frames")
+        if len(frames) != len(rows):
+            raise ValueError(f"frames: got {len(frames)} frames for {len(rows)} rows")
+        self._restart(rows, frames)
+
+    @torch.no_grad()
+    def _restart(self, rows: torch.Tensor, context: torch.Tensor) -> None:
+        """Make ``context`` the new window context of ``rows``: encode it, refill their cache with
+        its codes but the last, which is fed with the next action (so every row feeds the same
+        number of tokens per step)."""
+        tok, tf = self.model.tokenizer, self.model.transformer
+        self._context[rows] = context
+        skips = tok.context_features(context)
+        if not self._skips:
+            self._skips = [torch.empty((self.batch_size, *f.shape[1:]), dtype=f.dtype, device=f.device) for f in skips]
+        for full, part in zip(self._skips, skips):
+            full[rows] = part
         context_codes = tok.encode_context(context)
-        self.windows.append((len(self.codes), context_codes))
-        self._pending = self.model.transformer.embed_codes(context_codes)
-        frames = self.window if self.window is not None else self.horizon + 1
-        tf = self.model.transformer
-        self._cache = tf.new_cache(self.batch_size, tf.config.sequence_length(frames))
-        self._frames_in_window = 1
+        if self.record:
+            self.windows.append((len(self.codes), context_codes))
+        everyone = len(rows) == self.batch_size and bool((rows == torch.arange(self.batch_size)).all())
+        self._cache.lengths[rows] = 0
+        tf.decode(tf.embed_codes(context_codes[:, :-1]), self._cache, None if everyone else rows)
+        last = tf.embed_codes(context_codes[:, -1:])
+        if self._pending is None:
+            self._pending = last
+        else:
+            self._pending[rows] = last
+        self._frames_in_window[rows] = 1
 
     @torch.no_grad()
     def step(self, actions: torch.Tensor) -> torch.Tensor:
@@ -195,9 +236,11 @@ class Dream:
         tf.check_actions(actions)
         if actions.shape != (self.batch_size, tf.config.action_dim):
             raise ValueError(f"actions: expected shape ({self.batch_size}, {tf.config.action_dim}), got {tuple(actions.shape)}")
-        if self.window is not None and self._frames_in_window == self.window:
-            self._restart(self._last_frame)
-        elif self._frames_in_window == self.horizon + 1:
+        if self.window is not None:
+            full = (self._frames_in_window == self.window).nonzero().flatten()
+            if len(full):
+                self._restart(full, self._last_frame[full])
+        elif int(self._frames_in_window.max()) == self.horizon + 1:
             raise ValueError(f"this dream was sized for horizon={self.horizon} frames without SWR; "
                              "make a new one with a longer horizon or turn SWR on")
         embeds = torch.cat([self._pending, tf.embed_actions(actions.to(tf.device))], 1)
@@ -210,8 +253,9 @@ class Dream:
             embeds = tf.embed_codes(code[:, None])
         self._pending = embeds  # the last code is fed with the next action
         codes = torch.stack(codes, 1)
-        self.codes.append(codes)
-        self.log_probs.append(torch.stack(log_probs, 1))
+        if self.record:
+            self.codes.append(codes)
+            self.log_probs.append(torch.stack(log_probs, 1))
         self._last_frame = self.model.tokenizer.decode_dynamics(codes, self._context, self._skips).float().clamp(0, 1)
         self._frames_in_window += 1
         return self._last_frame
