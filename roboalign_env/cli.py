@@ -12,7 +12,7 @@ from typing import Literal
 
 import tyro
 
-ALL_SOURCES = ("lift_panda", "stack_sawyer", "pickplace_can_ur5e", "door_kinova3")
+from roboalign_env.sim.sources import ALL_SOURCES
 
 
 def _check_sources(sources: tuple[str, ...]) -> None:
@@ -458,10 +458,142 @@ class EvalWorldModel:
         print(f"SWR vs default: {res['swr_vs_default']}\nwrote {self.out}")
 
 
+@dataclass(frozen=True)
+class PostTrain(_Training):
+    """RoboAlign-R1 post-training: GRPO of the world model against the student reward, with online
+    re-distillation of the student (or, with --reward rlvr, the RLVR-World-style baseline). Resumable."""
+
+    world_model: Path = Path("roboalign_env/assets/default/world_model")
+    """The SFT world model to start from (and the frozen KL reference)."""
+    episodes: Path = Path("data/episodes")
+    """Collection folder: prompts are (first frame, actions, instruction) windows of its bench-train episodes."""
+    student: Path = Path("roboalign_env/assets/default/student")
+    """Student reward checkpoint (the reward for --reward student)."""
+    teacher: Path = Path("checkpoints/judge")
+    """Teacher judge: labels fresh rollouts for online re-distillation of the student."""
+    out: Path = Path("runs/post_train")
+    """Run folder: model/ (transformer), world_model/ (full folder), distill/, student/, metrics.jsonl, curves.png."""
+    reward: Literal["student", "rlvr"] = "student"
+    """'student' (RoboAlign-R1) or 'rlvr' (-(MAE + LPIPS) against the real frames; no distillation)."""
+    group_size: int = 8
+    """G: rollouts per prompt (the advantage baseline is the group mean)."""
+    prompts_per_step: int = 2
+    """Prompts per update; G x prompts rollouts are generated in one batch (16: the batched-throughput sweet spot on CPU)."""
+    horizon: int = 16
+    """Frames per rollout (SWR re-encodes every window-1 frames past the first window)."""
+    window: int = 6
+    """SWR window W (the paper's 6)."""
+    temperature: float = 1.0
+    """Sampling temperature of rollouts (1.0: the policy's own distribution, which the ratio and KL assume)."""
+    clip: float = 0.2
+    """Clip range eps of the importance ratio."""
+    beta: float = 0.04
+    """Weight of the k3 KL to the frozen SFT reference."""
+    weights: tuple[float, float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    """Reward weights w_k of IF, MS, AOC, TC, CR, PA (reward = sum_k w_k * student_k / 10)."""
+    distill_every: int = 20
+    """K: every K updates the teacher labels fresh rollouts and the student is re-distilled (0: off)."""
+    distill_prompts: int = 16
+    """Fresh rollouts (plus their real clips) the teacher labels per round."""
+    distill_steps: int = 30
+    """Student optimizer steps per round."""
+    steps: int = 150
+    """GRPO updates."""
+    lr: float = 5e-5
+    """Learning rate (constant after a 5-step warm-up)."""
+    heldout_source: str = "pickplace_can_ur5e"
+    """The bench's held-out source: its episodes are never prompts."""
+    export_to: Path | None = None
+    """Also write the aligned world model here (bf16 weights, e.g. roboalign_env/assets/default/world_model)."""
+
+    def run(self) -> None:
+        from roboalign_env.training.grpo import GRPOConfig, post_train
+
+        cfg = GRPOConfig(reward=self.reward, group_size=self.group_size, prompts_per_step=self.prompts_per_step,
+                         horizon=self.horizon, window=self.window, temperature=self.temperature, clip=self.clip,
+                         beta=self.beta, weights=tuple(self.weights), distill_every=self.distill_every if self.reward == "student" else 0,
+                         distill_prompts=self.distill_prompts, distill_steps=self.distill_steps)
+        every = max(1, min(25, self.steps))
+        loop = replace(self.loop(every=every), warmup_steps=min(5, self.steps), min_lr_ratio=1.0, log_every=1)
+        post_train(cfg, loop, self.world_model, self.episodes, self.student, self.teacher, self.heldout_source,
+                   self.export_to)
+        print(f"aligned world model in {self.out / 'world_model'}; metrics in {self.out / 'metrics.jsonl'}, "
+              f"curves in {self.out / 'curves.png'}" + (f"; exported to {self.export_to}" if self.export_to else ""))
+
+
+@dataclass(frozen=True)
+class EvalAlignment:
+    """Compare world models (SFT, RLVR-style baseline, RoboAlign-R1) on held-out prompts: teacher and
+    state-probe six-dimension scores, PSNR/SSIM/LPIPS vs real frames, paired bootstrap intervals."""
+
+    models: tuple[str, ...] = ("sft=roboalign_env/assets/default/world_model", "rlvr=runs/post_train_rlvr/world_model",
+                               "r1=runs/post_train/world_model")
+    """NAME=FOLDER world models; the first is the baseline every other is compared with, the last is
+    also compared with each one in between."""
+    episodes: Path = Path("data/episodes")
+    """Collection folder: prompts come from its bench-test episodes whose real run succeeds."""
+    teacher: Path = Path("checkpoints/judge")
+    """Teacher judge (the scorer of record; not the student that was optimized)."""
+    probe: Path = Path("checkpoints/probe")
+    """State probe: labels through the oracle's rules (independent cross-check)."""
+    out: Path = Path("runs/eval_alignment")
+    """Output folder: results.json, alignment_bars.png, side_by_side.mp4."""
+    horizon: int = 16
+    """Frames per rollout (as in post-training)."""
+    window: int = 6
+    """SWR window."""
+    temperature: float = 1.0
+    """Sampling temperature (every model, same seed per prompt)."""
+    seed: int = 0
+    """Prompt i is sampled with seed + i for every model."""
+    starts_per_episode: int = 3
+    """Windows per held-out episode (evenly spaced among those containing the moment of success)."""
+    resamples: int = 10_000
+    """Paired bootstrap resamples (over episodes)."""
+    limit: int | None = None
+    """Only the first this-many held-out episodes."""
+    heldout_source: str = "pickplace_can_ur5e"
+    """The bench's held-out source (its episodes are excluded: the teacher does not transfer to it)."""
+    benchmark_out: Path | None = None
+    """Also write the results here (e.g. benchmarks/results/alignment_eval.json), without per-prompt rows."""
+
+    def run(self) -> None:
+        import json
+        import shlex
+
+        from roboalign_env.data.io import atomic_write
+        from roboalign_env.eval.alignment import evaluate_alignment
+
+        models = {}
+        for item in self.models:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                raise ValueError(f"--models: expected NAME=FOLDER, got {item!r}")
+            if not Path(folder).is_dir():
+                raise FileNotFoundError(f"--models {item}: {folder} is not a folder")
+            models[name] = Path(folder)
+        command = "roboalign eval-alignment " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None
+        res = evaluate_alignment(models, self.episodes, self.teacher, self.probe, self.out, self.horizon, self.window,
+                                 self.temperature, self.seed, self.starts_per_episode, self.heldout_source, self.limit,
+                                 self.resamples, command=command)
+        for pair, comp in res["comparisons"].items():
+            for key in ("teacher_aggregate", "teacher_manipulation_success", "teacher_instruction_following",
+                        "probe_aggregate", "psnr", "ssim", "lpips"):
+                c = comp[key]
+                print(f"{pair:>14} {key:<30} {c['mean_a']:.4f} vs {c['mean_b']:.4f}: {100 * c['rel']:+.1f}% "
+                      f"[{100 * c['rel_ci95'][0]:+.1f}, {100 * c['rel_ci95'][1]:+.1f}], p={c['p_value']:.4f}")
+        if self.benchmark_out is not None:
+            slim = {k: v for k, v in res.items() if k != "per_prompt"}
+            atomic_write(self.benchmark_out, lambda f: f.write(json.dumps(slim, indent=1)), mode="w")
+        print(f"{res['prompts']} prompts from {res['episodes']} episodes; wrote {self.out}")
+
+
 COMMANDS = {"collect": Collect, "build-bench": BuildBench, "bench-stats": BenchStats, "demo": Demo,
             "train-judge": TrainJudge, "train-tokenizer": TrainTokenizer,
             "train-world-model": TrainWorldModel, "eval-world-model": EvalWorldModel, "train-probe": TrainProbe,
             "distill": Distill, "eval-judge": EvalJudge, "score": Score}
+
+COMMANDS.update({"post-train": PostTrain, "eval-alignment": EvalAlignment})
 
 
 def main() -> None:

@@ -11,6 +11,9 @@ from typing import Any, Callable
 
 from roboalign_env.sim.scripted.base import ScriptedPolicy
 
+ALL_SOURCES = ("lift_panda", "stack_sawyer", "pickplace_can_ur5e", "door_kinova3")
+"""Every source's name, in a fixed order (import-light: no robosuite); ``SOURCES`` has the details."""
+
 
 @dataclass(frozen=True)
 class Source:

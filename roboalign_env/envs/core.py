@@ -1,0 +1,274 @@
+"""The dream: N world-model rollouts and their judge, batched, behind both Gymnasium envs.
+
+:class:`DreamCore` owns the world model (a :class:`~roboalign_env.models.world_model.Dream` with
+one row per environment, SWR on by default), the student reward
+(:class:`~roboalign_env.envs.reward.JudgeReward`) and the seed clips that episodes start from. The
+single env is a core with one row; the vector env steps all rows in one forward pass and resets
+rows one by one (autoreset) while the others go on.
+
+Settings shared by every entry point (``gym.make`` / ``gym.make_vec`` keyword arguments) are the
+fields of :class:`DreamSettings`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from roboalign_env.envs.reward import JudgeReward, RewardConfig
+from roboalign_env.envs.seeds import SeedClips
+from roboalign_env.sim.oracle import DIMENSIONS
+from roboalign_env.sim.sources import ALL_SOURCES
+
+IMAGE_SIZE = 64
+ACTION_DIM = 7
+
+
+def observation_space() -> spaces.Dict:
+    """``image``: the current frame, uint8 (3, 64, 64) channel-first (what SB3's CNN policies
+    take); ``task``: a one-hot over the four sources (which instruction family the episode
+    follows; Gymnasium ``Text`` spaces cannot be fed to SB3, and the task is what a multi-task
+    policy needs to know that the first frame does not always show)."""
+    return spaces.Dict({
+        "image": spaces.Box(0, 255, (3, IMAGE_SIZE, IMAGE_SIZE), np.uint8),
+        "task": spaces.Box(0.0, 1.0, (len(ALL_SOURCES),), np.float32),
+    })
+
+
+def action_space() -> spaces.Box:
+    """The OSC_POSE controller's normalized action: 3 position, 3 rotation, 1 gripper, in [-1, 1]."""
+    return spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
+
+
+def check_actions(actions, num_envs: int) -> np.ndarray:
+    """(num_envs, 7) float32 actions clipped to [-1, 1] (as robosuite and SB3 clip); NaN, inf or
+    a wrong shape raise ``ValueError``."""
+    array = np.asarray(actions, dtype=np.float32)
+    if array.shape != (num_envs, ACTION_DIM):
+        want = f"({ACTION_DIM},)" if num_envs == 1 else f"({num_envs}, {ACTION_DIM})"
+        got = array.shape[1:] if num_envs == 1 and array.ndim == 2 and len(array) == 1 else array.shape
+        raise ValueError(f"action: expected shape {want} in [-1, 1], got shape {tuple(got)}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"action: contains NaN or inf ({array.tolist()}); expected finite values in [-1, 1]")
+    return np.clip(array, -1.0, 1.0)
+
+
+def task_vector(source: str | None) -> np.ndarray:
+    vec = np.zeros(len(ALL_SOURCES), np.float32)
+    if source is not None:
+        vec[ALL_SOURCES.index(source)] = 1.0
+    return vec
+
+
+def score_info(scores: np.ndarray) -> dict[str, float]:
+    return {d: float(s) for d, s in zip(DIMENSIONS, scores)}
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """Keyword arguments shared by ``RoboAlignWorld-v0`` and ``RoboAlignReal-v0``: the reward."""
+
+    student: str | None = None
+    """Student reward folder; None: the model folder's student/ or the default one."""
+    device: str = "auto"
+    """auto (CUDA when available, else CPU), cpu or cuda[:N]."""
+    bf16: bool = False
+    """bf16 autocast for the models (CPU with AMX, or GPU)."""
+    reward_mode: str = "potential"
+    """potential (default), absolute or terminal; see roboalign_env.envs.reward."""
+    reward_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
+    """Weights of IF, MS, AOC, TC, CR, PA in the aggregate sum_k w_k score_k / 10."""
+    reward_frames: int = 16
+    """Most recent frames the student scores each step."""
+    success_threshold: float = 0.8
+    """The dream terminates when the judged Manipulation Success / 2 reaches this."""
+
+    @classmethod
+    def from_kwargs(cls, kwargs: dict[str, Any], env_id: str):
+        known = {f.name for f in fields(cls)}
+        unknown = set(kwargs) - known
+        if unknown:
+            raise TypeError(f"{env_id} got unknown keyword argument(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        if "reward_weights" in kwargs:
+            kwargs = {**kwargs, "reward_weights": tuple(float(w) for w in kwargs["reward_weights"])}
+        return cls(**kwargs)
+
+    @property
+    def reward(self) -> RewardConfig:
+        return RewardConfig(self.reward_mode, self.reward_weights, self.reward_frames, self.success_threshold)
+
+    def student_folder(self, model_folder: Path | None = None) -> Path:
+        from roboalign_env.assets import DEFAULT_MODEL
+
+        if self.student is not None:
+            return Path(self.student)
+        if model_folder is not None and (model_folder / "student").is_dir():
+            return model_folder / "student"
+        return DEFAULT_MODEL / "student"
+
+    def load_judge(self, num_envs: int, device: torch.device, model_folder: Path | None = None) -> JudgeReward:
+        from roboalign_env.models.registry import load_scorer
+
+        return JudgeReward(load_scorer(self.student_folder(model_folder)).to(device), num_envs, self.reward, self.bf16)
+
+
+@dataclass(frozen=True)
+class DreamSettings(JudgeSettings):
+    """Keyword arguments of ``RoboAlignWorld-v0`` (single and vector)."""
+
+    checkpoint: str | None = None
+    """A model folder like the shipped default (world_model/, student/, seeds/) or a bare
+    world-model folder (tokenizer/, transformer/); None: the default shipped in the package."""
+    window: int | None = 6
+    """Sliding Window Re-encoding window W in frames; None turns SWR off (episodes then need a
+    cache sized for ``horizon``)."""
+    temperature: float = 0.0
+    """Sampling temperature of the dynamics codes; 0 is greedy (a deterministic dream)."""
+    top_k: int | None = None
+    """Sample among the top-k codes only (with temperature > 0)."""
+    horizon: int = 64
+    """Longest episode the dream is sized for when SWR is off."""
+
+    def folders(self) -> tuple[Path, Path, Path]:
+        """(model folder, world model, seeds) folders."""
+        from roboalign_env.assets import DEFAULT_MODEL
+
+        base = Path(self.checkpoint) if self.checkpoint is not None else DEFAULT_MODEL
+        if not base.is_dir():
+            raise FileNotFoundError(f"checkpoint {base}: not a folder; expected a model folder (world_model/, "
+                                    "student/, seeds/) or a world-model folder (tokenizer/, transformer/)")
+        world_model = base / "world_model" if (base / "world_model").is_dir() else base
+        seeds = base / "seeds" if (base / "seeds").is_dir() else DEFAULT_MODEL / "seeds"
+        return base, world_model, seeds
+
+
+class DreamCore:
+    """N rows of dream: world-model frames, student scores, and per-row episode bookkeeping."""
+
+    def __init__(self, num_envs: int, settings: DreamSettings):
+        from roboalign_env.device import resolve_device
+        from roboalign_env.models.world_model import WorldModel
+
+        if num_envs < 1:
+            raise ValueError(f"num_envs: expected >= 1, got {num_envs}")
+        if settings.temperature < 0:
+            raise ValueError(f"temperature: expected >= 0, got {settings.temperature}")
+        self.num_envs, self.settings = num_envs, settings
+        self.device = torch.device(resolve_device(settings.device))
+        base, model_dir, seeds_dir = settings.folders()
+        self.model = WorldModel.load(model_dir, self.device)
+        if self.model.image_size != IMAGE_SIZE:
+            raise ValueError(f"{model_dir}: image size {self.model.image_size}; the environment uses {IMAGE_SIZE}")
+        self.judge = settings.load_judge(num_envs, self.device, base)
+        self.seeds = SeedClips.load(seeds_dir)
+        self.dream = None
+        self.frames = np.zeros((num_envs, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+        self.tasks = np.zeros((num_envs, len(ALL_SOURCES)), np.float32)
+        self.episode: list[dict] = [{} for _ in range(num_envs)]
+
+    def observation(self, row: int) -> dict[str, np.ndarray]:
+        return {"image": self.frames[row].copy(), "task": self.tasks[row].copy()}
+
+    def observations(self) -> dict[str, np.ndarray]:
+        return {"image": self.frames.copy(), "task": self.tasks.copy()}
+
+    def reset_rows(self, rows: Sequence[int], rngs: Sequence[np.random.Generator],
+                   options: Sequence[dict | None]) -> list[dict]:
+        """Start new episodes in ``rows`` (each drawing from its own ``np_random``); return their infos."""
+        starts = [self._pick_start(rng, opts or {}) for rng, opts in zip(rngs, options)]
+        first = torch.stack([torch.from_numpy(s["frame"]).permute(2, 0, 1) for s in starts]).to(self.device).float().div(255)
+        generators = [torch.Generator().manual_seed(int(rng.integers(2**63 - 1))) for rng in rngs]
+        rows = list(rows)
+        if self.dream is None or len(rows) == self.num_envs:
+            s = self.settings
+            self.dream = self.model.dream(first, s.horizon, s.window, s.temperature, s.top_k,
+                                          generators if s.temperature > 0 else None, record=False)
+        else:
+            if self.settings.temperature > 0:
+                for r, g in zip(rows, generators):
+                    self.dream.generators[r] = g
+            self.dream.reset_rows(rows, first)
+        with self._autocast():
+            scores = self.judge.reset_rows(rows, first, [s["instruction"] for s in starts]).cpu().numpy()
+        infos = []
+        for r, start, score in zip(rows, starts, scores):
+            self.frames[r] = start["frame"].transpose(2, 0, 1)
+            self.tasks[r] = task_vector(start["source"])
+            self.episode[r] = {k: start[k] for k in ("instruction", "source", "seed_index")}
+            infos.append(self._info(r, score, False))
+        return infos
+
+    def step(self, actions: np.ndarray, truncating: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+        """Advance every row; return (rewards (N,), judged success (N,), infos)."""
+        actions = check_actions(actions, self.num_envs)
+        with self._autocast():
+            frames = self.dream.step(torch.from_numpy(actions).to(self.device))
+            reward, scores, success = self.judge.step(frames.float(), torch.as_tensor(truncating))
+        self.frames = frames.float().mul(255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+        success = success.cpu().numpy()
+        scores = scores.cpu().numpy()
+        infos = [self._info(r, scores[r], bool(success[r])) for r in range(self.num_envs)]
+        return reward.cpu().numpy().astype(np.float32), success, infos
+
+    def _info(self, row: int, scores: np.ndarray, success: bool) -> dict:
+        return {"scores": score_info(scores), "aggregate": float(self.judge.phi[row]), "success": success,
+                **self.episode[row]}
+
+    def _autocast(self):
+        return torch.autocast(self.device.type, torch.bfloat16, enabled=self.settings.bf16)
+
+    def _pick_start(self, rng: np.random.Generator, options: dict) -> dict:
+        """The first frame, instruction and source of a new episode, from ``options`` or the seeds.
+
+        Options: ``source`` (one of the four; a seed clip of it), ``seed_index`` (that seed clip),
+        ``frame`` (your own first frame, uint8 (64, 64, 3) or (3, 64, 64); needs ``instruction``
+        unless ``source`` is given), ``instruction`` (overrides the clip's).
+        """
+        known = {"source", "seed_index", "frame", "instruction"}
+        if set(options) - known:
+            raise ValueError(f"reset options {sorted(set(options) - known)} are unknown; expected some of {sorted(known)}")
+        source = options.get("source")
+        if source is not None and source not in ALL_SOURCES:
+            raise ValueError(f"options['source']={source!r}: expected one of {list(ALL_SOURCES)}")
+        instruction = options.get("instruction")
+        if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
+            raise ValueError(f"options['instruction']={instruction!r}: expected a non-empty string")
+        if "frame" in options:
+            frame = _check_frame(options["frame"])
+            if instruction is None:
+                if source is None:
+                    raise ValueError("options['frame'] needs options['instruction'] (or options['source'] to draw one)")
+                from roboalign_env.sim.sources import SOURCES
+
+                templates = SOURCES[source].instructions
+                instruction = templates[int(rng.integers(len(templates)))]
+            return {"frame": frame, "instruction": instruction, "source": source, "seed_index": -1}
+        if "seed_index" in options:
+            index = int(options["seed_index"])
+            if not 0 <= index < len(self.seeds):
+                raise ValueError(f"options['seed_index']={index}: expected 0..{len(self.seeds) - 1}")
+        else:
+            candidates = self.seeds.of_source(source)
+            index = int(candidates[rng.integers(len(candidates))])
+        meta = self.seeds.meta[index]
+        templates = meta["instructions"]
+        drawn = templates[int(rng.integers(len(templates)))]
+        return {"frame": self.seeds.frames[index, 0], "instruction": instruction or drawn,
+                "source": meta["source"], "seed_index": index}
+
+
+def _check_frame(frame) -> np.ndarray:
+    """A user's first frame as uint8 (64, 64, 3)."""
+    array = np.asarray(frame)
+    if array.dtype != np.uint8 or array.ndim != 3:
+        raise ValueError(f"options['frame']: expected uint8 (64, 64, 3) or (3, 64, 64), got {array.dtype} {array.shape}")
+    if array.shape == (3, IMAGE_SIZE, IMAGE_SIZE):
+        array = array.transpose(1, 2, 0)
+    if array.shape != (IMAGE_SIZE, IMAGE_SIZE, 3):
+        raise ValueError(f"options['frame']: expected uint8 (64, 64, 3) or (3, 64, 64), got {array.dtype} {array.shape}")
+    return np.ascontiguousarray(array)

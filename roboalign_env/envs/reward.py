@@ -1,0 +1,119 @@
+"""The environment's reward: the student judge's six scores of each episode's frames so far.
+
+Every step the student scores, per environment, the most recent ``frames`` frames (its initial
+frame is the episode's first frame, so the judge always knows where the episode started). The
+weighted aggregate ``phi = sum_k w_k * score_k / 10`` (default weights 1: the normalized
+six-dimension aggregate in [0, 1]) becomes the reward in one of three modes:
+
+- ``potential`` (default): ``phi_t - phi_{t-1}``, with ``phi_0`` scored on the first frame alone.
+  Potential-based shaping: the episode's return telescopes to ``phi_T - phi_0``, so a policy is
+  rewarded for what it changed, not for starting in a well-judged scene.
+- ``absolute``: ``phi_t`` every step.
+- ``terminal``: ``phi_T`` on the last step of an episode, 0 before.
+
+An episode is judged successful when the student's expected Manipulation Success, as a fraction
+of its maximum (2), reaches ``success_threshold``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Sequence
+
+import torch
+
+from roboalign_env.models.scoring import TOTAL
+from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
+
+RewardMode = Literal["potential", "absolute", "terminal"]
+MANIPULATION = DIMENSIONS.index("manipulation_success")
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    mode: RewardMode = "potential"
+    """potential (change of the weighted aggregate), absolute (the aggregate) or terminal (at the end only)."""
+    weights: tuple[float, ...] = (1.0,) * len(MAX_SCORES)
+    """One weight per dimension (IF, MS, AOC, TC, CR, PA); the aggregate is sum w_k * score_k / 10."""
+    frames: int = 16
+    """How many of the most recent frames the student scores each step."""
+    success_threshold: float = 0.8
+    """Terminate when expected Manipulation Success / 2 reaches this."""
+
+    def __post_init__(self):
+        if self.mode not in ("potential", "absolute", "terminal"):
+            raise ValueError(f"reward mode {self.mode!r}: expected potential, absolute or terminal")
+        if len(self.weights) != len(MAX_SCORES) or not all(w == w and abs(w) != float("inf") for w in self.weights):
+            raise ValueError(f"reward weights: expected {len(MAX_SCORES)} finite numbers "
+                             f"(one per dimension: {', '.join(DIMENSIONS)}), got {self.weights!r}")
+        if self.frames < 2:
+            raise ValueError(f"reward frames: expected >= 2, got {self.frames}")
+
+
+class JudgeReward:
+    """Per-environment frame histories and the student's scores of them, batched over environments."""
+
+    def __init__(self, student, num_envs: int, config: RewardConfig, autocast: bool = False):
+        if config.frames > student.config.max_frames:
+            raise ValueError(f"reward frames {config.frames} > the student's max_frames {student.config.max_frames}")
+        self.student, self.config, self.autocast = student.eval(), config, autocast
+        device = next(student.parameters()).device
+        size = student.config.image_size
+        self.weights = torch.tensor(config.weights, dtype=torch.float32, device=device)
+        self.history = torch.zeros(num_envs, config.frames, 3, size, size, device=device)
+        self.initial = torch.zeros(num_envs, 3, size, size, device=device)
+        self.length = torch.zeros(num_envs, dtype=torch.long, device=device)
+        self.instructions = [""] * num_envs
+        self.phi = torch.zeros(num_envs, device=device)
+
+    def reset_rows(self, rows: Sequence[int], frames: torch.Tensor, instructions: Sequence[str]) -> torch.Tensor:
+        """Start episodes ``rows`` at ``frames`` (b, 3, H, W) in [0, 1]; return their (b, 6) scores."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        self.history[rows] = 0
+        self.history[rows, 0] = frames
+        self.initial[rows] = frames
+        self.length[rows] = 1
+        for r, text in zip(rows.tolist(), instructions):
+            self.instructions[r] = text
+        scores = self._score(rows)
+        self.phi[rows] = self._aggregate(scores)
+        return scores
+
+    def step(self, frames: torch.Tensor, truncating: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Append every environment's new frame (N, 3, H, W); ``truncating`` (N,) marks episodes
+        that hit their step limit this step (the terminal mode pays them, and those judged
+        successful). Returns (reward (N,), scores (N, 6), success (N,))."""
+        full = self.length >= self.config.frames
+        if full.any():
+            self.history[full] = torch.roll(self.history[full], -1, dims=1)
+        slot = self.length.clamp(max=self.config.frames - 1)
+        self.history[torch.arange(len(frames)), slot] = frames
+        self.length += 1
+        scores = self._score(torch.arange(len(frames)))
+        phi = self._aggregate(scores)
+        success = self.success(scores)
+        mode = self.config.mode
+        if mode == "potential":
+            reward = phi - self.phi
+        elif mode == "absolute":
+            reward = phi
+        else:
+            reward = torch.where(truncating.to(phi.device) | success, phi, torch.zeros_like(phi))
+        self.phi = phi
+        return reward, scores, success
+
+    def success(self, scores: torch.Tensor) -> torch.Tensor:
+        return scores[:, MANIPULATION] / MAX_SCORES[MANIPULATION] >= self.config.success_threshold
+
+    def _aggregate(self, scores: torch.Tensor) -> torch.Tensor:
+        return (scores * self.weights).sum(-1) / TOTAL
+
+    @torch.no_grad()
+    def _score(self, rows: torch.Tensor) -> torch.Tensor:
+        """Expected scores (b, 6) of ``rows``' histories."""
+        count = self.length[rows].clamp(max=self.config.frames)
+        mask = torch.arange(self.config.frames, device=count.device)[None] < count[:, None]
+        text = self.student.encode_text([self.instructions[r] for r in rows.tolist()]).to(self.history.device)
+        with torch.autocast(self.history.device.type, torch.bfloat16, enabled=self.autocast):
+            scores = self.student(self.history[rows], mask, self.initial[rows], text)
+        return scores.expected.float()

@@ -1,0 +1,57 @@
+"""``RoboAlignWorld-v0``: one dream episode at a time (see :mod:`roboalign_env.envs.core`).
+
+    >>> import gymnasium as gym, roboalign_env
+    >>> env = gym.make("RoboAlignWorld-v0")                      # the default model, no download
+    >>> obs, info = env.reset(seed=0, options={"source": "lift_panda"})
+    >>> obs["image"].shape, info["instruction"]
+    ((3, 64, 64), 'lift the red cube')
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+
+``gym.make`` wraps it in ``TimeLimit`` (64 steps by default, ``max_episode_steps=`` to change), which
+sets ``truncated``; ``terminated`` means the student judged the manipulation a success.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+
+from roboalign_env.envs.core import DreamCore, DreamSettings, action_space, observation_space
+
+
+class RoboAlignWorldEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode: str | None = None, **settings):
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode={render_mode!r}: expected None or 'rgb_array'")
+        self.render_mode = render_mode
+        self.observation_space = observation_space()
+        self.action_space = action_space()
+        self.core = DreamCore(1, DreamSettings.from_kwargs(settings, "RoboAlignWorld-v0"))
+        self._steps = 0
+        self._state = "new"  # new -> running -> ended -> (reset) running
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        (info,) = self.core.reset_rows([0], [self.np_random], [options])
+        self._steps, self._state = 0, "running"
+        return self.core.observation(0), info
+
+    def step(self, action):
+        if self._state != "running":
+            what = "reset() was never called" if self._state == "new" else "the episode terminated"
+            raise RuntimeError(f"step() called but {what}; call reset() to start an episode")
+        self._steps += 1
+        limit = self.spec.max_episode_steps if self.spec is not None else None
+        truncating = np.array([limit is not None and self._steps >= limit])
+        rewards, success, (info,) = self.core.step(np.asarray(action, dtype=np.float32)[None], truncating)
+        terminated = bool(success[0])
+        if terminated:
+            self._state = "ended"
+        return self.core.observation(0), float(rewards[0]), terminated, False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        return self.core.frames[0].transpose(1, 2, 0).copy()
