@@ -93,35 +93,98 @@ class BenchStats:
 
 
 @dataclass(frozen=True)
-class Demo:
-    """The main job on this machine: collect a few episodes per source, write a contact sheet and an mp4."""
+class _DreamOptions:
+    """How the dream runs (the gym env's keyword arguments of the same names)."""
+
+    checkpoint: Path | None = None
+    """Model folder (world_model/, student/, seeds/) or a world-model folder; default: the shipped model."""
+    device: str = "auto"
+    """auto (CUDA when available, else CPU), cpu or cuda[:N]."""
+    bf16: bool = False
+    """bf16 autocast for the world model and the judge."""
+    window: int | None = 6
+    """SWR window in frames (None: off)."""
+
+    def settings(self):
+        from roboalign_env.envs.core import DreamSettings
+
+        return DreamSettings(checkpoint=None if self.checkpoint is None else str(self.checkpoint),
+                             device=self.device, bf16=self.bf16, window=self.window)
+
+
+@dataclass(frozen=True)
+class Compare(_DreamOptions):
+    """Real robosuite vs the dream from the same held-out starts under the same actions: per-step
+    PSNR / SSIM / LPIPS, student scores of both, a side-by-side mp4 and a plot."""
+
+    out: Path = Path("outputs/compare")
+    """Output folder (results.json, compare.png, side_by_side.mp4)."""
+    policy: str = "scripted"
+    """scripted (each source's nominal scripted policy), random, or the path of a saved SB3 model (.zip)."""
+    sources: tuple[str, ...] = ALL_SOURCES
+    """Sources to compare."""
+    episodes_per_source: int = 2
+    """Held-out seed clips per source (the shipped seeds hold 8 per source)."""
+    steps: int = 16
+    """Steps per episode."""
+    seed: int = 0
+    """Seed of the policies' and environments' random numbers."""
+
+    def run(self) -> None:
+        from roboalign_env.eval.compare import compare
+
+        _check_sources(self.sources)
+        results = compare(self.out, self.sources, self.episodes_per_source, self.steps, self.policy, self.settings(),
+                          self.seed, command=" ".join(["roboalign", *sys.argv[1:]]))
+        mean = results["mean"]
+        print(f"{results['episodes']} episodes x {self.steps} steps, {self.policy} policy: dream vs real "
+              f"PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.3f}, {results['perceptual_metric']} {mean['lpips']:.3f}")
+        student = results["student"]
+        print(f"student aggregate at the last step: real {student['real_aggregate_per_step'][-1]:.3f}, "
+              f"dream {student['dream_aggregate_per_step'][-1]:.3f}")
+        print(f"wrote {self.out / 'results.json'}, {self.out / 'compare.png'}, {self.out / 'side_by_side.mp4'}")
+
+
+@dataclass(frozen=True)
+class Demo(Compare):
+    """The main job: the default dream next to real robosuite under each source's scripted policy
+    (results.json, compare.png, side_by_side.mp4)."""
 
     out: Path = Path("outputs/demo")
     """Output folder."""
-    episodes_per_source: int = 2
-    """Episodes per source (one nominal, then failure modes)."""
-    workers: int = 2
-    """Worker processes."""
+
+
+@dataclass(frozen=True)
+class PackDefault:
+    """Assemble a model folder like the one shipped in the package: world_model/ (bf16),
+    student/ (float16) and seeds/ (held-out seed clips of every source)."""
+
+    world_model: Path
+    """Trained world-model folder (tokenizer/, transformer/)."""
+    student: Path
+    """Trained student reward folder."""
+    collection: Path = Path("data/episodes")
+    """Episode collection the seed clips come from ("test" split episodes)."""
+    out: Path = Path("roboalign_env/assets/default")
+    """Destination (the package's default model by default)."""
+    seeds_per_source: int = 8
+    """Seed clips per source."""
+    seed_steps: int = 16
+    """Steps kept per seed clip (frames: one more)."""
 
     def run(self) -> None:
-        import numpy as np
+        import torch
 
-        from roboalign_env.data.episodes import load_episode
-        from roboalign_env.eval.media import grid, upscale, write_mp4, write_png
-        from roboalign_env.sim.collect import collect, plan_episodes
+        from roboalign_env.envs.seeds import SeedClips
+        from roboalign_env.models.registry import load_scorer
+        from roboalign_env.models.world_model import WorldModel
+        from roboalign_env.training.loop import save_checkpoint
 
-        specs = plan_episodes(list(ALL_SOURCES), self.episodes_per_source)
-        rows = collect(self.out / "episodes", specs, self.workers)
-        episodes = [load_episode(self.out / "episodes" / r["path"]) for r in rows]
-        sheet_rows = []
-        for ep in episodes:
-            idx = [round(i * ep.num_steps / 7) for i in range(8)]
-            sheet_rows.append([upscale(ep.frames[i], 2) for i in idx])
-        sheet = write_png(self.out / "contact_sheet.png", grid(sheet_rows))
-        video = write_mp4(self.out / "episodes.mp4", upscale(np.concatenate([ep.frames for ep in episodes]), 4))
-        for ep in episodes:
-            print(f"  {ep.episode_id}: success={ep.meta['success']}")
-        print(f"wrote {sheet}\nwrote {video}")
+        WorldModel.load(self.world_model).save(self.out / "world_model", dtype=torch.bfloat16)
+        save_checkpoint(load_scorer(self.student).half(), self.out / "student")
+        SeedClips.from_collection(self.collection, self.seeds_per_source, self.seed_steps).save(self.out / "seeds")
+        size = sum(f.stat().st_size for f in self.out.rglob("*") if f.is_file()) / 2**20
+        print(f"wrote {self.out} ({size:.1f} MB)")
 
 
 def _export(model_dir: Path, dest: Path | None, half: bool = False) -> None:
@@ -589,6 +652,7 @@ class EvalAlignment:
 
 
 COMMANDS = {"collect": Collect, "build-bench": BuildBench, "bench-stats": BenchStats, "demo": Demo,
+            "compare": Compare, "pack-default": PackDefault,
             "train-judge": TrainJudge, "train-tokenizer": TrainTokenizer,
             "train-world-model": TrainWorldModel, "eval-world-model": EvalWorldModel, "train-probe": TrainProbe,
             "distill": Distill, "eval-judge": EvalJudge, "score": Score}

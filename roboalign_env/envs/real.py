@@ -15,7 +15,8 @@ carries robosuite's own observation dict, which scripted policies read::
     policy = SOURCES["stack_sawyer"].policy("nominal")
     obs, reward, terminated, truncated, info = env.step(policy(info["robosuite_obs"]))
 
-``options={"episode_seed": s}`` starts robosuite episode ``s`` exactly as collection did (the seed
+``terminate_on_success=False`` keeps an episode going after success (``info["success"]`` still
+says so), for fixed-length comparisons. ``options={"episode_seed": s}`` starts robosuite episode ``s`` exactly as collection did (the seed
 clips shipped with the dream record theirs), ``options={"instruction": ...}`` sets the instruction.
 """
 
@@ -34,7 +35,8 @@ from roboalign_env.sim.sources import ALL_SOURCES
 class RoboAlignRealEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
-    def __init__(self, source: str = "lift_panda", render_mode: str | None = None, **settings):
+    def __init__(self, source: str = "lift_panda", render_mode: str | None = None, terminate_on_success: bool = True,
+                 **settings):
         from roboalign_env.device import resolve_device
         from roboalign_env.sim.rendering import env_renderer
         from roboalign_env.sim.robosuite_env import make_env
@@ -56,6 +58,7 @@ class RoboAlignRealEnv(gym.Env):
         self._task = task_vector(source)
         self._frame = np.zeros((64, 64, 3), np.uint8)
         self._autocast = settings.bf16
+        self.terminate_on_success = terminate_on_success
         self._state = "new"
         self._steps = 0
         self._episode: dict = {}
@@ -93,9 +96,10 @@ class RoboAlignRealEnv(gym.Env):
         with self._judging():
             reward, scores, _ = self.judge.step(self._frame_tensor(), truncating)
         success = bool(self.sim._check_success())
-        if success:
+        terminated = success and self.terminate_on_success
+        if terminated:
             self._state = "ended"
-        return self._obs(), float(reward[0]), success, False, self._info(scores[0].cpu().numpy(), success)
+        return self._obs(), float(reward[0]), terminated, False, self._info(scores[0].cpu().numpy(), success)
 
     def render(self) -> np.ndarray | None:
         return self._frame.copy() if self.render_mode == "rgb_array" else None

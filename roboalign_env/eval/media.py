@@ -38,6 +38,9 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    h, w = frames.shape[1:3]
+    pad = ((0, 0), (0, -h % 16), (0, -w % 16), (0, 0))  # H.264 wants multiples of 16: pad with white
+    frames = np.pad(frames, pad, constant_values=255) if any(p[1] for p in pad) else frames
     with imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=16) as writer:
         for frame in frames:
             writer.append_data(np.ascontiguousarray(frame))
@@ -57,3 +60,17 @@ def read_video(path: str | Path, npz_key: str = "video") -> np.ndarray:
     if path.suffix != ".mp4":
         raise ValueError(f"{path}: expected an .mp4 or .npz video")
     return np.asarray(iio.imread(path, index=None))
+
+
+def save_figure(fig, png: str | Path, dpi: int = 90) -> Path:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from roboalign_env.data.io import atomic_write
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return atomic_write(png, lambda f: f.write(buf.getvalue()))

@@ -210,12 +210,12 @@ class Dream:
         its codes but the last, which is fed with the next action (so every row feeds the same
         number of tokens per step)."""
         tok, tf = self.model.tokenizer, self.model.transformer
-        self._context[rows] = context
+        self._context[rows] = context.to(self._context.dtype)
         skips = tok.context_features(context)
         if not self._skips:
             self._skips = [torch.empty((self.batch_size, *f.shape[1:]), dtype=f.dtype, device=f.device) for f in skips]
         for full, part in zip(self._skips, skips):
-            full[rows] = part
+            full[rows] = part.to(full.dtype)
         context_codes = tok.encode_context(context)
         if self.record:
             self.windows.append((len(self.codes), context_codes))

@@ -1,0 +1,172 @@
+"""Real robosuite vs the dream: the same start and the same actions, frame by frame.
+
+For every chosen seed clip (held-out episodes shipped with the model) the real simulator starts
+the clip's robosuite episode and a policy acts in it: the source's scripted policy, a saved SB3
+policy (it sees the real observations), or uniform random actions. The dream starts from the same
+first frame and instruction and is fed the same actions, all episodes in one batch. Reported per
+step: PSNR, SSIM and LPIPS of dream against real frames, and the student's scores of both.
+
+Writes ``results.json``, ``compare.png`` (metrics and student aggregate against the step) and
+``side_by_side.mp4`` (one column per episode: real on top, dream below).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from roboalign_env.data.io import atomic_write
+from roboalign_env.envs.core import DreamCore, DreamSettings
+from roboalign_env.eval.media import grid, save_figure, upscale, write_mp4
+from roboalign_env.eval.metrics import frame_metrics, perceptual_name
+from roboalign_env.sim.oracle import DIMENSIONS
+
+METRICS = ("psnr", "ssim", "lpips")
+
+
+def make_policy(policy: str, source: str, rng: np.random.Generator):
+    """``policy(obs, info) -> action``: ``scripted``, ``random`` or the path of an SB3 model (.zip)."""
+    if policy == "scripted":
+        from roboalign_env.sim.sources import SOURCES
+
+        scripted = SOURCES[source].policy("nominal", rng)
+        return lambda obs, info: scripted(info["robosuite_obs"])
+    if policy == "random":
+        return lambda obs, info: rng.uniform(-1, 1, 7).astype(np.float32)
+    path = Path(policy)
+    if path.suffix != ".zip" or not path.is_file():
+        raise ValueError(f"policy={policy!r}: expected 'scripted', 'random' or an existing SB3 model .zip file")
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.save_util import load_from_zip_file
+
+    data, _, _ = load_from_zip_file(path, load_data=True)
+    algorithm = _algorithm_class(data)
+    model: BaseAlgorithm = algorithm.load(path, device="cpu")
+    return lambda obs, info: model.predict(obs, deterministic=True)[0]
+
+
+def _algorithm_class(data: dict):
+    import stable_baselines3 as sb3
+
+    policy_class = str(data.get("policy_class", ""))
+    for name in ("PPO", "SAC", "TD3", "A2C", "DDPG"):
+        if f"{name.lower()}." in policy_class.lower() or name in policy_class:
+            return getattr(sb3, name)
+    return sb3.PPO
+
+
+def run_real(source: str, clips: list[int], seeds, steps: int, policy: str, seed: int, student: str | None,
+             device: str) -> list[dict]:
+    """Run ``policy`` in robosuite from each seed clip's episode; frames, actions and student scores."""
+    from roboalign_env.envs.real import RoboAlignRealEnv
+
+    env = RoboAlignRealEnv(source, student=student, device=device, terminate_on_success=False)
+    runs = []
+    try:
+        for k, index in enumerate(clips):
+            meta = seeds.meta[index]
+            rng = np.random.default_rng([seed, index])
+            act = make_policy(policy, source, rng)
+            obs, info = env.reset(seed=seed + k, options={"episode_seed": meta["seed"], "instruction": meta["instructions"][0]})
+            frames, actions, scores, success = [obs["image"]], [], [list(info["scores"].values())], []
+            for _ in range(steps):
+                action = np.asarray(act(obs, info), dtype=np.float32)
+                obs, _, _, _, info = env.step(action)
+                frames.append(obs["image"])
+                actions.append(action)
+                scores.append(list(info["scores"].values()))
+                success.append(info["success"])
+            runs.append({"index": int(index), "source": source, "episode_seed": meta["seed"],
+                         "instruction": meta["instructions"][0], "frames": np.stack(frames),
+                         "actions": np.stack(actions), "scores": np.array(scores), "success": success})
+    finally:
+        env.close()
+    return runs
+
+
+def run_dream(runs: list[dict], settings: DreamSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Feed every real run's first frame, instruction and actions to the dream, in one batch."""
+    core = DreamCore(len(runs), settings)
+    options = [{"frame": r["frames"][0], "instruction": r["instruction"], "source": r["source"]} for r in runs]
+    infos = core.reset_rows(range(len(runs)), [np.random.default_rng(i) for i in range(len(runs))], options)
+    frames, scores = [core.frames.copy()], [[list(i["scores"].values()) for i in infos]]
+    actions = np.stack([r["actions"] for r in runs])
+    for t in range(actions.shape[1]):
+        _, _, infos = core.step(actions[:, t], np.zeros(len(runs), bool))
+        frames.append(core.frames.copy())
+        scores.append([list(i["scores"].values()) for i in infos])
+    return np.stack(frames, 1), np.array(scores).transpose(1, 0, 2)
+
+
+def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps: int, policy: str,
+            settings: DreamSettings, seed: int = 0, command: str = "") -> dict:
+    from roboalign_env.device import resolve_device
+
+    from roboalign_env.envs.seeds import SeedClips
+
+    tic = time.perf_counter()
+    seeds = SeedClips.load(settings.folders()[2])
+    runs = []
+    for source in sources:
+        clips = list(seeds.of_source(source)[:episodes_per_source])
+        runs += run_real(source, clips, seeds, steps, policy, seed, settings.student, resolve_device(settings.device))
+    real_seconds = time.perf_counter() - tic
+    dream_frames, dream_scores = run_dream(runs, settings)
+    dream_seconds = time.perf_counter() - tic - real_seconds
+    real_frames = np.stack([r["frames"] for r in runs])
+    real_scores = np.stack([r["scores"] for r in runs])
+    to_t = lambda x: torch.from_numpy(x[:, 1:]).flatten(0, 1).float().div(255)  # noqa: E731  (predicted frames only)
+    metrics = {k: v.view(len(runs), steps).numpy() for k, v in frame_metrics(to_t(dream_frames), to_t(real_frames)).items()}
+    aggregate = lambda s: s.sum(-1) / 10  # noqa: E731
+    results = {
+        "command": command,
+        "policy": policy, "steps": steps, "sources": list(sources), "episodes": len(runs),
+        "perceptual_metric": perceptual_name(),
+        "mean": {m: float(metrics[m].mean()) for m in METRICS},
+        "per_step": {m: metrics[m].mean(0).round(4).tolist() for m in METRICS},
+        "per_source": {s: {m: float(metrics[m][[r["source"] == s for r in runs]].mean()) for m in METRICS} for s in sources},
+        "student": {
+            "real_aggregate_per_step": aggregate(real_scores).mean(0).round(4).tolist(),
+            "dream_aggregate_per_step": aggregate(dream_scores).mean(0).round(4).tolist(),
+            "real_final": dict(zip(DIMENSIONS, real_scores[:, -1].mean(0).round(4).tolist())),
+            "dream_final": dict(zip(DIMENSIONS, dream_scores[:, -1].mean(0).round(4).tolist())),
+        },
+        "real_success_rate": float(np.mean([any(r["success"]) for r in runs])),
+        "episodes_detail": [{k: r[k] for k in ("source", "index", "episode_seed", "instruction")} for r in runs],
+        "seconds": {"real": round(real_seconds, 1), "dream": round(dream_seconds, 1)},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=1)), mode="w")
+    plot(results, out / "compare.png")
+    hwc = lambda x: x.transpose(0, 1, 3, 4, 2)  # noqa: E731
+    real_hwc, dream_hwc = hwc(real_frames), hwc(dream_frames)
+    video = np.stack([grid([list(real_hwc[:, t]), list(dream_hwc[:, t])]) for t in range(steps + 1)])  # top: real
+    write_mp4(out / "side_by_side.mp4", upscale(video, 2), fps=4)
+    return results
+
+
+def plot(results: dict, png: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
+    steps = range(1, results["steps"] + 1)
+    for ax, metric in zip(axes, METRICS):
+        ax.plot(steps, results["per_step"][metric])
+        ax.set_title(f"{results['perceptual_metric'] if metric == 'lpips' else metric.upper()}: dream vs real")
+        ax.set_xlabel("step")
+    student = results["student"]
+    axes[3].plot(range(results["steps"] + 1), student["real_aggregate_per_step"], label="real")
+    axes[3].plot(range(results["steps"] + 1), student["dream_aggregate_per_step"], label="dream")
+    axes[3].set_title("student aggregate (0-1)")
+    axes[3].set_xlabel("step")
+    axes[3].legend()
+    fig.suptitle(f"{results['policy']} policy, {results['episodes']} episodes", fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, png)
