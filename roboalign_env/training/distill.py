@@ -186,12 +186,14 @@ class OnlineDistiller:
     """
 
     def __init__(self, student: StudentReward | str | Path, teacher, out: str | Path, data: DistillData | None = None,
-                 loss: str = "kl", lr: float = 1e-4, batch_size: int = 64, temperature: float = 2.0):
+                 loss: str = "kl", lr: float = 1e-4, batch_size: int = 64, temperature: float = 2.0,
+                 mixed_precision: str = "no"):
         if isinstance(student, (str, Path)):
             student = StudentReward.from_pretrained(student)
         self.student, self.teacher, self.out = student, teacher, Path(out)
         self.data = data or DistillData()
         self.loss, self.lr, self.batch_size, self.temperature = loss, lr, batch_size, temperature
+        self.mixed_precision = mixed_precision  # must match an enclosing loop's (Accelerate keeps one state per process)
         self.round = len(list(self.out.glob("round_*"))) if self.out.is_dir() else 0
 
     def add(self, videos, instructions) -> int:
@@ -203,7 +205,8 @@ class OnlineDistiller:
         """Continue distilling the current student for ``steps`` steps; returns it (also saved)."""
         loop = LoopConfig(out=self.out / f"round_{self.round:03d}", steps=steps, lr=self.lr,
                           warmup_steps=min(20, steps // 5), seed=self.round if seed is None else seed,
-                          save_every=steps, eval_every=steps, log_every=max(1, steps // 10), progress=False)
+                          save_every=steps, eval_every=steps, log_every=max(1, steps // 10), progress=False,
+                          mixed_precision=self.mixed_precision)
         self.student = distill(self.student, self.data, loop, self.loss, self.temperature, self.batch_size)
         self.round += 1
         return self.student
