@@ -120,7 +120,7 @@ class Compare(_DreamOptions):
     out: Path = Path("outputs/compare")
     """Output folder (results.json, compare.png, side_by_side.mp4)."""
     policy: str = "scripted"
-    """scripted (each source's nominal scripted policy), random, or the path of a saved SB3 model (.zip)."""
+    """scripted (each source's nominal scripted policy), random, or a saved SB3 model as ALGO:PATH.zip (e.g. ppo:model.zip)."""
     sources: tuple[str, ...] = ALL_SOURCES
     """Sources to compare."""
     episodes_per_source: int = 2

@@ -1,5 +1,6 @@
 """The `roboalign` command line: help, bad arguments, and the README's main job."""
 
+import json
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ def roboalign(*args, **kw):
 def test_help_lists_every_subcommand():
     out = roboalign("--help")
     assert out.returncode == 0
-    for name in ("collect", "build-bench", "bench-stats", "demo"):
+    for name in ("collect", "build-bench", "bench-stats", "demo", "compare", "pack-default"):
         assert name in out.stdout
 
 
@@ -31,13 +32,23 @@ def test_missing_collection_names_the_folder(tmp_path):
 
 
 @pytest.mark.sim
-def test_demo_writes_contact_sheet_and_video(tmp_path):
-    out = roboalign("demo", "--out", str(tmp_path), "--episodes-per-source", "1", "--workers", "1")
+def test_demo_compares_the_dream_with_real_robosuite(tmp_path):
+    out = roboalign("demo", "--out", str(tmp_path), "--sources", "lift_panda", "door_kinova3",
+                    "--episodes-per-source", "1", "--steps", "3", "--device", "cpu")
     assert out.returncode == 0, out.stderr[-2000:]
-    sheet = iio.imread(tmp_path / "contact_sheet.png")
-    assert sheet.shape[0] > 4 * 128  # one row of frames per source
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["episodes"] == 2 and results["policy"] == "scripted"
+    assert len(results["per_step"]["ssim"]) == 3 and 0 < results["mean"]["ssim"] <= 1
+    assert len(results["student"]["real_aggregate_per_step"]) == 4  # the first frame, then 3 steps
+    assert results["command"].startswith("roboalign demo")
     import imageio
 
-    with imageio.get_reader(tmp_path / "episodes.mp4") as reader:
-        assert reader.count_frames() == 4 * 65  # every frame of one 64-step episode per source
-    assert str(tmp_path / "contact_sheet.png") in out.stdout
+    with imageio.get_reader(tmp_path / "side_by_side.mp4") as reader:
+        assert reader.count_frames() == 4
+    assert iio.imread(tmp_path / "compare.png").shape[1] > 800
+    assert "SSIM" in out.stdout
+
+
+def test_compare_refuses_an_unknown_policy(tmp_path):
+    out = roboalign("compare", "--out", str(tmp_path), "--policy", "nonsense", "--sources", "lift_panda")
+    assert out.returncode == 2 and "nonsense" in out.stderr and "Traceback" not in out.stderr

@@ -28,8 +28,12 @@ from roboalign_env.sim.oracle import DIMENSIONS
 METRICS = ("psnr", "ssim", "lpips")
 
 
+SB3_ALGORITHMS = ("ppo", "sac", "td3", "a2c", "ddpg")
+
+
 def make_policy(policy: str, source: str, rng: np.random.Generator):
-    """``policy(obs, info) -> action``: ``scripted``, ``random`` or the path of an SB3 model (.zip)."""
+    """``policy(obs, info) -> action``: ``scripted``, ``random``, or a saved SB3 model as
+    ``ALGO:PATH.zip`` (``ppo:agents/runs/ppo_dream/model.zip``; a bare path means PPO)."""
     if policy == "scripted":
         from roboalign_env.sim.sources import SOURCES
 
@@ -37,26 +41,23 @@ def make_policy(policy: str, source: str, rng: np.random.Generator):
         return lambda obs, info: scripted(info["robosuite_obs"])
     if policy == "random":
         return lambda obs, info: rng.uniform(-1, 1, 7).astype(np.float32)
-    path = Path(policy)
-    if path.suffix != ".zip" or not path.is_file():
-        raise ValueError(f"policy={policy!r}: expected 'scripted', 'random' or an existing SB3 model .zip file")
-    from stable_baselines3.common.base_class import BaseAlgorithm
-    from stable_baselines3.common.save_util import load_from_zip_file
+    algorithm, path = check_policy(policy)
+    import stable_baselines3
 
-    data, _, _ = load_from_zip_file(path, load_data=True)
-    algorithm = _algorithm_class(data)
-    model: BaseAlgorithm = algorithm.load(path, device="cpu")
+    model = getattr(stable_baselines3, algorithm.upper()).load(path, device="cpu")
     return lambda obs, info: model.predict(obs, deterministic=True)[0]
 
 
-def _algorithm_class(data: dict):
-    import stable_baselines3 as sb3
-
-    policy_class = str(data.get("policy_class", ""))
-    for name in ("PPO", "SAC", "TD3", "A2C", "DDPG"):
-        if f"{name.lower()}." in policy_class.lower() or name in policy_class:
-            return getattr(sb3, name)
-    return sb3.PPO
+def check_policy(policy: str) -> tuple[str, Path] | None:
+    """None for 'scripted' / 'random', (algorithm, path) for a saved SB3 model; anything else is refused."""
+    if policy in ("scripted", "random"):
+        return None
+    algorithm, _, path = policy.rpartition(":") if ":" in policy else ("ppo", "", policy)
+    path = Path(path)
+    if algorithm.lower() not in SB3_ALGORITHMS or path.suffix != ".zip" or not path.is_file():
+        raise ValueError(f"policy={policy!r}: expected 'scripted', 'random' or ALGO:PATH of an existing SB3 model "
+                         f".zip with ALGO one of {', '.join(SB3_ALGORITHMS)}")
+    return algorithm.lower(), path
 
 
 def run_real(source: str, clips: list[int], seeds, steps: int, policy: str, seed: int, student: str | None,
@@ -108,6 +109,7 @@ def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps
 
     from roboalign_env.envs.seeds import SeedClips
 
+    check_policy(policy)
     tic = time.perf_counter()
     seeds = SeedClips.load(settings.folders()[2])
     runs = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 SCORERS = {"roboalign_judge": "teacher", "roboalign_student": "student", "roboalign_state_probe": "probe"}
@@ -20,6 +21,20 @@ def scorer_kind(path: str | Path) -> str:
     return SCORERS[model_type]
 
 
+@contextmanager
+def quiet_loading():
+    """Load weights without transformers' per-file progress bar (an env is made many times)."""
+    from transformers.utils import logging
+
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            logging.enable_progress_bar()
+
+
 def load_scorer(path: str | Path):
     """The model in ``path`` in float32 eval mode (weights stored in 16 bits are widened)."""
     import roboalign_env.models.judge  # noqa: F401  (registers the model types with AutoModel)
@@ -28,4 +43,5 @@ def load_scorer(path: str | Path):
     from transformers import AutoModel
 
     scorer_kind(path)
-    return AutoModel.from_pretrained(str(path)).float().eval()
+    with quiet_loading():
+        return AutoModel.from_pretrained(str(path)).float().eval()

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from roboalign_env.data.io import atomic_write
+from roboalign_env.models.registry import quiet_loading
 from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.transformer import DynamicsTransformer, sample_codes
 
@@ -121,7 +122,8 @@ class WorldModel(torch.nn.Module):
 def _load_component(cls, folder: Path):
     """``from_pretrained`` that refuses weights which do not cover the model exactly."""
     try:
-        model, info = cls.from_pretrained(folder, output_loading_info=True)
+        with quiet_loading():
+            model, info = cls.from_pretrained(folder, output_loading_info=True)
     except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
         raise CheckpointError(f"{folder}: could not load {cls.__name__} ({err})") from err
     problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
