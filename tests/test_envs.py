@@ -246,3 +246,16 @@ def test_sb3_adapter_sets_terminal_observation_and_ppo_trains():
     model.learn(256)
     assert model.num_timesteps >= 256
     assert any(not np.allclose(b.numpy(), p.detach().numpy()) for b, p in zip(before, model.policy.parameters()))
+
+
+def test_sac_trains_through_the_adapter():
+    from stable_baselines3 import SAC
+
+    from roboalign_env.envs.sb3 import make_sb3_env
+
+    venv = make_sb3_env(num_envs=2, max_episode_steps=8, device="cpu")
+    model = SAC("MultiInputPolicy", venv, buffer_size=64, learning_starts=8, batch_size=8, seed=0, device="cpu")
+    before = [p.detach().clone() for p in model.actor.parameters()]
+    model.learn(24)
+    assert model.num_timesteps >= 24 and model.replay_buffer.size() > 0
+    assert any(not np.allclose(b.numpy(), p.detach().numpy()) for b, p in zip(before, model.actor.parameters()))

@@ -133,6 +133,8 @@ class DreamSettings(JudgeSettings):
     """Sample among the top-k codes only (with temperature > 0)."""
     horizon: int = 64
     """Longest episode the dream is sized for when SWR is off."""
+    source: str | None = None
+    """Start every episode from this source's seed clips (default: any source's); reset options override it."""
 
     def folders(self) -> tuple[Path, Path, Path]:
         """(model folder, world model, seeds) folders."""
@@ -215,6 +217,14 @@ class DreamCore:
         infos = [self._info(r, scores[r], bool(success[r])) for r in range(self.num_envs)]
         return reward.cpu().numpy().astype(np.float32), success, infos
 
+    def state_bytes(self) -> int:
+        """Bytes of per-environment state (KV cache, context frames and features, frame histories);
+        the models' weights are shared by every environment and not counted."""
+        d, j = self.dream, self.judge
+        tensors = [d._cache.keys, d._cache.values, d._context, d._last_frame, d._pending, *d._skips,
+                   j.history, j.initial]
+        return sum(t.numel() * t.element_size() for t in tensors) + self.frames.nbytes + self.tasks.nbytes
+
     def _info(self, row: int, scores: np.ndarray, success: bool) -> dict:
         return {"scores": score_info(scores), "aggregate": float(self.judge.phi[row]), "success": success,
                 **self.episode[row]}
@@ -232,9 +242,9 @@ class DreamCore:
         known = {"source", "seed_index", "frame", "instruction"}
         if set(options) - known:
             raise ValueError(f"reset options {sorted(set(options) - known)} are unknown; expected some of {sorted(known)}")
-        source = options.get("source")
+        source = options.get("source", self.settings.source)
         if source is not None and source not in ALL_SOURCES:
-            raise ValueError(f"options['source']={source!r}: expected one of {list(ALL_SOURCES)}")
+            raise ValueError(f"source={source!r}: expected one of {list(ALL_SOURCES)}")
         instruction = options.get("instruction")
         if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
             raise ValueError(f"options['instruction']={instruction!r}: expected a non-empty string")

@@ -1,0 +1,185 @@
+"""Dream env steps/s against real robosuite steps/s on the same machine, in one run.
+
+- Dream: the native vector ``RoboAlignWorld-v0`` (world model with SWR W=6 + student reward every
+  step) for N = 1, 4, 16, 64, bf16 autocast off and on. Steps/s = N x timed steps / seconds, after
+  warm-up steps. Single-env step latency is the N=1 time per step.
+- Real: robosuite stepping + MuJoCo's fast 64x64 render (no judge), one process per CPU core
+  running concurrently, for every source; steps/s summed over the processes.
+- Memory per env: the dream's per-env state (KV cache, context frames and features, frame
+  histories; the weights are shared) and the process's resident set at each N; the resident set
+  of one robosuite process (real).
+
+Writes ``benchmarks/results/env_throughput.json`` and ``env_throughput.png``::
+
+    python benchmarks/env_throughput.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+import roboalign_env  # noqa: F401  (registers the envs)
+from roboalign_env.sim.sources import ALL_SOURCES
+
+
+@dataclass(frozen=True)
+class Args:
+    batch_sizes: tuple[int, ...] = (1, 4, 16, 64)
+    """Numbers of dream envs N stepped in one forward pass."""
+    dream_steps: int = 12
+    """Timed dream steps per measurement (after 2 warm-up steps)."""
+    real_steps: int = 40
+    """Timed robosuite steps per process (after 2 warm-up steps)."""
+    processes: int = os.cpu_count() or 1
+    """Concurrent robosuite processes (one per core)."""
+    sources: tuple[str, ...] = ALL_SOURCES
+    """Sources whose real robosuite env is timed."""
+    device: str = "auto"
+    """Device of the dream ('auto', 'cpu', 'cuda')."""
+    threads: int | None = None
+    """torch CPU threads for the dream (default: torch's choice, one per core). With --processes 1
+    --threads 1 both sides get one core: a per-core comparison on a machine shared with other jobs."""
+    out: Path = Path("benchmarks/results/env_throughput.json")
+    """Result file (the PNG goes next to it)."""
+
+
+def rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def dream_rate(n: int, steps: int, bf16: bool, device: str) -> dict:
+    import gymnasium as gym
+
+    env = gym.make_vec("RoboAlignWorld-v0", num_envs=n, device=device, bf16=bf16, max_episode_steps=1000)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(2):
+        env.step(rng.uniform(-1, 1, (n, 7)).astype(np.float32))
+    tic = time.perf_counter()
+    for _ in range(steps):
+        env.step(rng.uniform(-1, 1, (n, 7)).astype(np.float32))
+    seconds = time.perf_counter() - tic
+    state = env.unwrapped.core.state_bytes() / n / 2**20
+    env.close()
+    return {"n": n, "bf16": bf16, "steps_per_s": n * steps / seconds, "ms_per_step": 1000 * seconds / steps,
+            "state_mb_per_env": state, "process_rss_mb": rss_mb()}
+
+
+def real_worker(args: tuple[str, int]) -> dict:
+    """Time robosuite step + fast render in this process."""
+    source_name, steps = args
+    from roboalign_env.sim.rendering import env_renderer
+    from roboalign_env.sim.robosuite_env import make_env, reset_env
+    from roboalign_env.sim.sources import SOURCES
+
+    source = SOURCES[source_name]
+    env = make_env(source)
+    renderer = env_renderer(env, 64)
+    obs = reset_env(env, os.getpid())
+    policy = source.policy("nominal", np.random.default_rng(0))
+    for _ in range(2):
+        obs, *_ = env.step(policy(obs))
+        renderer.render(env.sim.data._data)
+    tic = time.perf_counter()
+    for _ in range(steps):
+        obs, *_ = env.step(policy(obs))
+        renderer.render(env.sim.data._data)
+    seconds = time.perf_counter() - tic
+    return {"steps_per_s": steps / seconds, "rss_mb": rss_mb()}
+
+
+def real_rate(source: str, steps: int, processes: int) -> dict:
+    from roboalign_env.sim.workers import init_worker
+
+    with get_context("spawn").Pool(processes, initializer=init_worker) as pool:
+        results = pool.map(real_worker, [(source, steps)] * processes)
+    return {"source": source, "processes": processes, "steps_per_s": sum(r["steps_per_s"] for r in results),
+            "rss_mb_per_process": float(np.mean([r["rss_mb"] for r in results]))}
+
+
+def plot(results: dict, png: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from roboalign_env.eval.media import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for bf16 in (False, True):
+        rows = [r for r in results["dream"] if r["bf16"] == bf16]
+        ax.plot([r["n"] for r in rows], [r["steps_per_s"] for r in rows], "o-", label=f"dream, bf16 {'on' if bf16 else 'off'}")
+    for r in results["real"]:
+        ax.axhline(r["steps_per_s"], ls=":", lw=1, color="grey")
+        ax.text(1, r["steps_per_s"], f"real {r['source']} ({r['processes']} procs)", fontsize=7, va="bottom")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("dream envs N (one batch)")
+    ax.set_ylabel("env steps / s")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, png)
+
+
+def main(args: Args) -> None:
+    import torch
+
+    from roboalign_env.device import resolve_device
+
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    real = []
+    for source in args.sources:
+        real.append(real_rate(source, args.real_steps, args.processes))
+        print(f"real {source}: {real[-1]['steps_per_s']:.1f} steps/s ({args.processes} processes)", flush=True)
+    dream = []
+    for n in args.batch_sizes:
+        for bf16 in (False, True):
+            dream.append(dream_rate(n, args.dream_steps, bf16, device))
+            print(f"dream N={n:>2} bf16={'on ' if bf16 else 'off'}: {dream[-1]['steps_per_s']:7.1f} steps/s, "
+                  f"{dream[-1]['ms_per_step']:.0f} ms/step", flush=True)
+    best_real = max(r["steps_per_s"] for r in real)
+    n16 = max(r["steps_per_s"] for r in dream if r["n"] == 16)
+    one = min(r["ms_per_step"] for r in dream if r["n"] == 1)
+    results = {
+        "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:]),
+        "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
+                    "platform": platform.platform()},
+        "dream": dream, "real": real,
+        "summary": {
+            "dream_n16_steps_per_s": n16,
+            "real_fastest_source_steps_per_s": best_real,
+            "ratio_dream_n16_over_fastest_real": n16 / best_real,
+            "ratio_dream_n16_over_mean_real": n16 / float(np.mean([r["steps_per_s"] for r in real])),
+            "single_env_ms_per_step": one,
+            "dream_state_mb_per_env": dream[0]["state_mb_per_env"],
+            "real_mb_per_process": float(np.mean([r["rss_mb_per_process"] for r in real])),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    from roboalign_env.data.io import atomic_write
+
+    atomic_write(args.out, lambda f: f.write(json.dumps(results, indent=1)), mode="w")
+    plot(results, args.out.with_suffix(".png"))
+    print("| N | bf16 | dream steps/s | ms/step | state MB/env |\n|---|---|---|---|---|")
+    for r in dream:
+        print(f"| {r['n']} | {'on' if r['bf16'] else 'off'} | {r['steps_per_s']:.1f} | {r['ms_per_step']:.0f} | "
+              f"{r['state_mb_per_env']:.2f} |")
+    print(json.dumps(results["summary"], indent=1))
+    print(f"wrote {args.out} and {args.out.with_suffix('.png')}\nreproduce: {results['command']}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
