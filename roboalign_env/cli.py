@@ -171,6 +171,8 @@ class PackDefault:
     """Seed clips per source."""
     seed_steps: int = 16
     """Steps kept per seed clip (frames: one more)."""
+    split: Literal["train", "val", "test", "all"] = "test"
+    """Episode split the seed clips come from (held-out "test" episodes for the shipped model)."""
 
     def run(self) -> None:
         import torch
@@ -182,7 +184,7 @@ class PackDefault:
 
         WorldModel.load(self.world_model).save(self.out / "world_model", dtype=torch.bfloat16)
         save_checkpoint(load_scorer(self.student).half(), self.out / "student")
-        SeedClips.from_collection(self.collection, self.seeds_per_source, self.seed_steps).save(self.out / "seeds")
+        SeedClips.from_collection(self.collection, self.seeds_per_source, self.seed_steps, self.split).save(self.out / "seeds")
         size = sum(f.stat().st_size for f in self.out.rglob("*") if f.is_file()) / 2**20
         print(f"wrote {self.out} ({size:.1f} MB)")
 

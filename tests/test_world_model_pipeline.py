@@ -37,6 +37,23 @@ def test_train_tokenizer_world_model_then_evaluate(collection, tmp_path):
     video = iio.imread(tmp_path / "eval" / "side_by_side.mp4")
     assert len(video) == 2 * 16 and video.shape[2] > 2.5 * video.shape[1]  # real | default | SWR, side by side
 
+    # Pack it with the default student as a user's own model, and make the environment from it.
+    from roboalign_env.assets import DEFAULT_MODEL
+
+    roboalign("pack-default", "--world-model", model, "--student", DEFAULT_MODEL / "student", "--collection",
+              collection, "--out", tmp_path / "mine", "--seeds-per-source", 1, "--seed-steps", 4, "--split", "all")
+    import gymnasium as gym
+    import numpy as np
+
+    import roboalign_env  # noqa: F401
+
+    env = gym.make("RoboAlignWorld-v0", checkpoint=str(tmp_path / "mine"), device="cpu")
+    assert env.unwrapped.core.model.transformer.config.hidden_size == 32  # the user's model, not the default
+    obs, info = env.reset(seed=0)
+    assert len(env.unwrapped.core.seeds) == 4 and info["seed_index"] in range(4)
+    obs, reward, *_ = env.step(np.zeros(7, np.float32))
+    assert obs["image"].shape == (3, 64, 64) and np.isfinite(reward)
+
 
 def test_eval_of_a_missing_model_is_a_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "roboalign_env.cli", "eval-world-model", "--model", tmp_path / "nope",

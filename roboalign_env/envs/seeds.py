@@ -63,12 +63,16 @@ class SeedClips:
     @classmethod
     def from_collection(cls, collection: str | Path, per_source: int = 6, steps: int = 16,
                         split: str = "test") -> "SeedClips":
-        """The first ``steps`` steps of ``per_source`` episodes of every source from ``split``."""
+        """The first ``steps`` steps of ``per_source`` episodes of every source from ``split``
+        ("train", "val", "test", or "all" for every episode)."""
         from roboalign_env.data.clips import split_episode_ids
         from roboalign_env.data.episodes import load_episode, read_manifest
 
-        keep = set(split_episode_ids(collection, split))
-        rows = sorted((r for r in read_manifest(collection) if r["episode_id"] in keep), key=lambda r: r["episode_id"])
+        rows = read_manifest(collection)
+        if split != "all":
+            keep = set(split_episode_ids(collection, split))
+            rows = [r for r in rows if r["episode_id"] in keep]
+        rows = sorted(rows, key=lambda r: r["episode_id"])
         frames, actions, meta = [], [], []
         for source in ALL_SOURCES:
             picked = [r for r in rows if r["source"] == source][:per_source]
