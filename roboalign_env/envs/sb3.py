@@ -50,7 +50,8 @@ class RoboAlignSB3VecEnv(VecEnv):
         for i in range(self.num_envs):
             row = _row(info, i)
             final_obs, final_info = row.pop("final_obs", None), row.pop("final_info", None)
-            if dones[i]:
+            if dones[i]:  # as SB3's DummyVecEnv: the ended episode's info, the new one's in reset_infos
+                self.reset_infos[i] = row
                 row = {**final_info, "terminal_observation": final_obs,
                        "TimeLimit.truncated": bool(truncated[i] and not terminated[i])}
             infos.append(row)
