@@ -647,6 +647,8 @@ class EvalAlignment:
                 c = comp[key]
                 print(f"{pair:>14} {key:<30} {c['mean_a']:.4f} vs {c['mean_b']:.4f}: {100 * c['rel']:+.1f}% "
                       f"[{100 * c['rel_ci95'][0]:+.1f}, {100 * c['rel_ci95'][1]:+.1f}], p={c['p_value']:.4f}")
+        real = res["real_clips_scored"]
+        print(f"real clips, for scale: teacher aggregate {real['teacher_aggregate']:.4f}, probe {real['probe_aggregate']:.4f}")
         if self.benchmark_out is not None:
             slim = {k: v for k, v in res.items() if k != "per_prompt"}
             atomic_write(self.benchmark_out, lambda f: f.write(json.dumps(slim, indent=1)), mode="w")

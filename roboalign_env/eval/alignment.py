@@ -97,7 +97,8 @@ def roll_out(model_dir: str | Path, prompts: dict, window: int, temperature: flo
     return torch.cat(out), time.perf_counter() - tic
 
 
-def score_models(frames: dict[str, torch.Tensor], prompts: dict, teacher, probe, batch_size: int = 32) -> dict:
+def score_models(frames: dict[str, torch.Tensor], prompts: dict, teacher, probe, batch_size: int = 32,
+                 frame_metrics_too: bool = True) -> dict:
     """Teacher expected scores, probe levels and frame metrics per model and prompt."""
     from roboalign_env.eval.metrics import frame_metrics
     from roboalign_env.models.state_probe import probe_labels
@@ -111,8 +112,10 @@ def score_models(frames: dict[str, torch.Tensor], prompts: dict, teacher, probe,
                                     for s in range(0, len(video), batch_size)]).numpy()
         probe_levels = np.array([[getattr(probe_labels(probe, v, t)[0], d) for d in DIMENSIONS]
                                  for v, t in zip(video, prompts["instructions"])], float)
-        m = frame_metrics(pred.flatten(0, 1), prompts["real"].flatten(0, 1))
-        per_prompt = {k: v.view(len(pred), -1).mean(1).numpy() for k, v in m.items()}
+        per_prompt = {}
+        if frame_metrics_too:
+            m = frame_metrics(pred.flatten(0, 1), prompts["real"].flatten(0, 1))
+            per_prompt = {k: v.view(len(pred), -1).mean(1).numpy() for k, v in m.items()}
         results[name] = {"teacher": teacher_scores, "probe": probe_levels, **per_prompt}
     return results
 
@@ -175,7 +178,7 @@ def plot_bars(per_model: dict[str, dict[str, np.ndarray]], png: Path, perceptual
         rel = [100 * (per_model[name][m].mean() / per_model[base][m].mean() - 1) for m in metrics]
         ax.bar(np.arange(3) + (j - (len(names) - 1) / 2) * 0.8 / len(names), rel, 0.8 / len(names), label=name)
     ax.axhline(0, color="k", lw=0.8)
-    ax.set_xticks(np.arange(3), ["PSNR", "SSIM", perceptual.split(" ")[0]])
+    ax.set_xticks(np.arange(3), ["PSNR\n(higher better)", "SSIM\n(higher better)", f"{perceptual.split(' ')[0]}\n(lower better)"])
     ax.set_title(f"vs real frames, % change from {base}")
     fig.tight_layout()
     buf = io.BytesIO()
@@ -213,7 +216,13 @@ def evaluate_alignment(models: dict[str, Path], episodes: Path, teacher_dir: Pat
     frames, seconds = {}, {}
     for name, folder in models.items():
         frames[name], seconds[name] = roll_out(folder, prompts, window, temperature, seed)
-    scores = score_models(frames, prompts, load_scorer(teacher_dir), load_scorer(probe_dir))
+    teacher, probe = load_scorer(teacher_dir), load_scorer(probe_dir)
+    scores = score_models(frames, prompts, teacher, probe)
+    # the real clips through the same two judges: what a perfect world model would score
+    real = score_models({"real": prompts["real"]}, prompts, teacher, probe, frame_metrics_too=False)["real"]
+    reference = {"teacher_aggregate": float(real["teacher"].sum(1).mean() / sum(MAX_SCORES)),
+                 "probe_aggregate": float(real["probe"].sum(1).mean() / sum(MAX_SCORES)),
+                 **{f"{j}_{d}": float(real[j][:, k].mean()) for j in ("teacher", "probe") for k, d in enumerate(DIMENSIONS)}}
     names = list(models)
     pairs = [(b, names[0]) for b in names[1:]] + [(names[-1], b) for b in names[1:-1]]
     clusters = np.array(prompts["episodes"])
@@ -234,7 +243,7 @@ def evaluate_alignment(models: dict[str, Path], episodes: Path, teacher_dir: Pat
         "horizon": horizon, "window": window, "temperature": temperature, "seed": seed,
         "perceptual_metric": perceptual_name(), "rollout_seconds": seconds, "bootstrap_resamples": resamples,
         "bootstrap_unit": "episode (paired; prompts of an episode resampled together)",
-        "dimensions": list(DIMENSIONS), **summary, "per_prompt": per_prompt,
+        "dimensions": list(DIMENSIONS), "real_clips_scored": reference, **summary, "per_prompt": per_prompt,
     }
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=1)), mode="w")
     return results
