@@ -122,6 +122,16 @@ def test_same_seed_same_observations_and_rewards(temperature):
     assert np.array_equal(env.reset()[0]["image"], first)
 
 
+def test_bf16_dream_stays_close_to_float32():
+    images = {}
+    for bf16 in (False, True):
+        env = gym.make("RoboAlignWorld-v0", device="cpu", bf16=bf16)
+        images[bf16], rewards = rollout(env, seed=0, steps=3)
+        assert np.isfinite(rewards).all()
+    assert np.array_equal(images[False][0], images[True][0])
+    assert np.abs(images[False][1].astype(int) - images[True][1]).mean() < 2  # same frame up to bf16 rounding (another start: ~120)
+
+
 def test_sampling_depends_on_the_seed():
     env = gym.make("RoboAlignWorld-v0", device="cpu", temperature=1.0)
     options = {"seed_index": 0}

@@ -78,7 +78,8 @@ class JudgeSettings:
     device: str = "auto"
     """auto (CUDA when available, else CPU), cpu or cuda[:N]."""
     bf16: bool = False
-    """bf16 autocast for the models (CPU with AMX, or GPU)."""
+    """bf16 autocast for the models (CPU with AMX, or GPU); the dream also keeps its transformer
+    weights and KV cache in bf16."""
     reward_mode: str = "potential"
     """potential (default), absolute or terminal; see roboalign_env.envs.reward."""
     reward_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
@@ -164,6 +165,8 @@ class DreamCore:
         self.device = torch.device(resolve_device(settings.device))
         base, model_dir, seeds_dir = settings.folders()
         self.model = WorldModel.load(model_dir, self.device)
+        if settings.bf16:  # bf16 transformer weights and KV cache: half the memory traffic per decoded token
+            self.model.transformer.to(torch.bfloat16)
         if self.model.image_size != IMAGE_SIZE:
             raise ValueError(f"{model_dir}: image size {self.model.image_size}; the environment uses {IMAGE_SIZE}")
         self.judge = settings.load_judge(num_envs, self.device, base)
