@@ -104,12 +104,14 @@ class _DreamOptions:
     """bf16 autocast for the world model and the judge."""
     window: int | None = 6
     """SWR window in frames (None: off)."""
+    temperature: float = 1.0
+    """Sampling temperature of the dynamics codes (0: greedy); the environment's default is 1."""
 
     def settings(self):
         from roboalign_env.envs.core import DreamSettings
 
         return DreamSettings(checkpoint=None if self.checkpoint is None else str(self.checkpoint),
-                             device=self.device, bf16=self.bf16, window=self.window)
+                             device=self.device, bf16=self.bf16, window=self.window, temperature=self.temperature)
 
 
 @dataclass(frozen=True)
@@ -528,8 +530,9 @@ class PostTrain(_Training):
     """RoboAlign-R1 post-training: GRPO of the world model against the student reward, with online
     re-distillation of the student (or, with --reward rlvr, the RLVR-World-style baseline). Resumable."""
 
-    world_model: Path = Path("roboalign_env/assets/default/world_model")
-    """The SFT world model to start from (and the frozen KL reference)."""
+    world_model: Path = Path("runs/world_model/world_model")
+    """The SFT world model to start from and the frozen KL reference (train-world-model's output; the
+    package default is already post-trained)."""
     episodes: Path = Path("data/episodes")
     """Collection folder: prompts are (first frame, actions, instruction) windows of its bench-train episodes."""
     student: Path = Path("roboalign_env/assets/default/student")
@@ -591,7 +594,7 @@ class EvalAlignment:
     """Compare world models (SFT, RLVR-style baseline, RoboAlign-R1) on held-out prompts: teacher and
     state-probe six-dimension scores, PSNR/SSIM/LPIPS vs real frames, paired bootstrap intervals."""
 
-    models: tuple[str, ...] = ("sft=roboalign_env/assets/default/world_model", "rlvr=runs/post_train_rlvr/world_model",
+    models: tuple[str, ...] = ("sft=runs/world_model/world_model", "rlvr=runs/post_train_rlvr/world_model",
                                "r1=runs/post_train/world_model")
     """NAME=FOLDER world models; the first is the baseline every other is compared with, the last is
     also compared with each one in between."""

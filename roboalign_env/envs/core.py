@@ -128,8 +128,9 @@ class DreamSettings(JudgeSettings):
     window: int | None = 6
     """Sliding Window Re-encoding window W in frames; None turns SWR off (episodes then need a
     cache sized for ``horizon``)."""
-    temperature: float = 0.0
-    """Sampling temperature of the dynamics codes; 0 is greedy (a deterministic dream)."""
+    temperature: float = 1.0
+    """Sampling temperature of the dynamics codes: 1 samples the model's own distribution (the one
+    GRPO aligned; seeded from np_random), 0 is greedy (the same frames for the same actions)."""
     top_k: int | None = None
     """Sample among the top-k codes only (with temperature > 0)."""
     horizon: int = 64
