@@ -58,3 +58,4 @@ def test_summary_bars_and_video_are_written(tmp_path):
 
     video = iio.imread(mp4, index=None)
     assert video.shape[0] == 6 and video.shape[2] > 4 * 64 * 3  # 2 prompts x 3 frames; real + 3 models wide
+    assert video.shape[1] >= 16 + 66 * 3  # a name strip over the frames

@@ -198,7 +198,20 @@ def write_videos(frames: dict[str, torch.Tensor], prompts: dict, mp4: Path, pick
     for i in picks:
         columns = [u8(prompts["real"][i])] + [u8(f[i]) for f in frames.values()]
         clips.append(np.stack([grid([[c[t] for c in columns]]) for t in range(len(columns[0]))]))
-    return write_mp4(mp4, upscale(np.concatenate(clips), 3), fps=6)
+    video = upscale(np.concatenate(clips), 3)
+    header = _labels(["real"] + list(frames), video.shape[2], 3 * 66)
+    return write_mp4(mp4, np.concatenate([np.broadcast_to(header, (len(video), *header.shape)), video], 1), fps=6)
+
+
+def _labels(names: list[str], width: int, column: int, height: int = 16) -> np.ndarray:
+    """A white strip with each column's name over it."""
+    from PIL import Image, ImageDraw
+
+    strip = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(strip)
+    for j, name in enumerate(names):
+        draw.text((6 + j * column, 2), name, fill="black")
+    return np.asarray(strip)
 
 
 def evaluate_alignment(models: dict[str, Path], episodes: Path, teacher_dir: Path, probe_dir: Path, out: Path,
