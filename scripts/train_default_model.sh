@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Rebuild the default model shipped in the package (roboalign_env/assets/default) from nothing:
-# robosuite episodes -> RobotWorldBench -> tokenizer + world model -> teacher judge -> student -> pack.
+# robosuite episodes -> RobotWorldBench -> tokenizer + world model (SFT) -> teacher judge -> student
+# -> GRPO post-training against the student (RoboAlign-R1) -> pack.
 # Every step resumes after a kill (re-run the script). Measured on a 2-core CPU with no GPU:
-# collect + bench 36 min, tokenizer 42 min, transformer 45 min, teacher 68 min, student ~35 min.
+# collect + bench 36 min, tokenizer 42 min, transformer 45 min, teacher 68 min, student ~35 min,
+# post-training 22 min.
 # Usage: bash scripts/train_default_model.sh [DATA_DIR] [RUNS_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +18,6 @@ $R build-bench --collection "$DATA/episodes" --out "$DATA/bench" --workers 2
 $R train-judge --bench "$DATA/bench" --out "$RUNS/judge" --export-to checkpoints/judge
 $R distill --teacher checkpoints/judge --bench "$DATA/bench" --collection "$DATA/episodes" --loss kl --steps 600 \
     --out "$RUNS/student"
-$R pack-default --world-model "$RUNS/world_model_export" --student "$RUNS/student/model" --collection "$DATA/episodes"
+$R post-train --episodes "$DATA/episodes" --world-model "$RUNS/world_model_export" --student "$RUNS/student/model" \
+    --teacher checkpoints/judge --out "$RUNS/post_train" --export-to "$RUNS/post_train_export"
+$R pack-default --world-model "$RUNS/post_train_export" --student "$RUNS/student/model" --collection "$DATA/episodes"
