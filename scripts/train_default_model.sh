@@ -3,7 +3,7 @@
 # robosuite episodes -> RobotWorldBench -> tokenizer + world model (SFT) -> teacher judge -> student
 # -> GRPO post-training against the student (RoboAlign-R1) -> pack.
 # Every step resumes after a kill (re-run the script). Measured on a 2-core CPU with no GPU:
-# collect + bench 36 min, tokenizer 42 min, transformer 45 min, teacher 68 min, student ~35 min,
+# collect + bench 36 min, tokenizer 42 min, transformer 45 min, teacher 68 min, student (not timed),
 # post-training 22 min.
 # Usage: bash scripts/train_default_model.sh [DATA_DIR] [RUNS_DIR]
 set -euo pipefail
