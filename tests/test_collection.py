@@ -1,8 +1,5 @@
 """Real robosuite collection: scripted success, episode format, determinism, resume, bad files."""
 
-import json
-import zipfile
-
 import numpy as np
 import pytest
 

@@ -144,12 +144,12 @@ def summarize(scores: dict, clusters: np.ndarray, pairs: list[tuple[str, str]], 
 def plot_bars(per_model: dict[str, dict[str, np.ndarray]], png: Path, perceptual: str) -> Path:
     """Per dimension and aggregate (normalized to [0, 1] by each dimension's maximum), teacher and
     probe panels, one bar per model with a 95% bootstrap interval of the mean."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from roboalign_env.eval.media import save_figure
 
     names = list(per_model)
     labels = [SHORT[d] for d in DIMENSIONS] + ["aggregate"]
@@ -181,10 +181,7 @@ def plot_bars(per_model: dict[str, dict[str, np.ndarray]], png: Path, perceptual
     ax.set_xticks(np.arange(3), ["PSNR\n(higher better)", "SSIM\n(higher better)", f"{perceptual.split(' ')[0]}\n(lower better)"])
     ax.set_title(f"vs real frames, % change from {base}")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return atomic_write(png, lambda f: f.write(buf.getvalue()))
+    return save_figure(fig, png)
 
 
 def write_videos(frames: dict[str, torch.Tensor], prompts: dict, mp4: Path, picks: list[int]) -> Path:

@@ -10,7 +10,7 @@ import numpy as np
 
 from roboalign_env.data.bench import episodes_by_split, load_pair, read_index
 from roboalign_env.data.io import atomic_write
-from roboalign_env.eval.media import grid, upscale, write_png
+from roboalign_env.eval.media import grid, save_figure, upscale
 from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
 
 SHORT = {"instruction_following": "IF", "manipulation_success": "MS", "action_outcome_consistency": "AOC",
@@ -70,10 +70,7 @@ def plot_histograms(stats: dict, path: Path) -> Path:
     axes[0].set_ylabel("pairs (dashed: 5%)")
     axes[-1].legend(fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def contact_sheet(root: Path, rows: list[dict], path: Path, per_kind: int = 1, frames: int = 6, seed: int = 0) -> Path:
@@ -101,10 +98,7 @@ def contact_sheet(root: Path, rows: list[dict], path: Path, per_kind: int = 1, f
         )
         ax.axis("off")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def bench_stats(root: str | Path, out: str | Path | None = None) -> dict:

@@ -51,14 +51,12 @@ def confusion_matrices(levels: np.ndarray, ref_levels: np.ndarray) -> list[np.nd
 
 def plot_confusions(levels: np.ndarray, ref_levels: np.ndarray, png: str | Path, title: str) -> Path:
     """One panel per dimension (row-normalized colours, counts written in the cells), written atomically."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from roboalign_env.data.io import atomic_write
+    from roboalign_env.eval.media import save_figure
 
     fig, axes = plt.subplots(1, len(DIMENSIONS), figsize=(3.2 * len(DIMENSIONS), 3.4))
     for ax, dim, m in zip(axes, DIMENSIONS, confusion_matrices(np.asarray(levels), np.asarray(ref_levels))):
@@ -72,7 +70,4 @@ def plot_confusions(levels: np.ndarray, ref_levels: np.ndarray, png: str | Path,
         ax.set_yticks(range(len(m)))
     fig.suptitle(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return atomic_write(png, lambda f: f.write(buf.getvalue()))
+    return save_figure(fig, png, dpi=80)

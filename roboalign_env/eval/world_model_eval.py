@@ -21,7 +21,7 @@ import torch
 from roboalign_env.data.clips import split_episode_ids
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
-from roboalign_env.eval.media import grid, upscale, write_mp4
+from roboalign_env.eval.media import grid, save_figure, upscale, write_mp4
 from roboalign_env.eval.metrics import frame_metrics, perceptual_name, psnr, ssim
 from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.world_model import WorldModel
@@ -162,8 +162,6 @@ def run_evaluation(model_dir: Path, episodes: Path, out: Path, horizon: int = 64
 
 
 def plot_vs_horizon(results: dict, png: Path) -> Path:
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,10 +178,7 @@ def plot_vs_horizon(results: dict, png: Path) -> Path:
         ax.set_xlabel("frames ahead")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return atomic_write(png, lambda f: f.write(buf.getvalue()))
+    return save_figure(fig, png)
 
 
 def write_side_by_side(data: HeldOut, runs: dict, mp4: Path, count: int) -> Path:

@@ -362,7 +362,6 @@ class GRPOTrainer:
         """On resume at ``start``: re-add the labelled videos of rounds already run and load the
         student the last of them produced."""
         from roboalign_env.data.bench_cache import VideoSet
-        from roboalign_env.models.student import StudentReward
 
         d, k = self.distiller, self.cfg.distill_every
         last = None
@@ -400,14 +399,13 @@ def plot_grpo(metrics: str | Path, png: str | Path) -> Path | None:
     """The three curves a person checks: reward (and its 10-update mean), KL to the reference, and
     the student's agreement with the teacher on the policy's own fresh rollouts (with the teacher's
     aggregate on them); written next to the loop's all-metrics ``curves.png``."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from roboalign_env.data.io import atomic_write, read_jsonl
+    from roboalign_env.data.io import read_jsonl
+    from roboalign_env.eval.media import save_figure
 
     rows = [r for r in read_jsonl(metrics) if r.get("split") == "train"] if Path(metrics).is_file() else []
     if not rows:
@@ -433,10 +431,7 @@ def plot_grpo(metrics: str | Path, png: str | Path) -> Path | None:
         ax.set_xlabel("update")
         ax.legend(fontsize=7) if ax.get_legend_handles_labels()[0] else None
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return atomic_write(Path(png), lambda f: f.write(buf.getvalue()))
+    return save_figure(fig, png)
 
 
 def post_train(cfg: GRPOConfig, loop: LoopConfig, world_model: str | Path, episodes: str | Path,

@@ -231,6 +231,8 @@ def plot_metrics(metrics: Path, png: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from roboalign_env.eval.media import save_figure
+
     rows = list(read_jsonl(metrics)) if Path(metrics).is_file() else []
     skip = {"step", "split", "sec", "lr"}
     names = sorted({k for r in rows for k, v in r.items() if k not in skip and isinstance(v, (int, float))})
@@ -252,9 +254,4 @@ def plot_metrics(metrics: Path, png: Path) -> Path | None:
     for ax in list(axes.flat)[len(names):]:
         ax.axis("off")
     fig.tight_layout()
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
-    return atomic_write(png, lambda f: f.write(buf.getvalue()))
+    return save_figure(fig, png, dpi=80)
