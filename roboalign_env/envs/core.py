@@ -45,17 +45,39 @@ def action_space() -> spaces.Box:
     return spaces.Box(-1.0, 1.0, (ACTION_DIM,), np.float32)
 
 
-def check_actions(actions, num_envs: int) -> np.ndarray:
-    """(num_envs, 7) float32 actions clipped to [-1, 1] (as robosuite and SB3 clip); NaN, inf or
-    a wrong shape raise ``ValueError``."""
+def check_actions(actions, shape: tuple[int, ...]) -> np.ndarray:
+    """Actions of ``shape`` ((7,) for one env, (N, 7) for N) as float32 clipped to [-1, 1] (as
+    robosuite and SB3 clip); NaN, inf or a wrong shape raise ``ValueError``."""
     array = np.asarray(actions, dtype=np.float32)
-    if array.shape != (num_envs, ACTION_DIM):
-        want = f"({ACTION_DIM},)" if num_envs == 1 else f"({num_envs}, {ACTION_DIM})"
-        got = array.shape[1:] if num_envs == 1 and array.ndim == 2 and len(array) == 1 else array.shape
-        raise ValueError(f"action: expected shape {want} in [-1, 1], got shape {tuple(got)}")
+    if array.shape != shape:
+        raise ValueError(f"action: expected shape {shape} in [-1, 1], got shape {array.shape}")
     if not np.isfinite(array).all():
         raise ValueError(f"action: contains NaN or inf ({array.tolist()}); expected finite values in [-1, 1]")
     return np.clip(array, -1.0, 1.0)
+
+
+class EpisodeClock:
+    """A single env's episode bookkeeping (the dream's and the real one's): ``step()`` before
+    ``reset()`` or after termination is an error, and the env learns when a step reaches the
+    registered step limit (``TimeLimit`` reports the truncation; the terminal reward needs it too)."""
+
+    def __init__(self):
+        self.state, self.steps = "new", 0
+
+    def start(self) -> None:
+        self.state, self.steps = "running", 0
+
+    def tick(self, spec) -> bool:
+        """Count a step; return whether it reaches ``spec.max_episode_steps``."""
+        if self.state != "running":
+            what = "reset() was never called" if self.state == "new" else "the episode terminated"
+            raise RuntimeError(f"step() called but {what}; call reset() to start an episode")
+        self.steps += 1
+        limit = spec.max_episode_steps if spec is not None else None
+        return limit is not None and self.steps >= limit
+
+    def end(self) -> None:
+        self.state = "ended"
 
 
 def task_vector(source: str | None) -> np.ndarray:
@@ -210,8 +232,8 @@ class DreamCore:
         return infos
 
     def step(self, actions: np.ndarray, truncating: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[dict]]:
-        """Advance every row; return (rewards (N,), judged success (N,), infos)."""
-        actions = check_actions(actions, self.num_envs)
+        """Advance every row under checked actions (N, 7) (see :func:`check_actions`); return
+        (rewards (N,), judged success (N,), infos)."""
         with self._autocast():
             frames = self.dream.step(torch.from_numpy(actions).to(self.device))
             reward, scores, success = self.judge.step(frames.float(), torch.as_tensor(truncating))

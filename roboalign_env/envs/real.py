@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 import roboalign_env.sim  # noqa: F401  (MuJoCo's OpenGL backend, before mujoco is imported)
-from roboalign_env.envs.core import (JudgeSettings, action_space, check_actions, observation_space, score_info,
-                                     task_vector)
+from roboalign_env.envs.core import (EpisodeClock, JudgeSettings, action_space, check_actions, observation_space,
+                                     score_info, task_vector)
 from roboalign_env.sim.sources import ALL_SOURCES
 
 
@@ -59,8 +59,7 @@ class RoboAlignRealEnv(gym.Env):
         self._frame = np.zeros((64, 64, 3), np.uint8)
         self._autocast = settings.bf16
         self.terminate_on_success = terminate_on_success
-        self._state = "new"
-        self._steps = 0
+        self._clock = EpisodeClock()
         self._episode: dict = {}
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -80,25 +79,20 @@ class RoboAlignRealEnv(gym.Env):
         with self._judging():
             scores = self.judge.reset_rows([0], self._frame_tensor(), [instruction])[0].cpu().numpy()
         self._episode = {"instruction": instruction, "source": self.source.name, "episode_seed": episode_seed}
-        self._state, self._steps = "running", 0
+        self._clock.start()
         return self._obs(), self._info(scores, False)
 
     def step(self, action):
-        if self._state != "running":
-            what = "reset() was never called" if self._state == "new" else "the episode terminated"
-            raise RuntimeError(f"step() called but {what}; call reset() to start an episode")
-        action = check_actions(np.asarray(action, dtype=np.float32)[None], 1)[0]
+        action = check_actions(action, self.action_space.shape)  # before anything changes
+        truncating = torch.tensor([self._clock.tick(self.spec)])
         self._robosuite_obs, _, _, _ = self.sim.step(action)
         self._frame = self.renderer.render(self.sim.sim.data._data)
-        self._steps += 1
-        limit = self.spec.max_episode_steps if self.spec is not None else None
-        truncating = torch.tensor([limit is not None and self._steps >= limit])
         with self._judging():
             reward, scores, _ = self.judge.step(self._frame_tensor(), truncating)
         success = bool(self.sim._check_success())
         terminated = success and self.terminate_on_success
         if terminated:
-            self._state = "ended"
+            self._clock.end()
         return self._obs(), float(reward[0]), terminated, False, self._info(scores[0].cpu().numpy(), success)
 
     def render(self) -> np.ndarray | None:

@@ -89,7 +89,7 @@ class JudgeReward:
         slot = self.length.clamp(max=self.config.frames - 1)
         self.history[torch.arange(len(frames)), slot] = frames
         self.length += 1
-        scores = self._score(torch.arange(len(frames)))
+        scores = self._score(slice(None))
         phi = self._aggregate(scores)
         success = self.success(scores)
         mode = self.config.mode
@@ -109,11 +109,12 @@ class JudgeReward:
         return (scores * self.weights).sum(-1) / TOTAL
 
     @torch.no_grad()
-    def _score(self, rows: torch.Tensor) -> torch.Tensor:
-        """Expected scores (b, 6) of ``rows``' histories."""
+    def _score(self, rows: torch.Tensor | slice) -> torch.Tensor:
+        """Expected scores (b, 6) of ``rows``' histories (a slice reads them without a copy)."""
         count = self.length[rows].clamp(max=self.config.frames)
         mask = torch.arange(self.config.frames, device=count.device)[None] < count[:, None]
-        text = self.student.encode_text([self.instructions[r] for r in rows.tolist()]).to(self.history.device)
+        names = self.instructions[rows] if isinstance(rows, slice) else [self.instructions[r] for r in rows.tolist()]
+        text = self.student.encode_text(names).to(self.history.device)
         with torch.autocast(self.history.device.type, torch.bfloat16, enabled=self.autocast):
             scores = self.student(self.history[rows], mask, self.initial[rows], text)
         return scores.expected.float()

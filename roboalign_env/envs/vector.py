@@ -14,7 +14,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from roboalign_env.envs.core import DreamCore, DreamSettings, action_space, observation_space
+from roboalign_env.envs.core import DreamCore, DreamSettings, action_space, check_actions, observation_space
 
 
 class RoboAlignWorldVectorEnv(VectorEnv):
@@ -39,7 +39,10 @@ class RoboAlignWorldVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
         """Reset every env; ``seed`` is an int (env i gets ``seed + i``) or one seed per env."""
-        seeds = [None if seed is None else seed + i for i in range(self.num_envs)] if not isinstance(seed, (list, tuple)) else list(seed)
+        if isinstance(seed, (list, tuple)):
+            seeds = list(seed)
+        else:
+            seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
         if len(seeds) != self.num_envs:
             raise ValueError(f"seed: got {len(seeds)} seeds for {self.num_envs} envs")
         self._rngs = [seeding.np_random(s)[0] for s in seeds]
@@ -54,6 +57,7 @@ class RoboAlignWorldVectorEnv(VectorEnv):
             raise RuntimeError("step() called before reset(); call reset() first")
         self._steps += 1
         truncated = self._steps >= self.max_episode_steps if self.max_episode_steps else np.zeros(self.num_envs, bool)
+        actions = check_actions(actions, (self.num_envs, self.single_action_space.shape[0]))
         rewards, terminated, infos = self.core.step(actions, truncated)
         ended = np.flatnonzero(terminated | truncated)
         if len(ended):

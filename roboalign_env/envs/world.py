@@ -16,7 +16,8 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from roboalign_env.envs.core import DreamCore, DreamSettings, action_space, observation_space
+from roboalign_env.envs.core import (DreamCore, DreamSettings, EpisodeClock, action_space, check_actions,
+                                     observation_space)
 
 
 class RoboAlignWorldEnv(gym.Env):
@@ -29,26 +30,21 @@ class RoboAlignWorldEnv(gym.Env):
         self.observation_space = observation_space()
         self.action_space = action_space()
         self.core = DreamCore(1, DreamSettings.from_kwargs(settings, "RoboAlignWorld-v0"))
-        self._steps = 0
-        self._state = "new"  # new -> running -> ended -> (reset) running
+        self._clock = EpisodeClock()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         (info,) = self.core.reset_rows([0], [self.np_random], [options])
-        self._steps, self._state = 0, "running"
+        self._clock.start()
         return self.core.observation(0), info
 
     def step(self, action):
-        if self._state != "running":
-            what = "reset() was never called" if self._state == "new" else "the episode terminated"
-            raise RuntimeError(f"step() called but {what}; call reset() to start an episode")
-        self._steps += 1
-        limit = self.spec.max_episode_steps if self.spec is not None else None
-        truncating = np.array([limit is not None and self._steps >= limit])
-        rewards, success, (info,) = self.core.step(np.asarray(action, dtype=np.float32)[None], truncating)
+        action = check_actions(action, self.action_space.shape)  # before anything changes
+        truncating = np.array([self._clock.tick(self.spec)])
+        rewards, success, (info,) = self.core.step(action[None], truncating)
         terminated = bool(success[0])
         if terminated:
-            self._state = "ended"
+            self._clock.end()
         return self.core.observation(0), float(rewards[0]), terminated, False, info
 
     def render(self) -> np.ndarray | None:

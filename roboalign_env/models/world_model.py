@@ -177,7 +177,6 @@ class Dream:
         capacity = tf.config.sequence_length(self.window if self.window is not None else self.horizon + 1)
         self._cache = tf.new_cache(len(frames), capacity)
         self._context = torch.empty_like(frames)
-        self._last_frame = frames.clone()
         self._skips: list[torch.Tensor] = []
         self._pending = None
         self._frames_in_window = torch.zeros(len(frames), dtype=torch.long)
