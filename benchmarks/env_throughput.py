@@ -1,12 +1,13 @@
 """Dream env steps/s against real robosuite steps/s on the same machine, in one run.
 
 - Dream: the native vector ``RoboAlignWorld-v0`` (world model with SWR W=6 + student reward every
-  step) for N = 1, 4, 16, 64, bf16 autocast off and on. Steps/s = N x timed steps / seconds, after
-  warm-up steps. Single-env step latency is the N=1 time per step.
+  step) for N = 1, 4, 16, 64 in four precisions: float32, bf16 (autocast, bf16 transformer
+  weights), int8 (int8 transformer weights) and int8+bf16. Steps/s = N x timed steps / seconds,
+  after warm-up steps. Single-env step latency is the N=1 time per step.
 - Real: robosuite stepping + MuJoCo's fast 64x64 render (no judge), one process per CPU core
   running concurrently, for every source; steps/s summed over the processes.
-- Memory per env: the dream's per-env state (KV cache, context frames and features, frame
-  histories; the weights are shared) and the process's resident set at each N; the resident set
+- Memory per env: the dream's per-env state (KV cache, context frames and features, judge
+  tokens; the weights are shared) and the process's resident set at each N; the resident set
   of one robosuite process (real).
 
 Writes ``benchmarks/results/env_throughput.json`` and ``env_throughput.png``::
@@ -37,7 +38,10 @@ class Args:
     batch_sizes: tuple[int, ...] = (1, 4, 16, 64)
     """Numbers of dream envs N stepped in one forward pass."""
     dream_steps: int = 12
-    """Timed dream steps per measurement (after 2 warm-up steps)."""
+    """Timed dream steps per measurement (after 2 warm-up steps); at least 64 / N, so small N
+    are timed over more steps."""
+    precisions: tuple[str, ...] = ("float32", "bf16", "int8", "int8+bf16")
+    """Dream precisions timed at every N."""
     real_steps: int = 40
     """Timed robosuite steps per process (after 2 warm-up steps)."""
     processes: int = os.cpu_count() or 1
@@ -58,10 +62,11 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def dream_rate(n: int, steps: int, bf16: bool, device: str) -> dict:
+def dream_rate(n: int, steps: int, precision: str, device: str) -> dict:
     import gymnasium as gym
 
-    env = gym.make_vec("RoboAlignWorld-v0", num_envs=n, device=device, bf16=bf16, max_episode_steps=1000)
+    flags = {"bf16": "bf16" in precision, "int8": "int8" in precision}
+    env = gym.make_vec("RoboAlignWorld-v0", num_envs=n, device=device, max_episode_steps=1000, **flags)
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     for _ in range(2):
@@ -72,7 +77,7 @@ def dream_rate(n: int, steps: int, bf16: bool, device: str) -> dict:
     seconds = time.perf_counter() - tic
     state = env.unwrapped.core.state_bytes() / n / 2**20
     env.close()
-    return {"n": n, "bf16": bf16, "steps_per_s": n * steps / seconds, "ms_per_step": 1000 * seconds / steps,
+    return {"n": n, "precision": precision, "steps_per_s": n * steps / seconds, "ms_per_step": 1000 * seconds / steps,
             "state_mb_per_env": state, "process_rss_mb": rss_mb()}
 
 
@@ -117,9 +122,9 @@ def plot(results: dict, png: Path) -> Path:
     from roboalign_env.eval.media import save_figure
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for bf16 in (False, True):
-        rows = [r for r in results["dream"] if r["bf16"] == bf16]
-        ax.plot([r["n"] for r in rows], [r["steps_per_s"] for r in rows], "o-", label=f"dream, bf16 {'on' if bf16 else 'off'}")
+    for precision in dict.fromkeys(r["precision"] for r in results["dream"]):
+        rows = [r for r in results["dream"] if r["precision"] == precision]
+        ax.plot([r["n"] for r in rows], [r["steps_per_s"] for r in rows], "o-", label=f"dream, {precision}")
     for r in results["real"]:
         ax.axhline(r["steps_per_s"], ls=":", lw=1, color="grey")
         ax.text(1, r["steps_per_s"], f"real {r['source']} ({r['processes']} procs)", fontsize=7, va="bottom")
@@ -146,13 +151,14 @@ def main(args: Args) -> None:
         print(f"real {source}: {real[-1]['steps_per_s']:.1f} steps/s ({args.processes} processes)", flush=True)
     dream = []
     for n in args.batch_sizes:
-        for bf16 in (False, True):
-            dream.append(dream_rate(n, args.dream_steps, bf16, device))
-            print(f"dream N={n:>2} bf16={'on ' if bf16 else 'off'}: {dream[-1]['steps_per_s']:7.1f} steps/s, "
-                  f"{dream[-1]['ms_per_step']:.0f} ms/step", flush=True)
+        for precision in args.precisions:
+            dream.append(dream_rate(n, max(args.dream_steps, 64 // n), precision, device))
+            print(f"dream N={n:>2} {precision:>9}: {dream[-1]['steps_per_s']:7.1f} steps/s, "
+                  f"{dream[-1]['ms_per_step']:.1f} ms/step", flush=True)
     best_real = max(r["steps_per_s"] for r in real)
     n16 = max(r["steps_per_s"] for r in dream if r["n"] == 16)
     one = min(r["ms_per_step"] for r in dream if r["n"] == 1)
+    default = {r["n"]: r for r in dream if r["precision"] == "float32"}
     results = {
         "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:]),
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
@@ -164,6 +170,10 @@ def main(args: Args) -> None:
             "ratio_dream_n16_over_fastest_real": n16 / best_real,
             "ratio_dream_n16_over_mean_real": n16 / float(np.mean([r["steps_per_s"] for r in real])),
             "single_env_ms_per_step": one,
+            "best_precision_n16": max((r for r in dream if r["n"] == 16), key=lambda r: r["steps_per_s"])["precision"],
+            "best_precision_n1": min((r for r in dream if r["n"] == 1), key=lambda r: r["ms_per_step"])["precision"],
+            "float32_n16_steps_per_s": default[16]["steps_per_s"] if 16 in default else None,
+            "float32_single_env_ms_per_step": default[1]["ms_per_step"] if 1 in default else None,
             "dream_state_mb_per_env": dream[0]["state_mb_per_env"],
             "real_mb_per_process": float(np.mean([r["rss_mb_per_process"] for r in real])),
         },
@@ -173,9 +183,9 @@ def main(args: Args) -> None:
 
     atomic_write(args.out, lambda f: f.write(json.dumps(results, indent=1)), mode="w")
     plot(results, args.out.with_suffix(".png"))
-    print("| N | bf16 | dream steps/s | ms/step | state MB/env |\n|---|---|---|---|---|")
+    print("| N | precision | dream steps/s | ms/step | state MB/env |\n|---|---|---|---|---|")
     for r in dream:
-        print(f"| {r['n']} | {'on' if r['bf16'] else 'off'} | {r['steps_per_s']:.1f} | {r['ms_per_step']:.0f} | "
+        print(f"| {r['n']} | {r['precision']} | {r['steps_per_s']:.1f} | {r['ms_per_step']:.1f} | "
               f"{r['state_mb_per_env']:.2f} |")
     print(json.dumps(results["summary"], indent=1))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}\nreproduce: {results['command']}")

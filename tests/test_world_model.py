@@ -175,6 +175,28 @@ def test_resetting_some_rows_leaves_the_others_untouched(world_model):
         world_model.dream(start, horizon=2).reset_rows([0], fresh)
 
 
+def test_reduced_precision_decoders_agree_with_float32():
+    """The shipped transformer decoding one clip's tokens: bf16 and int8 weights pick the same
+    code as float32 almost always, with close log-probabilities."""
+    from roboalign_env.assets import DEFAULT_MODEL
+    from roboalign_env.models.decoding import Decoder
+
+    tf = WorldModel.load(DEFAULT_MODEL / "world_model").transformer
+    embeds = tf.embed_codes(torch.randint(0, tf.config.codebook_size, (2, 100), generator=torch.Generator().manual_seed(0)))
+    logits = {}
+    for precision in ("float32", "bfloat16", "int8"):
+        decoder = Decoder(tf, precision)
+        cache = decoder.new_cache(2, 100)
+        logits[precision] = torch.stack([decoder(embeds[:, i : i + 1], cache) for i in range(100)], 1).log_softmax(-1)
+    for precision in ("bfloat16", "int8"):
+        agree = (logits[precision].argmax(-1) == logits["float32"].argmax(-1)).float().mean()
+        assert agree >= 0.85, (precision, agree)  # measured: bf16 0.985, int8 0.92 (random code sequences)
+        gap = (logits[precision].exp() - logits["float32"].exp()).abs().sum(-1).mean()  # total variation x 2
+        assert gap < 0.2, (precision, gap)
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        Decoder(tf, "fp8")
+
+
 def test_top_k_and_temperature_sampling():
     logits = torch.tensor([[0.0, 5.0, 4.0, -3.0]]).repeat(200, 1)
     codes, logp = sample_codes(logits, 1.0, 2, torch.Generator().manual_seed(0))

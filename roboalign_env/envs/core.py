@@ -100,8 +100,8 @@ class JudgeSettings:
     device: str = "auto"
     """auto (CUDA when available, else CPU), cpu or cuda[:N]."""
     bf16: bool = False
-    """bf16 autocast for the models (CPU with AMX, or GPU); the dream also keeps its transformer
-    weights and KV cache in bf16."""
+    """bf16 autocast for the models (CPU or GPU); the dream also decodes with bf16 transformer
+    weights and KV cache."""
     reward_mode: str = "potential"
     """potential (default), absolute or terminal; see roboalign_env.envs.reward."""
     reward_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
@@ -159,6 +159,14 @@ class DreamSettings(JudgeSettings):
     """Longest episode the dream is sized for when SWR is off."""
     source: str | None = None
     """Start every episode from this source's seed clips (default: any source's); reset options override it."""
+    int8: bool = False
+    """Decode with int8 transformer weights (CPU only; a quarter of the weight bytes each decoded
+    token reads; see roboalign_env.models.decoding). Takes precedence over bf16 for the transformer."""
+
+    @property
+    def precision(self) -> str:
+        """The transformer's precision while decoding."""
+        return "int8" if self.int8 else "bfloat16" if self.bf16 else "float32"
 
     def folders(self) -> tuple[Path, Path, Path]:
         """(model folder, world model, seeds) folders."""
@@ -188,8 +196,7 @@ class DreamCore:
         self.device = torch.device(resolve_device(settings.device))
         base, model_dir, seeds_dir = settings.folders()
         self.model = WorldModel.load(model_dir, self.device)
-        if settings.bf16:  # bf16 transformer weights and KV cache: half the memory traffic per decoded token
-            self.model.transformer.to(torch.bfloat16)
+        self.model.tokenizer.to(memory_format=torch.channels_last)  # the CPU's faster convolution layout (same results)
         if self.model.image_size != IMAGE_SIZE:
             raise ValueError(f"{model_dir}: image size {self.model.image_size}; the environment uses {IMAGE_SIZE}")
         self.judge = settings.load_judge(num_envs, self.device, base)
@@ -215,7 +222,8 @@ class DreamCore:
         if self.dream is None or len(rows) == self.num_envs:
             s = self.settings
             self.dream = self.model.dream(first, s.horizon, s.window, s.temperature, s.top_k,
-                                          generators if s.temperature > 0 else None, record=False)
+                                          generators if s.temperature > 0 else None, record=False,
+                                          precision=s.precision)
         else:
             if self.settings.temperature > 0:
                 for r, g in zip(rows, generators):
@@ -244,11 +252,11 @@ class DreamCore:
         return reward.cpu().numpy().astype(np.float32), success, infos
 
     def state_bytes(self) -> int:
-        """Bytes of per-environment state (KV cache, context frames and features, frame histories);
+        """Bytes of per-environment state (KV cache, context frames and features, judge tokens);
         the models' weights are shared by every environment and not counted."""
-        d, j = self.dream, self.judge
+        d = self.dream
         tensors = [d._cache.keys, d._cache.values, d._context, d._last_frame, d._pending, *d._skips,
-                   j.history, j.initial]
+                   *self.judge.state_tensors()]
         return sum(t.numel() * t.element_size() for t in tensors) + self.frames.nbytes + self.tasks.nbytes
 
     def _info(self, row: int, scores: np.ndarray, success: bool) -> dict:

@@ -1,7 +1,8 @@
 """The environment's reward: the student judge's six scores of each episode's frames so far.
 
 Every step the student scores, per environment, the most recent ``frames`` frames (its initial
-frame is the episode's first frame, so the judge always knows where the episode started). The
+frame is the episode's first frame, so the judge always knows where the episode started); each
+frame is encoded once, when it arrives (:class:`JudgeReward`). The
 weighted aggregate ``phi = sum_k w_k * score_k / 10`` (default weights 1: the normalized
 six-dimension aggregate in [0, 1]) becomes the reward in one of three modes:
 
@@ -51,43 +52,73 @@ class RewardConfig:
 
 
 class JudgeReward:
-    """Per-environment frame histories and the student's scores of them, batched over environments."""
+    """Per-environment judge state and the student's scores of it, batched over environments.
+
+    The judge scores ``[initial frame, last frames...]`` every step, but it does not re-encode
+    them: a frame's token depends only on the frame and its previous frame (see
+    :class:`~roboalign_env.models.scoring.FrameEncoder`), so each new frame is encoded once, and
+    only the temporal Transformer runs over the window. Each frame keeps two tokens: against its
+    previous frame, and against itself (what the window's first frame gets). The instruction is
+    encoded once per episode.
+    """
 
     def __init__(self, student, num_envs: int, config: RewardConfig, autocast: bool = False):
         if config.frames > student.config.max_frames:
             raise ValueError(f"reward frames {config.frames} > the student's max_frames {student.config.max_frames}")
         self.student, self.config, self.autocast = student.eval(), config, autocast
+        self.encoder = student.tower.frames
         device = next(student.parameters()).device
-        size = student.config.image_size
         self.weights = torch.tensor(config.weights, dtype=torch.float32, device=device)
-        self.history = torch.zeros(num_envs, config.frames, 3, size, size, device=device)
-        self.initial = torch.zeros(num_envs, 3, size, size, device=device)
-        self.length = torch.zeros(num_envs, dtype=torch.long, device=device)
         self.instructions = [""] * num_envs
+        self.length = torch.zeros(num_envs, dtype=torch.long, device=device)
         self.phi = torch.zeros(num_envs, device=device)
+        self.words = self.initial = self.tokens = self.alone = self.last = None  # sized at the first reset
 
+    @torch.no_grad()
     def reset_rows(self, rows: Sequence[int], frames: torch.Tensor, instructions: Sequence[str]) -> torch.Tensor:
         """Start episodes ``rows`` at ``frames`` (b, 3, H, W) in [0, 1]; return their (b, 6) scores."""
         rows = torch.as_tensor(rows, dtype=torch.long)
-        self.history[rows] = 0
-        self.history[rows, 0] = frames
-        self.initial[rows] = frames
-        self.length[rows] = 1
         for r, text in zip(rows.tolist(), instructions):
             self.instructions[r] = text
+        with self._autocast():
+            embedded = self.encoder.embed(frames)
+            alone = self.encoder.tokens(embedded, embedded).float()  # the first frame is its own previous frame
+            words = self.student.text_features(self.student.encode_text(list(instructions)).to(frames.device)).float()
+        embedded = embedded.float()
+        if self.words is None:
+            n, f, dim = len(self.length), self.config.frames, alone.shape[-1]
+            zeros = dict(dtype=torch.float32, device=frames.device)
+            self.words = torch.zeros(n, words.shape[-1], **zeros)
+            self.initial = torch.zeros(n, dim, **zeros)
+            self.tokens = torch.zeros(n, f, dim, **zeros)
+            self.alone = torch.zeros(n, f, dim, **zeros)
+            self.last = torch.zeros(n, *embedded.shape[1:], **zeros)
+        self.words[rows], self.initial[rows], self.last[rows] = words, alone, embedded
+        self.tokens[rows], self.alone[rows] = 0, 0
+        self.tokens[rows, 0] = self.alone[rows, 0] = alone
+        self.length[rows] = 1
         scores = self._score(rows)
         self.phi[rows] = self._aggregate(scores)
         return scores
 
+    @torch.no_grad()
     def step(self, frames: torch.Tensor, truncating: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Append every environment's new frame (N, 3, H, W); ``truncating`` (N,) marks episodes
         that hit their step limit this step (the terminal mode pays them, and those judged
         successful). Returns (reward (N,), scores (N, 6), success (N,))."""
+        n = len(frames)
+        with self._autocast():
+            embedded = self.encoder.embed(frames)
+            embedded = embedded.float()
+            both = self.encoder.tokens(torch.cat([embedded, embedded]), torch.cat([self.last, embedded])).float()
         full = self.length >= self.config.frames
         if full.any():
-            self.history[full] = torch.roll(self.history[full], -1, dims=1)
+            self.tokens[full] = torch.roll(self.tokens[full], -1, dims=1)
+            self.alone[full] = torch.roll(self.alone[full], -1, dims=1)
         slot = self.length.clamp(max=self.config.frames - 1)
-        self.history[torch.arange(len(frames)), slot] = frames
+        everyone = torch.arange(n)
+        self.tokens[everyone, slot], self.alone[everyone, slot] = both[:n], both[n:]
+        self.last = embedded
         self.length += 1
         scores = self._score(slice(None))
         phi = self._aggregate(scores)
@@ -105,16 +136,23 @@ class JudgeReward:
     def success(self, scores: torch.Tensor) -> torch.Tensor:
         return scores[:, MANIPULATION] / MAX_SCORES[MANIPULATION] >= self.config.success_threshold
 
+    def state_tensors(self) -> list[torch.Tensor]:
+        """The per-environment tensors (what an environment's memory per env counts)."""
+        return [self.words, self.initial, self.tokens, self.alone, self.last, self.length, self.phi]
+
     def _aggregate(self, scores: torch.Tensor) -> torch.Tensor:
         return (scores * self.weights).sum(-1) / TOTAL
 
-    @torch.no_grad()
+    def _autocast(self):
+        return torch.autocast(self.weights.device.type, torch.bfloat16, enabled=self.autocast)
+
     def _score(self, rows: torch.Tensor | slice) -> torch.Tensor:
-        """Expected scores (b, 6) of ``rows``' histories (a slice reads them without a copy)."""
+        """Expected scores (b, 6) of ``rows``' windows: the initial frame's token, then the
+        window's, the first of them against itself."""
         count = self.length[rows].clamp(max=self.config.frames)
         mask = torch.arange(self.config.frames, device=count.device)[None] < count[:, None]
-        names = self.instructions[rows] if isinstance(rows, slice) else [self.instructions[r] for r in rows.tolist()]
-        text = self.student.encode_text(names).to(self.history.device)
-        with torch.autocast(self.history.device.type, torch.bfloat16, enabled=self.autocast):
-            scores = self.student(self.history[rows], mask, self.initial[rows], text)
+        window = torch.cat([self.alone[rows, :1], self.tokens[rows, 1:]], 1)
+        tokens = torch.cat([self.initial[rows, None], window], 1)
+        with self._autocast():
+            scores = self.student.score_tokens(tokens, mask, self.words[rows])
         return scores.expected.float()

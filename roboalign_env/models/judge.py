@@ -89,10 +89,20 @@ class RoboAlignJudge(PreTrainedModel):
     def forward(self, video: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor, text: torch.Tensor,
                 actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None) -> Scores:
         """video (N, T, 3, H, W) in [0, 1], mask (N, T), initial (N, 3, H, W), text from :meth:`encode_text`."""
-        n = video.shape[0]
-        tokens = torch.stack([self.text(text), self.actions(actions, action_mask, n)], 1) + self.kinds
-        prefix = torch.cat([self.queries.expand(n, -1, -1), tokens], dim=1)
-        out = self.tower(video, mask, initial, prefix)
+        return self.score_tokens(self.tower.frame_tokens(video, initial), mask, self.text_features(text), actions, action_mask)
+
+    def text_features(self, text: torch.Tensor) -> torch.Tensor:
+        """(N, dim) instruction vectors from :meth:`encode_text`'s output."""
+        return self.text(text)
+
+    def score_tokens(self, tokens: torch.Tensor, mask: torch.Tensor, words: torch.Tensor,
+                     actions: torch.Tensor | None = None, action_mask: torch.Tensor | None = None) -> Scores:
+        """Scores from frame tokens (N, T + 1, dim) (``tower.frame_tokens``; a caller that sees
+        frames one at a time can build them incrementally) and :meth:`text_features`."""
+        n = tokens.shape[0]
+        extra = torch.stack([words, self.actions(actions, action_mask, n)], 1) + self.kinds
+        prefix = torch.cat([self.queries.expand(n, -1, -1), extra], dim=1)
+        out = self.tower.fuse(tokens, mask, prefix)
         return Scores(self.heads(out[:, : len(DIMENSIONS)]))
 
     @torch.no_grad()

@@ -99,10 +99,15 @@ def check_instructions(instructions, count: int) -> list[str]:
 
 
 class FrameEncoder(nn.Module):
-    """A CNN that maps each frame and its difference to the previous frame to a vector.
+    """Frame tokens from each frame and its difference to the previous frame, in two steps so that
+    a caller that sees frames one at a time can keep each frame's embedding:
 
-    Stride-2 convolutions take ``image_size`` down to 4x4; the 4x4 map is flattened (not pooled),
-    so where things are stays in the vector.
+    - :meth:`embed` maps frames to an embedding ``e`` in which differences stay differences;
+    - :meth:`tokens` runs a CNN on ``[e, 2 (e - e_prev)]`` down to a 4x4 map, flattened (not
+      pooled, so where things are stays in the vector) and projected.
+
+    This full encoder's embedding is the frame itself in [-1, 1] (the CNN sees the frame and 4x
+    its pixel difference); stride-2 convolutions take ``image_size`` down to 4x4.
     """
 
     def __init__(self, widths: Sequence[int], dim: int, image_size: int = 64):
@@ -110,29 +115,34 @@ class FrameEncoder(nn.Module):
         self.cnn, cin = _conv_stack(6, widths, image_size)
         self.proj = nn.Linear(cin * 16, dim)
 
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        """(M, 3, H, W) in [0, 1] -> (M, C, h, w)."""
+        return frames * 2 - 1
+
+    def tokens(self, embedded: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """(M, C, h, w) embeddings of frames and of their previous frames -> (M, dim)."""
+        return self.proj(self.cnn(torch.cat([embedded, (embedded - previous) * 2], dim=1)).flatten(1))
+
     def forward(self, seq: torch.Tensor, prev_index: torch.Tensor) -> torch.Tensor:
         """seq (N, S, 3, H, W) in [0, 1]; frame k's previous frame is ``seq[:, prev_index[k]]`` -> (N, S, dim)."""
-        x = torch.cat([seq * 2 - 1, (seq - seq[:, prev_index]) * 4], dim=2)
-        return self.proj(self.cnn(x.flatten(0, 1)).flatten(1)).unflatten(0, seq.shape[:2])
+        e = self.embed(seq.flatten(0, 1)).unflatten(0, seq.shape[:2])
+        return self.tokens(e.flatten(0, 1), e[:, prev_index].flatten(0, 1)).unflatten(0, seq.shape[:2])
 
 
-class PatchFrameEncoder(nn.Module):
-    """The cheap frame encoder: a linear ``patch`` x ``patch`` patch embedding, whose differences
-    between consecutive frames equal the embedding of the frame differences (it is linear), then
-    a CNN down to 4x4 on [embedding, difference] and a projection. No full-resolution work but the
-    patch embedding itself.
+class PatchFrameEncoder(FrameEncoder):
+    """The cheap frame encoder: its embedding is a linear ``patch`` x ``patch`` patch embedding
+    (linear, so the embedding of a frame difference is the difference of the embeddings), and
+    the CNN starts from that quarter-resolution map. No full-resolution work but the embedding.
     """
 
     def __init__(self, widths: Sequence[int], dim: int, image_size: int = 64, patch: int = 4):
-        super().__init__()
+        nn.Module.__init__(self)
         self.patch = nn.Conv2d(3, widths[0], patch, patch, bias=False)
         self.cnn, cin = _conv_stack(2 * widths[0], widths[1:], image_size // patch)
         self.proj = nn.Linear(cin * 16, dim)
 
-    def forward(self, seq: torch.Tensor, prev_index: torch.Tensor) -> torch.Tensor:
-        f = self.patch(seq.flatten(0, 1) * 2 - 1).unflatten(0, seq.shape[:2])
-        x = torch.cat([f, (f - f[:, prev_index]) * 2], dim=2)
-        return self.proj(self.cnn(x.flatten(0, 1)).flatten(1)).unflatten(0, seq.shape[:2])
+    def embed(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.patch(frames * 2 - 1)
 
 
 def _conv_stack(cin: int, widths: Sequence[int], size: int) -> tuple[nn.Sequential, int]:
@@ -165,17 +175,24 @@ class VideoTower(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, video: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
-        """video (N, T, 3, H, W), mask (N, T), initial (N, 3, H, W), prefix (N, P, dim) -> (N, P, dim)."""
-        n, t = video.shape[:2]
+    def frame_tokens(self, video: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+        """video (N, T, 3, H, W), initial (N, 3, H, W) -> (N, T + 1, dim): the initial frame's token, then the frames'."""
+        t = video.shape[1]
         seq = torch.cat([initial[:, None], video], dim=1)
         prev_index = torch.cat([torch.tensor([0, 1]), torch.arange(1, t)])[: t + 1].to(video.device)
-        tokens = self.frames(seq, prev_index) + self.time[:, : t + 1]
-        p = prefix.shape[1]
-        seq = torch.cat([prefix, tokens], dim=1)
+        return self.frames(seq, prev_index)
+
+    def fuse(self, tokens: torch.Tensor, mask: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """Frame tokens (N, T + 1, dim) from :meth:`frame_tokens`, mask (N, T), prefix (N, P, dim) -> (N, P, dim)."""
+        n, p = tokens.shape[0], prefix.shape[1]
+        seq = torch.cat([prefix, tokens + self.time[:, : tokens.shape[1]]], dim=1)
         keep = torch.cat([torch.ones(n, p + 1, dtype=torch.bool, device=mask.device), mask], dim=1)
         out = self.encoder(seq, src_key_padding_mask=~keep)
         return self.norm(out[:, :p])
+
+    def forward(self, video: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """video (N, T, 3, H, W), mask (N, T), initial (N, 3, H, W), prefix (N, P, dim) -> (N, P, dim)."""
+        return self.fuse(self.frame_tokens(video, initial), mask, prefix)
 
 
 class ScoreHeads(nn.Module):

@@ -74,11 +74,20 @@ class StudentReward(PreTrainedModel):
     def forward(self, video: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor, text: torch.Tensor,
                 actions=None, action_mask=None) -> Scores:
         """Same inputs as the teacher's ``forward``; ``actions`` are accepted and not read."""
-        n = video.shape[0]
+        return self.score_tokens(self.tower.frame_tokens(video, initial), mask, self.text_features(text))
+
+    def text_features(self, text: torch.Tensor) -> torch.Tensor:
+        """(N, text_dim) instruction vectors from :meth:`encode_text`'s word ids."""
         distinct, inverse = torch.unique(text, dim=0, return_inverse=True)  # each instruction encoded once
-        words = self.text(distinct)[inverse]
+        return self.text(distinct)[inverse]
+
+    def score_tokens(self, tokens: torch.Tensor, mask: torch.Tensor, words: torch.Tensor,
+                     actions=None, action_mask=None) -> Scores:
+        """Scores from frame tokens (N, T + 1, dim) (``tower.frame_tokens``; a caller that sees
+        frames one at a time can build them incrementally) and :meth:`text_features`."""
+        n = tokens.shape[0]
         prefix = torch.cat([self.cls.expand(n, -1, -1), self.text_token(words)[:, None]], dim=1)
-        out = self.tower(video, mask, initial, prefix)
+        out = self.tower.fuse(tokens, mask, prefix)
         return Scores(self.heads(self.fuse(torch.cat([out[:, 0], words], dim=-1))))
 
     @torch.no_grad()

@@ -25,13 +25,10 @@ Sliding Window Re-encoding restarts them at 0 every window.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
-from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 
 class WorldModelConfig(PretrainedConfig):
@@ -173,83 +170,10 @@ class DynamicsTransformer(PreTrainedModel):
         logits = self(context_codes, actions, dynamics_codes)
         return F.cross_entropy(logits.flatten(0, 2), dynamics_codes.flatten())
 
-    # --- incremental decoding (rollouts) -----------------------------------------------------
-    def new_cache(self, batch_size: int, capacity: int) -> KVCache:
-        cfg = self.config
-        shape = (cfg.num_layers, batch_size, cfg.num_heads, capacity, cfg.hidden_size // cfg.num_heads)
-        w = self.llama.lm_head.weight
-        return KVCache(w.new_zeros(shape), w.new_zeros(shape), torch.zeros(batch_size, dtype=torch.long, device=w.device))
-
-    def decode(self, embeds: torch.Tensor, cache: KVCache, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """Feed ``embeds`` (b, n, hidden) after what ``cache`` holds for ``rows`` (default: every
-        row); return the code logits (b, K) at the last position.
-
-        Rows may hold different lengths (an environment resets one rollout while the others go
-        on): each row then gets its own rotary positions and attention mask. This is a lean loop
-        over the same LLaMA modules (norms, projections, rotary embedding, MLP) that ``forward``
-        runs, with a preallocated cache and SDPA; on a CPU it takes a fraction of the time of the
-        generic ``transformers`` forward, whose mask and cache bookkeeping dominate at one token
-        per call. Tests check it against ``forward`` token for token.
-        """
-        model = self.llama.model
-        b, n, _ = embeds.shape
-        index = slice(None) if rows is None else rows
-        starts = cache.lengths[index]
-        positions = starts[:, None] + torch.arange(n, device=starts.device)
-        end = int(positions.max()) + 1
-        if end > cache.capacity:
-            raise ValueError(f"KV cache holds {cache.capacity} positions; {end} needed")
-        cos, sin = model.rotary_emb(embeds, positions)
-        aligned = bool((starts == starts[0]).all())
-        if aligned:  # one slice for every row; no mask for a single token
-            start = int(starts[0])
-            mask = None if n == 1 else torch.arange(end, device=embeds.device)[None, :] <= positions[0][:, None]
-        else:
-            mask = (torch.arange(end, device=embeds.device) <= positions[:, :, None])[:, None]
-            row_ids = torch.arange(len(cache.lengths), device=starts.device)[index][:, None].expand(b, n)
-        x = embeds
-        for i, layer in enumerate(model.layers):
-            attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q, k, v = (proj(h).view(b, n, -1, attn.head_dim).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            layer_keys, layer_values = cache.keys[i], cache.values[i]
-            if aligned:
-                layer_keys[index, :, start:end] = k
-                layer_values[index, :, start:end] = v
-            else:
-                layer_keys[row_ids, :, positions] = k.transpose(1, 2)
-                layer_values[row_ids, :, positions] = v.transpose(1, 2)
-            keys, values = layer_keys[index, :, :end].to(q.dtype), layer_values[index, :, :end].to(q.dtype)
-            o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
-            x = x + attn.o_proj(o.transpose(1, 2).reshape(b, n, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
-        cache.lengths[index] = starts + n
-        last = model.norm(x[:, -1])
-        return F.linear(last, self.llama.lm_head.weight[: self.config.codebook_size]).float()
-
     def log_probs(self, context_codes, actions, dynamics_codes, temperature: float = 1.0) -> torch.Tensor:
         """Log-probabilities (B, F, 16) of given dynamics codes under softmax(logits / temperature)."""
         logits = self(context_codes, actions, dynamics_codes) / temperature
         return logits.log_softmax(-1).gather(-1, dynamics_codes.unsqueeze(-1)).squeeze(-1)
-
-
-@dataclass
-class KVCache:
-    """Preallocated keys and values (layers, B, heads, capacity, head_dim) and each row's filled length."""
-
-    keys: torch.Tensor
-    values: torch.Tensor
-    lengths: torch.Tensor  # (B,) long
-
-    @property
-    def capacity(self) -> int:
-        return self.keys.shape[3]
-
-    @property
-    def length(self) -> int:
-        """The longest row's length."""
-        return int(self.lengths.max())
 
 
 def sample_codes(logits: torch.Tensor, temperature: float, top_k: int | None,

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from roboalign_env.data.io import atomic_write
+from roboalign_env.models.decoding import Decoder
 from roboalign_env.models.registry import quiet_loading
 from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.transformer import DynamicsTransformer, sample_codes
@@ -101,8 +102,8 @@ class WorldModel(torch.nn.Module):
 
     def dream(self, first_frames: torch.Tensor, horizon: int, window: int | None = 6, temperature: float = 0.0,
               top_k: int | None = None, generators: list[torch.Generator] | torch.Generator | None = None,
-              record: bool = True) -> "Dream":
-        return Dream(self, first_frames, horizon, window, temperature, top_k, generators, record)
+              record: bool = True, precision: str = "float32") -> "Dream":
+        return Dream(self, first_frames, horizon, window, temperature, top_k, generators, record, precision)
 
     @torch.no_grad()
     def rollout(self, first_frames: torch.Tensor, actions: torch.Tensor, window: int | None = 6,
@@ -154,6 +155,9 @@ class Dream:
     With ``record=True`` (rollouts) every step's codes and log-probabilities are kept, and
     ``windows`` lists each window's context codes; an environment that runs for ever sets
     ``record=False`` and keeps nothing.
+
+    ``precision`` is the transformer's during decoding (see :mod:`roboalign_env.models.decoding`):
+    float32 (exact), bfloat16, or int8 weights (CPU).
     """
 
     model: WorldModel
@@ -164,6 +168,7 @@ class Dream:
     top_k: int | None = None
     generators: list[torch.Generator] | torch.Generator | None = None
     record: bool = True
+    precision: str = "float32"
     codes: list[torch.Tensor] = field(default_factory=list)
     windows: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     log_probs: list[torch.Tensor] = field(default_factory=list)
@@ -175,7 +180,8 @@ class Dream:
         frames = self._check_frames(self.first_frames, "first_frames")
         tf = self.model.transformer
         capacity = tf.config.sequence_length(self.window if self.window is not None else self.horizon + 1)
-        self._cache = tf.new_cache(len(frames), capacity)
+        self._decoder = Decoder(tf, self.precision)
+        self._cache = self._decoder.new_cache(len(frames), capacity)
         self._context = torch.empty_like(frames)
         self._skips: list[torch.Tensor] = []
         self._pending = None
@@ -222,7 +228,7 @@ class Dream:
             self.windows.append((len(self.codes), context_codes))
         everyone = len(rows) == self.batch_size and bool((rows == torch.arange(self.batch_size)).all())
         self._cache.lengths[rows] = 0
-        tf.decode(tf.embed_codes(context_codes[:, :-1]), self._cache, None if everyone else rows)
+        self._decoder(tf.embed_codes(context_codes[:, :-1]), self._cache, None if everyone else rows)
         last = tf.embed_codes(context_codes[:, -1:])
         if self._pending is None:
             self._pending = last
@@ -262,6 +268,6 @@ class Dream:
         return self._last_frame
 
     def _forward(self, embeds: torch.Tensor) -> torch.Tensor:
-        logits = self.model.transformer.decode(embeds, self._cache)
+        logits = self._decoder(embeds, self._cache)
         self.peak_sequence = max(self.peak_sequence, self._cache.length)
         return logits

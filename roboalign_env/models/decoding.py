@@ -1,0 +1,166 @@
+"""Incremental (KV-cached) decoding of the dynamics transformer, laid out for speed.
+
+A rollout samples each frame's 16 dynamics codes one at a time, so every decoded token reads all
+of the transformer's weights once. At the batch sizes of an environment (1 to 64 rows) on a CPU
+that reading, not arithmetic, is most of the time, followed by the count of small operations per
+token. :class:`Decoder` holds the transformer's weights rearranged for both:
+
+- q/k/v fused into one matrix and gate/up into another: 4 matrix products per layer instead of 7;
+- the q and k rows of each head permuted so that LLaMA's rotary pairs (dimension i with
+  i + head_dim/2) sit side by side, which makes the rotary embedding one complex multiplication.
+  Attention scores are unchanged (q and k are permuted alike); the keys in the cache are stored
+  permuted, so a :class:`KVCache` is only ever read back by a decoder;
+- a ``precision``: ``float32`` (exact: tests compare it with the teacher-forced ``forward``),
+  ``bfloat16`` (half the weight bytes, on CPU or GPU) or ``int8`` (CPU: per-output-channel int8
+  weights, a quarter of the bytes, through torch's fbgemm dynamic-quantized linear, which also
+  quantizes each call's activations).
+
+Why fbgemm and not torchao (the maintained home of torch's quantization): at these shapes, one
+token of a 256-wide model, torchao's int8 tensor subclasses cost 2-4x more per product than the
+fbgemm kernel does (measured with torchao 0.18 on this project's transformer shapes).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+PRECISIONS = ("float32", "bfloat16", "int8")
+
+
+@dataclass
+class KVCache:
+    """Preallocated keys and values (layers, B, heads, capacity, head_dim) and each row's filled length."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    lengths: torch.Tensor  # (B,) long
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+    @property
+    def length(self) -> int:
+        """The longest row's length."""
+        return int(self.lengths.max())
+
+
+def _float_linear(weight: torch.Tensor, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
+    weight = weight.detach().to(dtype).contiguous()
+    return lambda x: F.linear(x, weight)
+
+
+def _int8_linear(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """y = x W^T with W quantized per output row to int8 (symmetric), x quantized per call."""
+    w = weight.detach().float()
+    scales = (w.abs().amax(1) / 127).clamp_min(1e-12).double()
+    with warnings.catch_warnings():  # torch marks its quantized tensors deprecated (see the module docstring)
+        warnings.simplefilter("ignore")
+        q = torch.quantize_per_channel(w, scales, torch.zeros(len(w), dtype=torch.long), 0, torch.qint8)
+        packed = torch.ops.quantized.linear_prepack(q, None)
+    # reduce_range: 7-bit activations, which fbgemm's AVX2 kernels need to never saturate.
+    return lambda x: torch.ops.quantized.linear_dynamic(x, packed, True)
+
+
+def _rotary_pairs(heads: int, head_dim: int) -> torch.Tensor:
+    """Row order that puts dimension i of each head next to dimension i + head_dim/2."""
+    half = head_dim // 2
+    one = torch.stack([torch.arange(half), torch.arange(half) + half], 1).flatten()
+    return torch.cat([one + h * head_dim for h in range(heads)])
+
+
+class Decoder:
+    """Feeds tokens after what a :class:`KVCache` holds and returns the next code's logits."""
+
+    def __init__(self, transformer, precision: str = "float32"):
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}: expected one of {PRECISIONS}")
+        device = transformer.llama.lm_head.weight.device
+        if precision == "int8" and device.type != "cpu":
+            raise ValueError(f"int8 decoding runs on the CPU (fbgemm), not {device}; use bfloat16 on a GPU")
+        cfg, model = transformer.config, transformer.llama.model
+        self.precision, self.heads, self.head_dim = precision, cfg.num_heads, cfg.hidden_size // cfg.num_heads
+        self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+        self.hidden, self.eps, self.device = cfg.hidden_size, model.norm.variance_epsilon, device
+
+        def linear(weight):
+            return _int8_linear(weight) if precision == "int8" else _float_linear(weight, self.dtype)
+
+        def norm(module):
+            return module.weight.detach().to(self.dtype)
+
+        pairs = _rotary_pairs(self.heads, self.head_dim).to(device)
+        self.layers = []
+        for layer in model.layers:
+            a, m = layer.self_attn, layer.mlp
+            self.layers.append((
+                norm(layer.input_layernorm),
+                linear(torch.cat([a.q_proj.weight[pairs], a.k_proj.weight[pairs], a.v_proj.weight])),
+                linear(a.o_proj.weight),
+                norm(layer.post_attention_layernorm),
+                linear(torch.cat([m.gate_proj.weight, m.up_proj.weight])),
+                linear(m.down_proj.weight),
+            ))
+        self.final_norm = norm(model.norm)
+        self.head = linear(transformer.llama.lm_head.weight[: cfg.codebook_size])
+        rope = model.rotary_emb
+        angles = torch.arange(cfg.max_positions, device=device, dtype=torch.float32)[:, None] * rope.inv_freq.float()[None]
+        self.rotary = torch.polar(torch.full_like(angles, float(rope.attention_scaling)), angles)  # (positions, head_dim/2)
+
+    def new_cache(self, batch_size: int, capacity: int) -> KVCache:
+        shape = (len(self.layers), batch_size, self.heads, capacity, self.head_dim)
+        zeros = dict(dtype=self.dtype, device=self.device)
+        return KVCache(torch.zeros(shape, **zeros), torch.zeros(shape, **zeros),
+                       torch.zeros(batch_size, dtype=torch.long, device=self.device))
+
+    @torch.no_grad()
+    def __call__(self, embeds: torch.Tensor, cache: KVCache, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Feed ``embeds`` (b, n, hidden) after what ``cache`` holds for ``rows`` (default: every
+        row); return the code logits (b, K) at the last position, in float32.
+
+        Rows may hold different lengths (an environment resets one rollout while the others go
+        on): each row then gets its own rotary positions and attention mask. The decoder's own
+        precision holds inside an autocast region too.
+        """
+        with torch.autocast(self.device.type, enabled=False):
+            return self._decode(embeds, cache, rows)
+
+    def _decode(self, embeds: torch.Tensor, cache: KVCache, rows: torch.Tensor | None) -> torch.Tensor:
+        b, n, _ = embeds.shape
+        index = slice(None) if rows is None else rows
+        starts = cache.lengths[index]
+        positions = starts[:, None] + torch.arange(n, device=starts.device)
+        end = int(positions.max()) + 1
+        if end > cache.capacity:
+            raise ValueError(f"KV cache holds {cache.capacity} positions; {end} needed")
+        rotary = self.rotary[positions][:, None]  # (b, 1, n, head_dim/2)
+        aligned = bool((starts == starts[0]).all())
+        if aligned:  # one slice for every row; no mask for a single token
+            start = int(starts[0])
+            mask = None if n == 1 else torch.arange(end, device=embeds.device)[None, :] <= positions[0][:, None]
+        else:
+            mask = (torch.arange(end, device=embeds.device) <= positions[:, :, None])[:, None]
+            row_ids = torch.arange(len(cache.lengths), device=starts.device)[index][:, None].expand(b, n)
+        x = embeds.to(self.dtype)
+        for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
+            q, k, v = qkv(F.rms_norm(x, (self.hidden,), norm1, self.eps)).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            qk = torch.view_as_complex(torch.stack([q, k]).float().unflatten(-1, (-1, 2))) * rotary
+            q, k = torch.view_as_real(qk).flatten(-2).to(self.dtype)
+            keys, values = cache.keys[i], cache.values[i]
+            if aligned:
+                keys[index, :, start:end] = k
+                values[index, :, start:end] = v
+            else:
+                keys[row_ids, :, positions] = k.transpose(1, 2)
+                values[row_ids, :, positions] = v.transpose(1, 2)
+            o = F.scaled_dot_product_attention(q, keys[index, :, :end], values[index, :, :end], attn_mask=mask)
+            x = x + out(o.transpose(1, 2).reshape(b, n, self.hidden))
+            gate, up = gate_up(F.rms_norm(x, (self.hidden,), norm2, self.eps)).chunk(2, -1)
+            x = x + down(F.silu(gate) * up)
+        cache.lengths[index] = starts + n
+        return self.head(F.rms_norm(x[:, -1], (self.hidden,), self.final_norm, self.eps)).float()
