@@ -38,6 +38,8 @@ class Args:
     """Train on one source's starts only (e.g. lift_panda); default: all four."""
     bf16: bool = True
     """bf16 autocast for the world model and the judge."""
+    int8: bool = False
+    """int8 transformer weights while decoding (CPU only: about 1.5x faster there)."""
     buffer_size: int = 20_000
     """SAC replay buffer (each transition holds two 64x64 images)."""
     save_every: int = 4096
@@ -49,7 +51,7 @@ class Args:
 
 def main(args: Args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
-    dream = make_sb3_env(args.num_envs, args.max_episode_steps, bf16=args.bf16, reward_mode=args.reward_mode,
+    dream = make_sb3_env(args.num_envs, args.max_episode_steps, bf16=args.bf16, int8=args.int8, reward_mode=args.reward_mode,
                          source=args.source)
     venv = VecMonitor(dream, str(args.out / "monitor"))
     checkpoints = sorted((args.out / "checkpoints").glob("*_steps.zip"), key=lambda p: int(p.stem.split("_")[-2]))

@@ -102,6 +102,8 @@ class _DreamOptions:
     """auto (CUDA when available, else CPU), cpu or cuda[:N]."""
     bf16: bool = False
     """bf16 autocast for the world model and the judge."""
+    int8: bool = False
+    """int8 transformer weights while decoding (CPU; the fastest there)."""
     window: int | None = 6
     """SWR window in frames (None: off)."""
     temperature: float = 1.0
@@ -111,7 +113,8 @@ class _DreamOptions:
         from roboalign_env.envs.core import DreamSettings
 
         return DreamSettings(checkpoint=None if self.checkpoint is None else str(self.checkpoint),
-                             device=self.device, bf16=self.bf16, window=self.window, temperature=self.temperature)
+                             device=self.device, bf16=self.bf16, int8=self.int8, window=self.window,
+                             temperature=self.temperature)
 
 
 @dataclass(frozen=True)

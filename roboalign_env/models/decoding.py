@@ -5,7 +5,8 @@ of the transformer's weights once. At the batch sizes of an environment (1 to 64
 that reading, not arithmetic, is most of the time, followed by the count of small operations per
 token. :class:`Decoder` holds the transformer's weights rearranged for both:
 
-- q/k/v fused into one matrix and gate/up into another: 4 matrix products per layer instead of 7;
+- q/k/v fused into one matrix and gate/up into another: 4 matrix products per layer instead of 7,
+  with each RMSNorm's gain folded into the product that follows it;
 - the q and k rows of each head permuted so that LLaMA's rotary pairs (dimension i with
   i + head_dim/2) sit side by side, which makes the rotary embedding one complex multiplication.
   Attention scores are unchanged (q and k are permuted alike); the keys in the cache are stored
@@ -88,26 +89,22 @@ class Decoder:
         self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
         self.hidden, self.eps, self.device = cfg.hidden_size, model.norm.variance_epsilon, device
 
-        def linear(weight):
+        def linear(weight, norm=None):
+            """A product; an RMSNorm's gain just before it is folded into its input columns."""
+            weight = weight.detach().float() * (1 if norm is None else norm.weight.detach().float())
             return _int8_linear(weight) if precision == "int8" else _float_linear(weight, self.dtype)
-
-        def norm(module):
-            return module.weight.detach().to(self.dtype)
 
         pairs = _rotary_pairs(self.heads, self.head_dim).to(device)
         self.layers = []
         for layer in model.layers:
             a, m = layer.self_attn, layer.mlp
             self.layers.append((
-                norm(layer.input_layernorm),
-                linear(torch.cat([a.q_proj.weight[pairs], a.k_proj.weight[pairs], a.v_proj.weight])),
+                linear(torch.cat([a.q_proj.weight[pairs], a.k_proj.weight[pairs], a.v_proj.weight]), layer.input_layernorm),
                 linear(a.o_proj.weight),
-                norm(layer.post_attention_layernorm),
-                linear(torch.cat([m.gate_proj.weight, m.up_proj.weight])),
+                linear(torch.cat([m.gate_proj.weight, m.up_proj.weight]), layer.post_attention_layernorm),
                 linear(m.down_proj.weight),
             ))
-        self.final_norm = norm(model.norm)
-        self.head = linear(transformer.llama.lm_head.weight[: cfg.codebook_size])
+        self.head = linear(transformer.llama.lm_head.weight[: cfg.codebook_size], model.norm)
         rope = model.rotary_emb
         angles = torch.arange(cfg.max_positions, device=device, dtype=torch.float32)[:, None] * rope.inv_freq.float()[None]
         self.rotary = torch.polar(torch.full_like(angles, float(rope.attention_scaling)), angles)  # (positions, head_dim/2)
@@ -118,7 +115,6 @@ class Decoder:
         return KVCache(torch.zeros(shape, **zeros), torch.zeros(shape, **zeros),
                        torch.zeros(batch_size, dtype=torch.long, device=self.device))
 
-    @torch.no_grad()
     def __call__(self, embeds: torch.Tensor, cache: KVCache, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Feed ``embeds`` (b, n, hidden) after what ``cache`` holds for ``rows`` (default: every
         row); return the code logits (b, K) at the last position, in float32.
@@ -127,8 +123,11 @@ class Decoder:
         on): each row then gets its own rotary positions and attention mask. The decoder's own
         precision holds inside an autocast region too.
         """
-        with torch.autocast(self.device.type, enabled=False):
-            return self._decode(embeds, cache, rows)
+        # inference_mode skips autograd's bookkeeping (~15% of a single-token call on a CPU); the
+        # clone outside it makes the logits an ordinary tensor that training code may use.
+        with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
+            logits = self._decode(embeds, cache, rows)
+        return logits.clone()
 
     def _decode(self, embeds: torch.Tensor, cache: KVCache, rows: torch.Tensor | None) -> torch.Tensor:
         b, n, _ = embeds.shape
@@ -147,8 +146,8 @@ class Decoder:
             mask = (torch.arange(end, device=embeds.device) <= positions[:, :, None])[:, None]
             row_ids = torch.arange(len(cache.lengths), device=starts.device)[index][:, None].expand(b, n)
         x = embeds.to(self.dtype)
-        for i, (norm1, qkv, out, norm2, gate_up, down) in enumerate(self.layers):
-            q, k, v = qkv(F.rms_norm(x, (self.hidden,), norm1, self.eps)).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        for i, (qkv, out, gate_up, down) in enumerate(self.layers):
+            q, k, v = qkv(self._norm(x)).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
             qk = torch.view_as_complex(torch.stack([q, k]).float().unflatten(-1, (-1, 2))) * rotary
             q, k = torch.view_as_real(qk).flatten(-2).to(self.dtype)
             keys, values = cache.keys[i], cache.values[i]
@@ -160,7 +159,11 @@ class Decoder:
                 values[row_ids, :, positions] = v.transpose(1, 2)
             o = F.scaled_dot_product_attention(q, keys[index, :, :end], values[index, :, :end], attn_mask=mask)
             x = x + out(o.transpose(1, 2).reshape(b, n, self.hidden))
-            gate, up = gate_up(F.rms_norm(x, (self.hidden,), norm2, self.eps)).chunk(2, -1)
+            gate, up = gate_up(self._norm(x)).chunk(2, -1)
             x = x + down(F.silu(gate) * up)
         cache.lengths[index] = starts + n
-        return self.head(F.rms_norm(x[:, -1], (self.hidden,), self.final_norm, self.eps)).float()
+        return self.head(self._norm(x[:, -1])).float()
+
+    def _norm(self, x: torch.Tensor) -> torch.Tensor:
+        """RMSNorm without its gain (folded into the next product)."""
+        return F.rms_norm(x, (self.hidden,), None, self.eps)
