@@ -3,7 +3,10 @@
 - Dream: the native vector ``RoboAlignWorld-v0`` (world model with SWR W=6 + student reward every
   step) for N = 1, 4, 16, 64 in four precisions: float32, bf16 (autocast, bf16 transformer
   weights), int8 (int8 transformer weights) and int8+bf16. Steps/s = N x timed steps / seconds,
-  after warm-up steps. Single-env step latency is the N=1 time per step.
+  after warm-up steps.
+- Single-env step latency: ``gym.make("RoboAlignWorld-v0")`` (one env, wrappers included), each
+  precision's env stepped in turn for ``latency_rounds`` rounds of ``latency_steps`` steps (so a
+  shared machine's slow minutes hit every precision alike); the median step time is reported.
 - Real: robosuite stepping + MuJoCo's fast 64x64 render (no judge), one process per CPU core
   running concurrently, for every source; steps/s summed over the processes.
 - Memory per env: the dream's per-env state (KV cache, context frames and features, judge
@@ -42,6 +45,10 @@ class Args:
     are timed over more steps."""
     precisions: tuple[str, ...] = ("float32", "bf16", "int8", "int8+bf16")
     """Dream precisions timed at every N."""
+    latency_rounds: int = 5
+    """Rounds over the precisions for the single-env latency."""
+    latency_steps: int = 40
+    """Timed single-env steps per precision per round."""
     real_steps: int = 40
     """Timed robosuite steps per process (after 2 warm-up steps)."""
     processes: int = os.cpu_count() or 1
@@ -62,11 +69,14 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def precision_flags(precision: str) -> dict:
+    return {"bf16": "bf16" in precision, "int8": "int8" in precision}
+
+
 def dream_rate(n: int, steps: int, precision: str, device: str) -> dict:
     import gymnasium as gym
 
-    flags = {"bf16": "bf16" in precision, "int8": "int8" in precision}
-    env = gym.make_vec("RoboAlignWorld-v0", num_envs=n, device=device, max_episode_steps=1000, **flags)
+    env = gym.make_vec("RoboAlignWorld-v0", num_envs=n, device=device, max_episode_steps=1000, **precision_flags(precision))
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     for _ in range(2):
@@ -79,6 +89,30 @@ def dream_rate(n: int, steps: int, precision: str, device: str) -> dict:
     env.close()
     return {"n": n, "precision": precision, "steps_per_s": n * steps / seconds, "ms_per_step": 1000 * seconds / steps,
             "state_mb_per_env": state, "process_rss_mb": rss_mb()}
+
+
+def single_env_latency(precisions: tuple[str, ...], rounds: int, steps: int, device: str) -> dict:
+    """Median (and 90th percentile) ms per ``env.step`` of one env per precision, interleaved."""
+    import gymnasium as gym
+
+    envs = {p: gym.make("RoboAlignWorld-v0", device=device, **precision_flags(p)) for p in precisions}
+    times: dict[str, list[float]] = {p: [] for p in precisions}
+    rng = np.random.default_rng(0)
+    for p, env in envs.items():
+        env.reset(seed=0)
+        for _ in range(2):
+            env.step(rng.uniform(-1, 1, 7).astype(np.float32))
+    for _ in range(rounds):
+        for p, env in envs.items():
+            for _ in range(steps):
+                action = rng.uniform(-1, 1, 7).astype(np.float32)
+                tic = time.perf_counter()
+                _, _, terminated, truncated, _ = env.step(action)
+                times[p].append(1000 * (time.perf_counter() - tic))
+                if terminated or truncated:
+                    env.reset()
+    return {p: {"median_ms": float(np.median(t)), "p90_ms": float(np.percentile(t, 90)), "steps": len(t)}
+            for p, t in times.items()}
 
 
 def real_worker(args: tuple[str, int]) -> dict:
@@ -155,25 +189,25 @@ def main(args: Args) -> None:
             dream.append(dream_rate(n, max(args.dream_steps, 64 // n), precision, device))
             print(f"dream N={n:>2} {precision:>9}: {dream[-1]['steps_per_s']:7.1f} steps/s, "
                   f"{dream[-1]['ms_per_step']:.1f} ms/step", flush=True)
+    latency = single_env_latency(args.precisions, args.latency_rounds, args.latency_steps, device)
+    for p, r in latency.items():
+        print(f"single env {p:>9}: median {r['median_ms']:.1f} ms/step (p90 {r['p90_ms']:.1f})", flush=True)
     best_real = max(r["steps_per_s"] for r in real)
     n16 = max(r["steps_per_s"] for r in dream if r["n"] == 16)
-    one = min(r["ms_per_step"] for r in dream if r["n"] == 1)
     default = {r["n"]: r for r in dream if r["precision"] == "float32"}
     results = {
         "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:]),
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
                     "platform": platform.platform()},
-        "dream": dream, "real": real,
+        "dream": dream, "real": real, "single_env_latency": latency,
         "summary": {
             "dream_n16_steps_per_s": n16,
             "real_fastest_source_steps_per_s": best_real,
             "ratio_dream_n16_over_fastest_real": n16 / best_real,
             "ratio_dream_n16_over_mean_real": n16 / float(np.mean([r["steps_per_s"] for r in real])),
-            "single_env_ms_per_step": one,
             "best_precision_n16": max((r for r in dream if r["n"] == 16), key=lambda r: r["steps_per_s"])["precision"],
-            "best_precision_n1": min((r for r in dream if r["n"] == 1), key=lambda r: r["ms_per_step"])["precision"],
             "float32_n16_steps_per_s": default[16]["steps_per_s"] if 16 in default else None,
-            "float32_single_env_ms_per_step": default[1]["ms_per_step"] if 1 in default else None,
+            "single_env_median_ms": {p: r["median_ms"] for p, r in latency.items()},
             "dream_state_mb_per_env": dream[0]["state_mb_per_env"],
             "real_mb_per_process": float(np.mean([r["rss_mb_per_process"] for r in real])),
         },

@@ -219,7 +219,7 @@ class DreamCore:
         first = torch.stack([torch.from_numpy(s["frame"]).permute(2, 0, 1) for s in starts]).to(self.device).float().div(255)
         generators = [torch.Generator().manual_seed(int(rng.integers(2**63 - 1))) for rng in rngs]
         rows = list(rows)
-        if self.dream is None or len(rows) == self.num_envs:
+        if self.dream is None:  # made once: later resets restart rows (its decoder's weights are prepared once)
             s = self.settings
             self.dream = self.model.dream(first, s.horizon, s.window, s.temperature, s.top_k,
                                           generators if s.temperature > 0 else None, record=False,

@@ -85,7 +85,7 @@ class Decoder:
         if precision == "int8" and device.type != "cpu":
             raise ValueError(f"int8 decoding runs on the CPU (fbgemm), not {device}; use bfloat16 on a GPU")
         cfg, model = transformer.config, transformer.llama.model
-        self.precision, self.heads, self.head_dim = precision, cfg.num_heads, cfg.hidden_size // cfg.num_heads
+        self.heads, self.head_dim = cfg.num_heads, cfg.hidden_size // cfg.num_heads
         self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
         self.hidden, self.eps, self.device = cfg.hidden_size, model.norm.variance_epsilon, device
 
