@@ -197,6 +197,25 @@ def test_reduced_precision_decoders_agree_with_float32():
         Decoder(tf, "fp8")
 
 
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_compiled_decoding_equals_the_general_path(world_model, precision):
+    """A batch stepping together runs one TorchScript function; naming the rows explicitly takes
+    the general path (the one that serves rows of different lengths). Both must agree."""
+    from roboalign_env.models.decoding import Decoder
+
+    tf = world_model.transformer
+    decoder = Decoder(tf, precision)
+    embeds = tf.embed_codes(torch.randint(0, tf.config.codebook_size, (3, 12), generator=torch.Generator().manual_seed(0)))
+    fast, general = decoder.new_cache(3, 16), decoder.new_cache(3, 16)
+    rows = torch.arange(3)
+    torch.testing.assert_close(decoder(embeds[:, :8], fast), decoder(embeds[:, :8], general, rows), atol=1e-5, rtol=0)
+    for i in range(8, 12):
+        torch.testing.assert_close(decoder(embeds[:, i : i + 1], fast), decoder(embeds[:, i : i + 1], general, rows),
+                                   atol=1e-5, rtol=0)
+    assert fast.lengths.tolist() == general.lengths.tolist() == [12, 12, 12]
+    torch.testing.assert_close(fast.keys, general.keys, atol=1e-5, rtol=0)
+
+
 def test_top_k_and_temperature_sampling():
     logits = torch.tensor([[0.0, 5.0, 4.0, -3.0]]).repeat(200, 1)
     codes, logp = sample_codes(logits, 1.0, 2, torch.Generator().manual_seed(0))

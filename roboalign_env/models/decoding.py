@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from roboalign_env.models.decode_steps import scripted
 
 PRECISIONS = ("float32", "bfloat16", "int8")
 
@@ -51,21 +52,14 @@ class KVCache:
         return int(self.lengths.max())
 
 
-def _float_linear(weight: torch.Tensor, dtype: torch.dtype) -> Callable[[torch.Tensor], torch.Tensor]:
-    weight = weight.detach().to(dtype).contiguous()
-    return lambda x: F.linear(x, weight)
-
-
-def _int8_linear(weight: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """y = x W^T with W quantized per output row to int8 (symmetric), x quantized per call."""
-    w = weight.detach().float()
+def _int8_weight(weight: torch.Tensor):
+    """W quantized per output row to int8 (symmetric) and packed for fbgemm."""
+    w = weight.float()
     scales = (w.abs().amax(1) / 127).clamp_min(1e-12).double()
     with warnings.catch_warnings():  # torch marks its quantized tensors deprecated (see the module docstring)
         warnings.simplefilter("ignore")
         q = torch.quantize_per_channel(w, scales, torch.zeros(len(w), dtype=torch.long), 0, torch.qint8)
-        packed = torch.ops.quantized.linear_prepack(q, None)
-    # reduce_range: 7-bit activations, which fbgemm's AVX2 kernels need to never saturate.
-    return lambda x: torch.ops.quantized.linear_dynamic(x, packed, True)
+        return torch.ops.quantized.linear_prepack(q, None)
 
 
 def _rotary_pairs(heads: int, head_dim: int) -> torch.Tensor:
@@ -87,12 +81,12 @@ class Decoder:
         cfg, model = transformer.config, transformer.llama.model
         self.heads, self.head_dim = cfg.num_heads, cfg.hidden_size // cfg.num_heads
         self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
-        self.hidden, self.eps, self.device = cfg.hidden_size, model.norm.variance_epsilon, device
+        self.eps, self.device = model.norm.variance_epsilon, device
 
         def linear(weight, norm=None):
-            """A product; an RMSNorm's gain just before it is folded into its input columns."""
+            """A product's weight; an RMSNorm's gain just before it is folded into its input columns."""
             weight = weight.detach().float() * (1 if norm is None else norm.weight.detach().float())
-            return _int8_linear(weight) if precision == "int8" else _float_linear(weight, self.dtype)
+            return _int8_weight(weight) if precision == "int8" else weight.to(self.dtype).contiguous()
 
         pairs = _rotary_pairs(self.heads, self.head_dim).to(device)
         self.layers = []
@@ -145,11 +139,14 @@ class Decoder:
         else:
             mask = (torch.arange(end, device=embeds.device) <= positions[:, :, None])[:, None]
             row_ids = torch.arange(len(cache.lengths), device=starts.device)[index][:, None].expand(b, n)
-        x = embeds.to(self.dtype)
+        x, steps = embeds.to(self.dtype), scripted()
+        if aligned and rows is None:  # every decoded token of a batch that steps together
+            logits = steps.decode_aligned(x, self.layers, self.head, rotary, cache.keys, cache.values, start, mask,
+                                          self.eps, self.heads)
+            cache.lengths += n
+            return logits
         for i, (qkv, out, gate_up, down) in enumerate(self.layers):
-            q, k, v = qkv(self._norm(x)).view(b, n, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            qk = torch.view_as_complex(torch.stack([q, k]).float().unflatten(-1, (-1, 2))) * rotary
-            q, k = torch.view_as_real(qk).flatten(-2).to(self.dtype)
+            q, k, v = steps.attention_inputs(x, qkv, rotary, self.eps, self.heads)
             keys, values = cache.keys[i], cache.values[i]
             if aligned:
                 keys[index, :, start:end] = k
@@ -158,12 +155,6 @@ class Decoder:
                 keys[row_ids, :, positions] = k.transpose(1, 2)
                 values[row_ids, :, positions] = v.transpose(1, 2)
             o = F.scaled_dot_product_attention(q, keys[index, :, :end], values[index, :, :end], attn_mask=mask)
-            x = x + out(o.transpose(1, 2).reshape(b, n, self.hidden))
-            gate, up = gate_up(self._norm(x)).chunk(2, -1)
-            x = x + down(F.silu(gate) * up)
+            x = steps.finish_layer(x, o, out, gate_up, down, self.eps)
         cache.lengths[index] = starts + n
-        return self.head(self._norm(x[:, -1])).float()
-
-    def _norm(self, x: torch.Tensor) -> torch.Tensor:
-        """RMSNorm without its gain (folded into the next product)."""
-        return F.rms_norm(x, (self.hidden,), None, self.eps)
+        return steps.logits(x, self.head, self.eps)
