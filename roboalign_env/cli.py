@@ -562,6 +562,9 @@ class PostTrain(_Training):
     """Weight of the k3 KL to the frozen SFT reference."""
     weights: tuple[float, float, float, float, float, float] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     """Reward weights w_k of IF, MS, AOC, TC, CR, PA (reward = sum_k w_k * student_k / 10)."""
+    rlvr_weight: float = 0.0
+    """With --reward student: also add this times the RLVR reward -(MAE + LPIPS) vs the real frames
+    (a hybrid; 0: the student alone, the paper's reward)."""
     distill_every: int = 20
     """K: every K updates the teacher labels fresh rollouts and the student is re-distilled (0: off)."""
     distill_prompts: int = 16
@@ -583,7 +586,8 @@ class PostTrain(_Training):
         cfg = GRPOConfig(reward=self.reward, group_size=self.group_size, prompts_per_step=self.prompts_per_step,
                          horizon=self.horizon, window=self.window, temperature=self.temperature, clip=self.clip,
                          beta=self.beta, weights=tuple(self.weights), distill_every=self.distill_every if self.reward == "student" else 0,
-                         distill_prompts=self.distill_prompts, distill_steps=self.distill_steps)
+                         distill_prompts=self.distill_prompts, distill_steps=self.distill_steps,
+                         rlvr_weight=self.rlvr_weight)
         every = max(1, min(25, self.steps))
         loop = replace(self.loop(every=every), warmup_steps=min(5, self.steps), min_lr_ratio=1.0, log_every=1)
         post_train(cfg, loop, self.world_model, self.episodes, self.student, self.teacher, self.heldout_source,
@@ -627,6 +631,9 @@ class EvalAlignment:
     """The bench's held-out source (its episodes are excluded: the teacher does not transfer to it)."""
     benchmark_out: Path | None = None
     """Also write the results here (e.g. benchmarks/results/alignment_eval.json), without per-prompt rows."""
+    split: Literal["test", "val"] = "test"
+    """Bench split of the prompts: test (what is reported) or val (to choose between training variants
+    without looking at the test episodes)."""
 
     def run(self) -> None:
         import json
@@ -646,7 +653,7 @@ class EvalAlignment:
         command = "roboalign eval-alignment " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if len(sys.argv) > 1 else None
         res = evaluate_alignment(models, self.episodes, self.teacher, self.probe, self.out, self.horizon, self.window,
                                  self.temperature, self.seed, self.starts_per_episode, self.heldout_source, self.limit,
-                                 self.resamples, command=command)
+                                 self.resamples, command=command, split=self.split)
         for pair, comp in res["comparisons"].items():
             for key in ("teacher_aggregate", "teacher_manipulation_success", "teacher_instruction_following",
                         "probe_aggregate", "psnr", "ssim", "lpips"):

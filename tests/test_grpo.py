@@ -210,3 +210,20 @@ def test_allowed_starts_contain_the_moment_of_success():
     assert all(s + 2 <= 30 <= s + 14 for s in starts)
     assert list(allowed_starts(64, 16, None)) == list(range(49))
     assert len(allowed_starts(10, 16, None)) == 0
+
+
+def test_hybrid_reward_adds_the_weighted_rlvr_term():
+    """--rlvr-weight: the student reward plus lambda * -(MAE + LPIPS) of the rollout vs the real frames;
+    a rollout equal to the real frames gets exactly the student's reward."""
+    from roboalign_env.training.grpo import hybrid_reward, rlvr_reward
+
+    g = torch.Generator().manual_seed(0)
+    prompt = {"real": torch.rand(2, 3, 3, 64, 64, generator=g)}
+    frames = torch.rand(2, 3, 3, 64, 64, generator=g)
+    student = prefers_code_zero
+    codes = torch.tensor([[[0, 1]], [[0, 0]]])
+    hybrid = hybrid_reward(student, 0.5)
+    expected = student(frames, codes, prompt) + 0.5 * rlvr_reward(frames, codes, prompt)
+    torch.testing.assert_close(hybrid(frames, codes, prompt), expected)
+    assert (rlvr_reward(frames, codes, prompt) < -0.1).all()  # random frames are far from the real ones
+    torch.testing.assert_close(hybrid(prompt["real"], codes, prompt), student(prompt["real"], codes, prompt), atol=1e-6, rtol=0)

@@ -66,11 +66,14 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, clusters: np.ndarray | None =
 
 
 def eval_prompts(episodes: str | Path, horizon: int, heldout_source: str, starts_per_episode: int,
-                 limit: int | None = None) -> dict:
-    """Held-out prompts: per test episode, ``starts_per_episode`` evenly spaced allowed starts."""
+                 limit: int | None = None, split: str = "test") -> dict:
+    """Held-out prompts: per episode of ``split`` ("test" for the report, "val" to choose between
+    training variants), ``starts_per_episode`` evenly spaced allowed starts."""
     from roboalign_env.training.grpo import load_prompts
 
-    pool = load_prompts(episodes, "test", horizon, heldout_source, successful_only=True, limit=limit)
+    if split not in ("test", "val"):
+        raise ValueError(f"split {split!r}: expected 'test' or 'val' (prompts never come from training episodes)")
+    pool = load_prompts(episodes, split, horizon, heldout_source, successful_only=True, limit=limit)
     picks = []
     for e, starts in enumerate(pool.starts):
         if len(starts):
@@ -215,14 +218,14 @@ def evaluate_alignment(models: dict[str, Path], episodes: Path, teacher_dir: Pat
                        horizon: int = 16, window: int = 6, temperature: float = 1.0, seed: int = 0,
                        starts_per_episode: int = 3, heldout_source: str = "pickplace_can_ur5e",
                        limit: int | None = None, resamples: int = 10_000, videos: int = 4,
-                       command: str | None = None) -> dict:
+                       command: str | None = None, split: str = "test") -> dict:
     """Roll out, score, compare; write results.json, alignment_bars.png and side_by_side.mp4 to ``out``."""
     from roboalign_env.eval.metrics import perceptual_name
     from roboalign_env.models.registry import load_scorer
 
     if len(models) < 2:
         raise ValueError(f"models: need at least two to compare, got {list(models)}")
-    prompts = eval_prompts(episodes, horizon, heldout_source, starts_per_episode, limit)
+    prompts = eval_prompts(episodes, horizon, heldout_source, starts_per_episode, limit, split)
     frames, seconds = {}, {}
     for name, folder in models.items():
         frames[name], seconds[name] = roll_out(folder, prompts, window, temperature, seed)
@@ -249,7 +252,7 @@ def evaluate_alignment(models: dict[str, Path], episodes: Path, teacher_dir: Pat
                   for i, (e, s, t) in enumerate(zip(prompts["episodes"], prompts["starts"], prompts["instructions"]))]
     results = {
         "command": command, "models": {n: str(p) for n, p in models.items()}, "teacher": str(teacher_dir),
-        "probe": str(probe_dir), "prompts": len(prompts["first"]), "episodes": int(len(set(prompts["episodes"]))),
+        "probe": str(probe_dir), "split": split, "prompts": len(prompts["first"]), "episodes": int(len(set(prompts["episodes"]))),
         "horizon": horizon, "window": window, "temperature": temperature, "seed": seed,
         "perceptual_metric": perceptual_name(), "rollout_seconds": seconds, "bootstrap_resamples": resamples,
         "bootstrap_unit": "episode (paired; prompts of an episode resampled together)",

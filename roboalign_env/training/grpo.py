@@ -77,6 +77,9 @@ class GRPOConfig:
     """Weight of the KL (k3 estimator) to the frozen SFT reference."""
     weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
     """w_k of the six student dimensions (IF, MS, AOC, TC, CR, PA); reward = sum_k w_k * score_k / 10."""
+    rlvr_weight: float = 0.0
+    """With reward='student', add this times the RLVR reward (a hybrid that also pays pixel fidelity
+    against the real frames; 0 is the paper's student-only reward)."""
     distill_every: int = 20
     """K: re-distil the student every this many updates (0 turns online distillation off)."""
     distill_prompts: int = 16
@@ -244,6 +247,15 @@ def rlvr_reward(frames, codes, prompt) -> torch.Tensor:
     mae = (pred - real).abs().mean(dim=(2, 3, 4))
     lp = perceptual(pred.flatten(0, 1), real.flatten(0, 1)).view(mae.shape)
     return -(mae + lp).mean(1)
+
+
+def hybrid_reward(student: Callable, rlvr_weight: float) -> Callable:
+    """The student reward plus ``rlvr_weight`` times :func:`rlvr_reward`."""
+
+    def reward(frames, codes, prompt) -> torch.Tensor:
+        return student(frames, codes, prompt) + rlvr_weight * rlvr_reward(frames, codes, prompt)
+
+    return reward
 
 
 # --- the trainer --------------------------------------------------------------------------------------
@@ -456,6 +468,8 @@ def post_train(cfg: GRPOConfig, loop: LoopConfig, world_model: str | Path, episo
             reward = student_reward(lambda: distiller.student, cfg.weights)
         else:
             reward = student_reward(lambda: scorer, cfg.weights)
+        if cfg.rlvr_weight:
+            reward = hybrid_reward(reward, cfg.rlvr_weight)
     elif cfg.reward == "rlvr":
         reward = rlvr_reward
     else:
