@@ -198,9 +198,9 @@ def test_reduced_precision_decoders_agree_with_float32():
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8"])
-def test_compiled_decoding_equals_the_general_path(world_model, precision):
-    """A batch stepping together runs one TorchScript function; naming the rows explicitly takes
-    the general path (the one that serves rows of different lengths). Both must agree."""
+def test_decoding_by_cache_slices_equals_decoding_by_row_indices(world_model, precision):
+    """A batch stepping together reads and writes the cache by plain slices; naming the rows takes
+    the indexed path that serves rows of different lengths. Both must agree."""
     from roboalign_env.models.decoding import Decoder
 
     tf = world_model.transformer

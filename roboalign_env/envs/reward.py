@@ -69,7 +69,6 @@ class JudgeReward:
         self.encoder = student.tower.frames
         device = next(student.parameters()).device
         self.weights = torch.tensor(config.weights, dtype=torch.float32, device=device)
-        self.instructions = [""] * num_envs
         self.length = torch.zeros(num_envs, dtype=torch.long, device=device)
         self.phi = torch.zeros(num_envs, device=device)
         self.words = self.initial = self.tokens = self.alone = self.last = None  # sized at the first reset
@@ -78,8 +77,6 @@ class JudgeReward:
     def reset_rows(self, rows: Sequence[int], frames: torch.Tensor, instructions: Sequence[str]) -> torch.Tensor:
         """Start episodes ``rows`` at ``frames`` (b, 3, H, W) in [0, 1]; return their (b, 6) scores."""
         rows = torch.as_tensor(rows, dtype=torch.long)
-        for r, text in zip(rows.tolist(), instructions):
-            self.instructions[r] = text
         with self._autocast():
             embedded = self.encoder.embed(frames)
             alone = self.encoder.tokens(embedded, embedded).float()  # the first frame is its own previous frame

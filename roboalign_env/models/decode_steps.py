@@ -3,11 +3,10 @@
 A decoded token runs some 30 small tensor operations per layer; on a CPU, Python's cost of issuing
 them is as large as the operations themselves. TorchScript runs the same operations without the
 interpreter: measured on this project's transformer at one row, 0.80 ms per decoded token instead
-of 1.31 ms with int8 weights, 1.31 instead of 1.68 in float32 (a test checks the compiled path
-against the general one). ``torch.compile`` was tried first: about a minute of compilation per
-process and no faster at these sizes. TorchScript is deprecated in favour of ``torch.compile``;
-:func:`scripted` silences that notice. The functions below are plain PyTorch: called unscripted,
-they compute the same.
+of 1.31 ms with int8 weights, 1.31 instead of 1.68 in float32. ``torch.compile`` was tried first:
+about a minute of compilation per process and no faster at these sizes. TorchScript is deprecated
+in favour of ``torch.compile``; :func:`scripted` silences that notice. The functions below are
+plain PyTorch: called unscripted, they compute the same.
 
 A weight is a float tensor or an fbgemm packed int8 matrix (see :mod:`.decoding`).
 No ``from __future__ import annotations`` here: TorchScript reads the annotations.
@@ -15,7 +14,6 @@ No ``from __future__ import annotations`` here: TorchScript reads the annotation
 
 import functools
 import warnings
-from types import SimpleNamespace
 from typing import List, Optional, Tuple, Union
 
 import torch
@@ -58,23 +56,35 @@ def logits(x: Tensor, head: Weight, eps: float) -> Tensor:
     return linear(norm(x[:, -1], eps), head).float()
 
 
-def decode_aligned(x: Tensor, layers: List[Layer], head: Weight, rotary: Tensor, keys: Tensor, values: Tensor,
-                   start: int, mask: Optional[Tensor], eps: float, heads: int) -> Tensor:
-    """Every row of the cache at length ``start``: feed x (B, n, hidden), return the last logits."""
-    end = start + x.shape[1]
+def decode(x: Tensor, layers: List[Layer], head: Weight, rotary: Tensor, keys: Tensor, values: Tensor,
+           start: int, end: int, rows: Optional[Tensor], positions: Optional[Tensor], mask: Optional[Tensor],
+           eps: float, heads: int) -> Tensor:
+    """Feed x (b, n, hidden) into the cache (layers, B, heads, capacity, head_dim); return the last logits.
+
+    ``rows is None``: every cache row, all at length ``start`` (a batch that steps together; plain
+    slices). Otherwise ``rows`` (b,) are the cache rows fed and ``positions`` (b, n) each token's
+    position in its row (rows of different lengths: an environment restarted some of them).
+    """
     for i, (qkv, out, gate_up, down) in enumerate(layers):
         q, k, v = attention_inputs(x, qkv, rotary, eps, heads)
-        keys[i, :, :, start:end] = k
-        values[i, :, :, start:end] = v
-        o = F.scaled_dot_product_attention(q, keys[i, :, :, :end], values[i, :, :, :end], attn_mask=mask)
+        if rows is None:
+            keys[i, :, :, start:end] = k
+            values[i, :, :, start:end] = v
+            row_keys, row_values = keys[i, :, :, :end], values[i, :, :, :end]
+        else:
+            assert positions is not None
+            row_ids = rows[:, None].expand(positions.shape)
+            keys[i][row_ids, :, positions] = k.transpose(1, 2)
+            values[i][row_ids, :, positions] = v.transpose(1, 2)
+            row_keys, row_values = keys[i][rows, :, :end], values[i][rows, :, :end]
+        o = F.scaled_dot_product_attention(q, row_keys, row_values, attn_mask=mask)
         x = finish_layer(x, o, out, gate_up, down, eps)
     return logits(x, head, eps)
 
 
 @functools.cache
-def scripted() -> SimpleNamespace:
-    """The compiled functions (compiled once per process, on first use)."""
+def scripted():
+    """:func:`decode`, compiled (once per process, on first use)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return SimpleNamespace(**{f.__name__: torch.jit.script(f)
-                                  for f in (attention_inputs, finish_layer, logits, decode_aligned)})
+        return torch.jit.script(decode)

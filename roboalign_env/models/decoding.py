@@ -133,28 +133,16 @@ class Decoder:
             raise ValueError(f"KV cache holds {cache.capacity} positions; {end} needed")
         rotary = self.rotary[positions][:, None]  # (b, 1, n, head_dim/2)
         aligned = bool((starts == starts[0]).all())
-        if aligned:  # one slice for every row; no mask for a single token
-            start = int(starts[0])
+        if aligned:  # no mask for a single token
             mask = None if n == 1 else torch.arange(end, device=embeds.device)[None, :] <= positions[0][:, None]
         else:
             mask = (torch.arange(end, device=embeds.device) <= positions[:, :, None])[:, None]
-            row_ids = torch.arange(len(cache.lengths), device=starts.device)[index][:, None].expand(b, n)
-        x, steps = embeds.to(self.dtype), scripted()
-        if aligned and rows is None:  # every decoded token of a batch that steps together
-            logits = steps.decode_aligned(x, self.layers, self.head, rotary, cache.keys, cache.values, start, mask,
-                                          self.eps, self.heads)
-            cache.lengths += n
-            return logits
-        for i, (qkv, out, gate_up, down) in enumerate(self.layers):
-            q, k, v = steps.attention_inputs(x, qkv, rotary, self.eps, self.heads)
-            keys, values = cache.keys[i], cache.values[i]
-            if aligned:
-                keys[index, :, start:end] = k
-                values[index, :, start:end] = v
-            else:
-                keys[row_ids, :, positions] = k.transpose(1, 2)
-                values[row_ids, :, positions] = v.transpose(1, 2)
-            o = F.scaled_dot_product_attention(q, keys[index, :, :end], values[index, :, :end], attn_mask=mask)
-            x = steps.finish_layer(x, o, out, gate_up, down, self.eps)
+        if aligned and rows is None:  # a batch that steps together: plain slices of the cache
+            token_rows = token_positions = None
+        else:
+            token_rows = torch.arange(len(cache.lengths), device=starts.device) if rows is None else rows
+            token_positions = positions
+        logits = scripted()(embeds.to(self.dtype), self.layers, self.head, rotary, cache.keys, cache.values,
+                            int(starts[0]), end, token_rows, token_positions, mask, self.eps, self.heads)
         cache.lengths[index] = starts + n
-        return steps.logits(x, self.head, self.eps)
+        return logits
