@@ -17,10 +17,11 @@ from pathlib import Path
 
 import tyro
 
-from roboalign_env.cli import ALL_SOURCES
+from roboalign_env.data.splits import HELDOUT_SOURCE
 from roboalign_env.eval.bench_stats import bench_stats
 from roboalign_env.sim.build_bench import build_bench
 from roboalign_env.sim.collect import collect, plan_episodes
+from roboalign_env.sim.sources import ALL_SOURCES
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ def main(args: Args) -> None:
     start = time.perf_counter()
     episodes = collect(args.out / "episodes", plan_episodes(list(ALL_SOURCES), args.episodes_per_source), args.workers)
     collected = time.perf_counter()
-    rows = build_bench(args.out / "episodes", args.out / "bench", "pickplace_can_ur5e", args.workers)
+    rows = build_bench(args.out / "episodes", args.out / "bench", HELDOUT_SOURCE, args.workers)
     built = time.perf_counter()
     stats = bench_stats(args.out / "bench")
     frames = sum(e["num_steps"] + 1 for e in episodes)

@@ -22,7 +22,7 @@ import torch
 import tyro
 
 from roboalign_env.device import resolve_device
-from roboalign_env.models.world_model import WorldModel
+from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Args:
     """Numbers of rollouts N advanced in one forward pass."""
     frames: int = 12
     """Timed frames per measurement (after one warm-up frame)."""
-    window: int = 6
+    window: int = SWR_WINDOW
     """SWR window."""
     device: str = "auto"
     """'auto', 'cpu' or 'cuda'."""

@@ -20,5 +20,5 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # torch and torchvision that import together on CPU (see DESIGN notes: 2.13.0+cpu breaks torchvision).
 .venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-.venv/bin/python -m pip install -q -e ".[test]"
+.venv/bin/python -m pip install -q -e ".[all,test]"
 .venv/bin/python -c "import torch, torchvision, robosuite, mujoco; print(f'roboalign_env ready: torch {torch.__version__}, robosuite {robosuite.__version__}, mujoco {mujoco.__version__}')" 2>&1 | grep -v -i "warning"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from roboalign_env.eval.alignment import paired_bootstrap, plot_bars, summarize, write_videos
-from roboalign_env.sim.oracle import DIMENSIONS
+from roboalign_env.rubric import DIMENSIONS
 
 
 def test_paired_bootstrap_on_known_differences():

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from roboalign_env.data.bench import add_external, episodes_by_split, load_pair, read_index
+from roboalign_env.data.splits import split_of
 from roboalign_env.eval.bench_stats import bench_stats
-from roboalign_env.sim.build_bench import RECIPE, build_bench, split_of
-from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
+from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
+from roboalign_env.sim.build_bench import RECIPE, build_bench
 
 pytestmark = pytest.mark.sim
 

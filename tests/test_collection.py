@@ -1,9 +1,11 @@
 """Real robosuite collection: scripted success, episode format, determinism, resume, bad files."""
 
+import os
+
 import numpy as np
 import pytest
 
-from roboalign_env.data.episodes import EpisodeFormatError, FRAME_KEYS, load_episode, read_manifest
+from roboalign_env.data.episodes import FRAME_KEYS, EpisodeFormatError, load_episode, read_manifest
 from roboalign_env.sim.collect import EpisodeSpec, collect, plan_episodes, run_episode
 from roboalign_env.sim.sources import SOURCES
 
@@ -28,9 +30,9 @@ def test_nominal_policy_succeeds(name):
 
 
 def test_sources_cover_three_tasks_and_three_robots():
-    from roboalign_env.cli import ALL_SOURCES
+    from roboalign_env.sim.sources import ALL_SOURCES
 
-    assert set(ALL_SOURCES) == set(SOURCES)  # the CLI's list (kept import-light) matches the registry
+    assert set(ALL_SOURCES) == set(SOURCES)  # the fixed order every command lists
     assert len(SOURCES) == 4
     assert len({s.task for s in SOURCES.values()}) >= 3
     assert len({s.robot for s in SOURCES.values()}) >= 3
@@ -110,3 +112,20 @@ def test_collect_refuses_mixing_image_sizes(tmp_path):
     collect(tmp_path, specs, progress=False)
     with pytest.raises(ValueError, match="image_size"):
         collect(tmp_path, specs, image_size=128, progress=False)
+
+
+@pytest.mark.sim
+def test_collect_renders_in_a_process_that_set_nothing_up(tmp_path):
+    """`roboalign collect` in one process, with no MUJOCO_GL in the environment: rendering is set up
+    by what renders, not by importing the package."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MUJOCO_GL"}
+    out = subprocess.run([sys.executable, "-m", "roboalign_env.cli", "collect", "--out", str(tmp_path), "--sources",
+                          "lift_panda", "--episodes-per-source", "1", "--workers", "1"], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["source"] == "lift_panda"

@@ -165,7 +165,6 @@ def test_vector_env_autoresets_in_the_same_step(env):
     obs, _ = venv.reset(seed=0)
     actions = np.zeros((3, 7), np.float32)
     for step in range(3):
-        last = obs
         obs, reward, terminated, truncated, info = venv.step(actions)
     assert truncated.all() and not terminated.any()
     assert info["_final_obs"].all() and info["_final_info"].all()

@@ -8,13 +8,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from roboalign_env.data.prompts import Prompts, allowed_starts
 from roboalign_env.models.student import StudentReward, StudentRewardConfig
 from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
-from roboalign_env.models.transformer import DynamicsTransformer, WorldModelConfig
+from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
 from roboalign_env.models.world_model import WorldModel
 from roboalign_env.training.distill import OnlineDistiller
-from roboalign_env.training.grpo import (GRPOConfig, GRPOTrainer, Prompts, allowed_starts, group_advantages,
-                                         grpo_loss, rollout_log_probs, student_reward)
+from roboalign_env.training.grpo.objective import group_advantages, grpo_loss, rollout_log_probs
+from roboalign_env.training.grpo.rewards import student_reward
+from roboalign_env.training.grpo.trainer import GRPOConfig, GRPOTrainer
 from roboalign_env.training.loop import LoopConfig
 
 TINY_STUDENT = dict(widths=(8, 16, 16), video_dim=32, text_dim=32, text_layers=1, text_ffn=64)
@@ -23,7 +25,7 @@ TINY_STUDENT = dict(widths=(8, 16, 16), video_dim=32, text_dim=32, text_layers=1
 def tiny_world_model(seed: int = 0) -> WorldModel:
     torch.manual_seed(seed)
     tok = VideoTokenizer(TokenizerConfig(channels=(8, 16, 32), dynamics_channels=32, levels=(5, 5, 3)))
-    tf = DynamicsTransformer(WorldModelConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2,
+    tf = DynamicsTransformer(DynamicsTransformerConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2,
                                               intermediate_size=64))
     return WorldModel(tok, tf).eval()
 
@@ -213,16 +215,19 @@ def test_allowed_starts_contain_the_moment_of_success():
 
 
 def test_hybrid_reward_adds_the_weighted_rlvr_term():
-    """--rlvr-weight: the student reward plus lambda * -(MAE + LPIPS) of the rollout vs the real frames;
+    """reward 'hybrid': the student reward plus lambda * -(MAE + LPIPS) of the rollout vs the real frames;
     a rollout equal to the real frames gets exactly the student's reward."""
-    from roboalign_env.training.grpo import hybrid_reward, rlvr_reward
+    from roboalign_env.training.grpo.rewards import rlvr_reward as make_rlvr
+    from roboalign_env.training.grpo.rewards import weighted_sum
+
+    rlvr_reward = make_rlvr()
 
     g = torch.Generator().manual_seed(0)
     prompt = {"real": torch.rand(2, 3, 3, 64, 64, generator=g)}
     frames = torch.rand(2, 3, 3, 64, 64, generator=g)
     student = prefers_code_zero
     codes = torch.tensor([[[0, 1]], [[0, 0]]])
-    hybrid = hybrid_reward(student, 0.5)
+    hybrid = weighted_sum(student, rlvr_reward, 0.5)
     expected = student(frames, codes, prompt) + 0.5 * rlvr_reward(frames, codes, prompt)
     torch.testing.assert_close(hybrid(frames, codes, prompt), expected)
     assert (rlvr_reward(frames, codes, prompt) < -0.1).all()  # random frames are far from the real ones

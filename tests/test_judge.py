@@ -6,12 +6,13 @@ import torch
 
 from roboalign_env.data.bench_cache import VideoSet
 from roboalign_env.eval.judge_metrics import agreement, confusion_matrices
+from roboalign_env.models.batch_scoring import predict
 from roboalign_env.models.judge import RoboAlignJudge, RoboAlignJudgeConfig
 from roboalign_env.models.registry import load_scorer
 from roboalign_env.models.student import StudentReward, StudentRewardConfig, distill_loss
-from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
+from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
 from roboalign_env.training.distill import DistillData, OnlineDistiller, distill
-from roboalign_env.training.judge import fit_judge, predict
+from roboalign_env.training.judge import fit_judge
 from roboalign_env.training.loop import LoopConfig
 
 TINY_TEACHER = dict(widths=(8, 16, 16, 16), dim=32, layers=1, heads=2, ffn=64, text_encoder="trained")
@@ -146,11 +147,11 @@ def test_online_distiller_adds_teacher_labelled_videos_and_continues(teacher, tm
     online = OnlineDistiller(tmp_path / "start", teacher, tmp_path / "online", data=_labelled_set(teacher), batch_size=8)
     before = [p.detach().clone() for p in online.student.parameters()]
     generated = torch.rand(4, 10, 3, 64, 64)  # what a world model decodes: float, channel-first
-    assert online.add(generated, "lift the red cube") == 24 + 4
-    online.update(steps=5)
+    assert online.add(VideoSet.from_videos(generated, "lift the red cube")) == 24 + 4
+    online.train(steps=5)
     assert (tmp_path / "online" / "round_000" / "model" / "model.safetensors").is_file()
     assert any((a != b).any() for a, b in zip(before, online.student.parameters()))
-    online.update(steps=5)
+    online.train(steps=5)
     assert online.round == 2 and (tmp_path / "online" / "round_001" / "model").is_dir()
 
 

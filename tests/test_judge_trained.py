@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from roboalign_env.data.bench import load_pair, read_index
+from roboalign_env.rubric import DIMENSIONS
 from roboalign_env.sim.build_bench import build_bench
-from roboalign_env.sim.oracle import DIMENSIONS
 from roboalign_env.training.loop import LoopConfig
 
 pytestmark = [pytest.mark.sim, pytest.mark.slow]

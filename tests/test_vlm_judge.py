@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from roboalign_env.models.vlm_judge import VLMJudge, VLMOutputError, build_prompt, parse_scores, pick_frames
-from roboalign_env.sim.oracle import DIMENSIONS
+from roboalign_env.rubric import DIMENSIONS
 
 GOOD = {"instruction_following": 3, "manipulation_success": 2, "action_outcome_consistency": 1,
         "temporal_consistency": 1, "contact_realism": 0, "physics_adherence": 1}

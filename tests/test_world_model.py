@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
-from roboalign_env.models.transformer import DynamicsTransformer, WorldModelConfig, sample_codes
+from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig, sample_codes
 from roboalign_env.models.world_model import CheckpointError, WorldModel
 
 
@@ -17,7 +17,7 @@ def tiny_tokenizer(seed: int = 0) -> VideoTokenizer:
 
 def tiny_transformer(seed: int = 0, **kw) -> DynamicsTransformer:
     torch.manual_seed(seed)
-    cfg = WorldModelConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, **kw)
+    cfg = DynamicsTransformerConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, **kw)
     return DynamicsTransformer(cfg).eval()
 
 
@@ -179,13 +179,13 @@ def test_reduced_precision_decoders_agree_with_float32():
     """The shipped transformer decoding one clip's tokens: bf16 and int8 weights pick the same
     code as float32 almost always, with close log-probabilities."""
     from roboalign_env.assets import DEFAULT_MODEL
-    from roboalign_env.models.decoding import Decoder
+    from roboalign_env.models.decoding import IncrementalDecoder
 
     tf = WorldModel.load(DEFAULT_MODEL / "world_model").transformer
     embeds = tf.embed_codes(torch.randint(0, tf.config.codebook_size, (2, 100), generator=torch.Generator().manual_seed(0)))
     logits = {}
     for precision in ("float32", "bfloat16", "int8"):
-        decoder = Decoder(tf, precision)
+        decoder = IncrementalDecoder(tf, precision)
         cache = decoder.new_cache(2, 100)
         logits[precision] = torch.stack([decoder(embeds[:, i : i + 1], cache) for i in range(100)], 1).log_softmax(-1)
     for precision in ("bfloat16", "int8"):
@@ -194,17 +194,17 @@ def test_reduced_precision_decoders_agree_with_float32():
         gap = (logits[precision].exp() - logits["float32"].exp()).abs().sum(-1).mean()  # total variation x 2
         assert gap < 0.2, (precision, gap)
     with pytest.raises(ValueError, match="precision 'fp8'"):
-        Decoder(tf, "fp8")
+        IncrementalDecoder(tf, "fp8")
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8"])
 def test_decoding_by_cache_slices_equals_decoding_by_row_indices(world_model, precision):
     """A batch stepping together reads and writes the cache by plain slices; naming the rows takes
     the indexed path that serves rows of different lengths. Both must agree."""
-    from roboalign_env.models.decoding import Decoder
+    from roboalign_env.models.decoding import IncrementalDecoder
 
     tf = world_model.transformer
-    decoder = Decoder(tf, precision)
+    decoder = IncrementalDecoder(tf, precision)
     embeds = tf.embed_codes(torch.randint(0, tf.config.codebook_size, (3, 12), generator=torch.Generator().manual_seed(0)))
     fast, general = decoder.new_cache(3, 16), decoder.new_cache(3, 16)
     rows = torch.arange(3)

@@ -8,25 +8,16 @@ index row names its shard in ``file`` and its arrays by ``pair_id``: ``<pair_id>
 from __future__ import annotations
 
 import json
-import zlib
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from roboalign_env.data.io import atomic_savez, read_jsonl, write_jsonl
-from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
+from roboalign_env.data.splits import SPLITS
+from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
 
 INDEX = "pairs.jsonl"
-SPLITS = ("train", "val", "test", "heldout")
-
-
-def split_of(episode_id: str, source: str, heldout_source: str, val: float = 0.1, test: float = 0.1) -> str:
-    """Deterministic split of an episode (by a hash of its id)."""
-    if source == heldout_source:
-        return "heldout"
-    u = zlib.crc32(episode_id.encode()) / 2**32
-    return "val" if u < val else "test" if u < val + test else "train"
 
 
 def shard_path(root: str | Path, source: str, shard: str) -> Path:

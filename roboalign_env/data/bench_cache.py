@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from roboalign_env.data.bench import INDEX, SPLITS, read_index
+from roboalign_env.data.bench import INDEX, read_index
 from roboalign_env.data.io import atomic_write, read_jsonl, write_jsonl
-from roboalign_env.sim.oracle import DIMENSIONS
+from roboalign_env.data.splits import SPLITS
+from roboalign_env.rubric import DIMENSIONS
 
 ARRAYS = ("video", "length", "initial", "actions", "num_actions", "labels")
 
@@ -56,7 +57,7 @@ class VideoSet:
         """
         import torch
 
-        from roboalign_env.models.scoring import check_instructions, prepare_videos
+        from roboalign_env.data.videos import check_instructions, prepare_videos
 
         single = not isinstance(videos, (list, tuple)) and np.ndim(videos) == 4
         items = [videos] if single else list(videos)

@@ -16,19 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from roboalign_env.data.bench import split_of
 from roboalign_env.data.episodes import Episode, load_episode, read_manifest
-
-
-def split_episode_ids(root: str | Path, split: str) -> list[str]:
-    """Episode ids of one world-model split ("train", "val" or "test"), by the bench's episode hash.
-
-    Unlike the judge's bench, no source is held out here: a world model must have seen a robot to
-    dream it, so every source contributes to every split and "test" episodes are the held-out ones.
-    """
-    if split not in ("train", "val", "test"):
-        raise ValueError(f"split must be one of train, val, test; got {split!r}")
-    return [r["episode_id"] for r in read_manifest(root) if split_of(r["episode_id"], r["source"], "") == split]
 
 
 class ClipStream(torch.utils.data.IterableDataset):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -52,3 +53,19 @@ def read_jsonl(path: str | Path) -> Iterator[dict]:
                     yield json.loads(line)
                 except json.JSONDecodeError as err:
                     raise ValueError(f"{path}:{number}: not valid JSON ({err.msg})") from err
+
+
+def save_checkpoint(model, folder: str | Path) -> Path:
+    """A transformers-style model's ``save_pretrained`` (config.json + model.safetensors) into a
+    temporary folder, then swapped into place (never half-written)."""
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, safe_serialization=True)
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder

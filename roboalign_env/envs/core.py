@@ -12,7 +12,7 @@ fields of :class:`DreamSettings`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,7 +22,8 @@ from gymnasium import spaces
 
 from roboalign_env.envs.reward import JudgeReward, RewardConfig
 from roboalign_env.envs.seeds import SeedClips
-from roboalign_env.sim.oracle import DIMENSIONS
+from roboalign_env.models.world_model import SWR_WINDOW
+from roboalign_env.rubric import DIMENSIONS
 from roboalign_env.sim.sources import ALL_SOURCES
 
 IMAGE_SIZE = 64
@@ -102,28 +103,29 @@ class JudgeSettings:
     bf16: bool = False
     """bf16 autocast for the models (CPU or GPU); the dream also decodes with bf16 transformer
     weights and KV cache."""
-    reward_mode: str = "potential"
-    """potential (default), absolute or terminal; see roboalign_env.envs.reward."""
-    reward_weights: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0, 1.0)
-    """Weights of IF, MS, AOC, TC, CR, PA in the aggregate sum_k w_k score_k / 10."""
-    reward_frames: int = 16
-    """Most recent frames the student scores each step."""
-    success_threshold: float = 0.8
-    """The dream terminates when the judged Manipulation Success / 2 reaches this."""
+    reward: RewardConfig = RewardConfig()
+    """How the student's scores become rewards, success and termination (see roboalign_env.envs.reward)."""
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any], env_id: str):
-        known = {f.name for f in fields(cls)}
-        unknown = set(kwargs) - known
+        """The settings from an env's keyword arguments. ``reward`` takes a :class:`RewardConfig` or a
+        dict of its fields; each field can also be given alone as ``reward_<field>`` (``reward_mode``,
+        ``reward_weights``, ``reward_frames``) or, for ``success_threshold``, by its own name."""
+        aliases = {f"reward_{f.name}": f.name for f in fields(RewardConfig)} | {"success_threshold": "success_threshold"}
+        flat = {aliases[k]: v for k, v in kwargs.items() if k in aliases}
+        own = {k: v for k, v in kwargs.items() if k not in aliases}
+        unknown = set(own) - {f.name for f in fields(cls)}
         if unknown:
-            raise TypeError(f"{env_id} got unknown keyword argument(s) {sorted(unknown)}; expected some of {sorted(known)}")
-        if "reward_weights" in kwargs:
-            kwargs = {**kwargs, "reward_weights": tuple(float(w) for w in kwargs["reward_weights"])}
-        return cls(**kwargs)
-
-    @property
-    def reward(self) -> RewardConfig:
-        return RewardConfig(self.reward_mode, self.reward_weights, self.reward_frames, self.success_threshold)
+            expected = sorted({f.name for f in fields(cls)} | set(aliases))
+            raise TypeError(f"{env_id} got unknown keyword argument(s) {sorted(unknown)}; expected some of {expected}")
+        reward = own.pop("reward", RewardConfig())
+        if isinstance(reward, dict):
+            reward = RewardConfig(**reward)
+        if not isinstance(reward, RewardConfig):
+            raise TypeError(f"{env_id}: reward must be a RewardConfig or a dict of its fields, got {type(reward).__name__}")
+        if flat:
+            reward = replace(reward, **flat)
+        return cls(reward=reward, **own)
 
     def student_folder(self, model_folder: Path | None = None) -> Path:
         from roboalign_env.assets import DEFAULT_MODEL
@@ -147,7 +149,7 @@ class DreamSettings(JudgeSettings):
     checkpoint: str | None = None
     """A model folder like the shipped default (world_model/, student/, seeds/) or a bare
     world-model folder (tokenizer/, transformer/); None: the default shipped in the package."""
-    window: int | None = 6
+    window: int | None = SWR_WINDOW
     """Sliding Window Re-encoding window W in frames; None turns SWR off (episodes then need a
     cache sized for ``horizon``)."""
     temperature: float = 1.0

@@ -26,9 +26,15 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-import roboalign_env.sim  # noqa: F401  (MuJoCo's OpenGL backend, before mujoco is imported)
-from roboalign_env.envs.core import (EpisodeClock, JudgeSettings, action_space, check_actions, observation_space,
-                                     score_info, task_vector)
+from roboalign_env.envs.core import (
+    EpisodeClock,
+    JudgeSettings,
+    action_space,
+    check_actions,
+    observation_space,
+    score_info,
+    task_vector,
+)
 from roboalign_env.sim.sources import ALL_SOURCES
 
 

@@ -23,8 +23,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from roboalign_env.models.scoring import TOTAL
-from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
+from roboalign_env.rubric import DIMENSIONS, MAX_SCORES, aggregate, check_weights
 
 RewardMode = Literal["potential", "absolute", "terminal"]
 MANIPULATION = DIMENSIONS.index("manipulation_success")
@@ -44,9 +43,7 @@ class RewardConfig:
     def __post_init__(self):
         if self.mode not in ("potential", "absolute", "terminal"):
             raise ValueError(f"reward mode {self.mode!r}: expected potential, absolute or terminal")
-        if len(self.weights) != len(MAX_SCORES) or not all(w == w and abs(w) != float("inf") for w in self.weights):
-            raise ValueError(f"reward weights: expected {len(MAX_SCORES)} finite numbers "
-                             f"(one per dimension: {', '.join(DIMENSIONS)}), got {self.weights!r}")
+        object.__setattr__(self, "weights", check_weights(self.weights, "reward weights"))
         if self.frames < 2:
             raise ValueError(f"reward frames: expected >= 2, got {self.frames}")
 
@@ -138,7 +135,7 @@ class JudgeReward:
         return [self.words, self.initial, self.tokens, self.alone, self.last, self.length, self.phi]
 
     def _aggregate(self, scores: torch.Tensor) -> torch.Tensor:
-        return (scores * self.weights).sum(-1) / TOTAL
+        return aggregate(scores, self.weights)
 
     def _autocast(self):
         return torch.autocast(self.weights.device.type, torch.bfloat16, enabled=self.autocast)

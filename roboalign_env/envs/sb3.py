@@ -19,9 +19,11 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
-from stable_baselines3.common.vec_env import VecEnv
 
 from roboalign_env.envs.vector import RoboAlignWorldVectorEnv
+from roboalign_env.extras import require
+
+VecEnv = require("stable_baselines3.common.vec_env", "sb3", "the Stable-Baselines3 adapter").VecEnv
 
 
 class RoboAlignSB3VecEnv(VecEnv):

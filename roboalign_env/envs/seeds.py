@@ -65,8 +65,8 @@ class SeedClips:
                         split: str = "test") -> "SeedClips":
         """The first ``steps`` steps of ``per_source`` episodes of every source from ``split``
         ("train", "val", "test", or "all" for every episode)."""
-        from roboalign_env.data.clips import split_episode_ids
         from roboalign_env.data.episodes import load_episode, read_manifest
+        from roboalign_env.data.splits import split_episode_ids
 
         rows = read_manifest(collection)
         if split != "all":

@@ -16,8 +16,14 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from roboalign_env.envs.core import (DreamCore, DreamSettings, EpisodeClock, action_space, check_actions,
-                                     observation_space)
+from roboalign_env.envs.core import (
+    DreamCore,
+    DreamSettings,
+    EpisodeClock,
+    action_space,
+    check_actions,
+    observation_space,
+)
 
 
 class RoboAlignWorldEnv(gym.Env):

@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 from roboalign_env.data.io import atomic_write
-from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
-
-SHORT = {"instruction_following": "IF", "manipulation_success": "MS", "action_outcome_consistency": "AOC",
-         "temporal_consistency": "TC", "contact_realism": "CR", "physics_adherence": "PA"}
+from roboalign_env.data.splits import HELDOUT_SOURCE
+from roboalign_env.models.world_model import SWR_WINDOW
+from roboalign_env.rubric import DIMENSIONS, MAX_SCORES, SHORT_NAMES, aggregate
 
 
 def paired_bootstrap(a: np.ndarray, b: np.ndarray, clusters: np.ndarray | None = None, resamples: int = 10_000,
@@ -69,7 +68,7 @@ def eval_prompts(episodes: str | Path, horizon: int, heldout_source: str, starts
                  limit: int | None = None, split: str = "test") -> dict:
     """Held-out prompts: per episode of ``split`` ("test" for the report, "val" to choose between
     training variants), ``starts_per_episode`` evenly spaced allowed starts."""
-    from roboalign_env.training.grpo import load_prompts
+    from roboalign_env.data.prompts import load_prompts
 
     if split not in ("test", "val"):
         raise ValueError(f"split {split!r}: expected 'test' or 'val' (prompts never come from training episodes)")
@@ -101,7 +100,7 @@ def roll_out(model_dir: str | Path, prompts: dict, window: int, temperature: flo
 
 
 def score_models(frames: dict[str, torch.Tensor], prompts: dict, teacher, probe, batch_size: int = 32,
-                 frame_metrics_too: bool = True) -> dict:
+                 frame_metrics_too: bool = True, perceptual: str = "st-lpips") -> dict:
     """Teacher expected scores, probe levels and frame metrics per model and prompt."""
     from roboalign_env.eval.metrics import frame_metrics
     from roboalign_env.models.state_probe import probe_labels
@@ -117,7 +116,7 @@ def score_models(frames: dict[str, torch.Tensor], prompts: dict, teacher, probe,
                                  for v, t in zip(video, prompts["instructions"])], float)
         per_prompt = {}
         if frame_metrics_too:
-            m = frame_metrics(pred.flatten(0, 1), prompts["real"].flatten(0, 1))
+            m = frame_metrics(pred.flatten(0, 1), prompts["real"].flatten(0, 1), metric=perceptual)
             per_prompt = {k: v.view(len(pred), -1).mean(1).numpy() for k, v in m.items()}
         results[name] = {"teacher": teacher_scores, "probe": probe_levels, **per_prompt}
     return results
@@ -128,7 +127,7 @@ def summarize(scores: dict, clusters: np.ndarray, pairs: list[tuple[str, str]], 
     def quantities(s: dict) -> dict[str, np.ndarray]:
         q = {}
         for judge in ("teacher", "probe"):
-            q[f"{judge}_aggregate"] = s[judge].sum(1) / sum(MAX_SCORES)
+            q[f"{judge}_aggregate"] = aggregate(s[judge])
             for k, d in enumerate(DIMENSIONS):
                 q[f"{judge}_{d}"] = s[judge][:, k]
         for m in ("psnr", "ssim", "lpips"):
@@ -147,15 +146,14 @@ def summarize(scores: dict, clusters: np.ndarray, pairs: list[tuple[str, str]], 
 def plot_bars(per_model: dict[str, dict[str, np.ndarray]], png: Path, perceptual: str) -> Path:
     """Per dimension and aggregate (normalized to [0, 1] by each dimension's maximum), teacher and
     probe panels, one bar per model with a 95% bootstrap interval of the mean."""
-    import matplotlib
+    from roboalign_env.eval.media import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from roboalign_env.eval.media import save_figure
 
     names = list(per_model)
-    labels = [SHORT[d] for d in DIMENSIONS] + ["aggregate"]
+    labels = [SHORT_NAMES[d] for d in DIMENSIONS] + ["aggregate"]
     fig, axes = plt.subplots(1, 3, figsize=(16, 3.8), gridspec_kw={"width_ratios": [3, 3, 1.6]})
     rng = np.random.default_rng(0)
     for ax, judge in zip(axes[:2], ("teacher", "probe")):
@@ -214,27 +212,43 @@ def _labels(names: list[str], width: int, column: int, height: int = 16) -> np.n
     return np.asarray(strip)
 
 
+def named_folders(items: tuple[str, ...] | list[str], flag: str = "--models") -> dict[str, Path]:
+    """``NAME=FOLDER`` strings as ``{name: folder}``; a clear error for a malformed item or a missing folder."""
+    models = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ValueError(f"{flag}: expected NAME=FOLDER, got {item!r}")
+        if not Path(folder).is_dir():
+            raise FileNotFoundError(f"{flag} {item}: {folder} is not a folder")
+        models[name] = Path(folder)
+    return models
+
+
 def evaluate_alignment(models: dict[str, Path], episodes: Path, teacher_dir: Path, probe_dir: Path, out: Path,
-                       horizon: int = 16, window: int = 6, temperature: float = 1.0, seed: int = 0,
-                       starts_per_episode: int = 3, heldout_source: str = "pickplace_can_ur5e",
+                       horizon: int = 16, window: int = SWR_WINDOW, temperature: float = 1.0, seed: int = 0,
+                       starts_per_episode: int = 3, heldout_source: str = HELDOUT_SOURCE,
                        limit: int | None = None, resamples: int = 10_000, videos: int = 4,
-                       command: str | None = None, split: str = "test") -> dict:
-    """Roll out, score, compare; write results.json, alignment_bars.png and side_by_side.mp4 to ``out``."""
-    from roboalign_env.eval.metrics import perceptual_name
+                       command: str | None = None, split: str = "test", perceptual: str = "st-lpips",
+                       benchmark_out: str | Path | None = None) -> dict:
+    """Roll out, score, compare; write results.json, alignment_bars.png and side_by_side.mp4 to ``out``
+    (and the results without per-prompt rows to ``benchmark_out``)."""
+    from roboalign_env.eval.metrics import load_perceptual, perceptual_name
     from roboalign_env.models.registry import load_scorer
 
     if len(models) < 2:
         raise ValueError(f"models: need at least two to compare, got {list(models)}")
+    load_perceptual(perceptual)
     prompts = eval_prompts(episodes, horizon, heldout_source, starts_per_episode, limit, split)
     frames, seconds = {}, {}
     for name, folder in models.items():
         frames[name], seconds[name] = roll_out(folder, prompts, window, temperature, seed)
     teacher, probe = load_scorer(teacher_dir), load_scorer(probe_dir)
-    scores = score_models(frames, prompts, teacher, probe)
+    scores = score_models(frames, prompts, teacher, probe, perceptual=perceptual)
     # the real clips through the same two judges: what a perfect world model would score
     real = score_models({"real": prompts["real"]}, prompts, teacher, probe, frame_metrics_too=False)["real"]
-    reference = {"teacher_aggregate": float(real["teacher"].sum(1).mean() / sum(MAX_SCORES)),
-                 "probe_aggregate": float(real["probe"].sum(1).mean() / sum(MAX_SCORES)),
+    reference = {"teacher_aggregate": float(aggregate(real["teacher"]).mean()),
+                 "probe_aggregate": float(aggregate(real["probe"]).mean()),
                  **{f"{j}_{d}": float(real[j][:, k].mean()) for j in ("teacher", "probe") for k, d in enumerate(DIMENSIONS)}}
     names = list(models)
     pairs = [(b, names[0]) for b in names[1:]] + [(names[-1], b) for b in names[1:-1]]
@@ -243,7 +257,7 @@ def evaluate_alignment(models: dict[str, Path], episodes: Path, teacher_dir: Pat
     per_model = summary.pop("per_model")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    plot_bars(per_model, out / "alignment_bars.png", perceptual_name())
+    plot_bars(per_model, out / "alignment_bars.png", perceptual_name(perceptual))
     write_videos(frames, prompts, out / "side_by_side.mp4", list(range(0, len(prompts["first"]),
                                                                       max(1, len(prompts["first"]) // videos)))[:videos])
     per_prompt = [{"episode": e, "start": s, "instruction": t,
@@ -254,9 +268,12 @@ def evaluate_alignment(models: dict[str, Path], episodes: Path, teacher_dir: Pat
         "command": command, "models": {n: str(p) for n, p in models.items()}, "teacher": str(teacher_dir),
         "probe": str(probe_dir), "split": split, "prompts": len(prompts["first"]), "episodes": int(len(set(prompts["episodes"]))),
         "horizon": horizon, "window": window, "temperature": temperature, "seed": seed,
-        "perceptual_metric": perceptual_name(), "rollout_seconds": seconds, "bootstrap_resamples": resamples,
+        "perceptual_metric": perceptual_name(perceptual), "rollout_seconds": seconds, "bootstrap_resamples": resamples,
         "bootstrap_unit": "episode (paired; prompts of an episode resampled together)",
         "dimensions": list(DIMENSIONS), "real_clips_scored": reference, **summary, "per_prompt": per_prompt,
     }
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=1)), mode="w")
+    if benchmark_out is not None:
+        slim = {k: v for k, v in results.items() if k != "per_prompt"}
+        atomic_write(benchmark_out, lambda f: f.write(json.dumps(slim, indent=1)), mode="w")
     return results

@@ -11,10 +11,7 @@ import numpy as np
 from roboalign_env.data.bench import episodes_by_split, load_pair, read_index
 from roboalign_env.data.io import atomic_write
 from roboalign_env.eval.media import grid, save_figure, upscale
-from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
-
-SHORT = {"instruction_following": "IF", "manipulation_success": "MS", "action_outcome_consistency": "AOC",
-         "temporal_consistency": "TC", "contact_realism": "CR", "physics_adherence": "PA"}
+from roboalign_env.rubric import DIMENSIONS, MAX_SCORES, SHORT_NAMES
 
 
 def label_counts(rows: list[dict]) -> dict:
@@ -51,10 +48,9 @@ def _physically_flagged(labels: dict) -> bool:
 
 
 def plot_histograms(stats: dict, path: Path) -> Path:
-    import matplotlib
+    from roboalign_env.eval.media import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 6, figsize=(18, 3.2))
     sources = sorted(stats["per_source"])
@@ -64,7 +60,7 @@ def plot_histograms(stats: dict, path: Path) -> Path:
             counts = np.array(stats["per_source"][s][d])
             ax.bar(range(top + 1), counts, bottom=bottom, label=s)
             bottom += counts
-        ax.set_title(f"{SHORT[d]} ({d.replace('_', ' ')})", fontsize=8)
+        ax.set_title(f"{SHORT_NAMES[d]} ({d.replace('_', ' ')})", fontsize=8)
         ax.set_xticks(range(top + 1))
         ax.axhline(0.05 * stats["pairs"], color="k", ls="--", lw=0.8)
     axes[0].set_ylabel("pairs (dashed: 5%)")
@@ -75,10 +71,9 @@ def plot_histograms(stats: dict, path: Path) -> Path:
 
 def contact_sheet(root: Path, rows: list[dict], path: Path, per_kind: int = 1, frames: int = 6, seed: int = 0) -> Path:
     """One line per sampled pair: evenly spaced frames, then a label card drawn with matplotlib."""
-    import matplotlib
+    from roboalign_env.eval.media import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rng = np.random.default_rng(seed)
     by_kind: dict[str, list[dict]] = {}
@@ -90,7 +85,7 @@ def contact_sheet(root: Path, rows: list[dict], path: Path, per_kind: int = 1, f
         video = load_pair(root, row)["video"]
         idx = np.linspace(0, len(video) - 1, frames).round().astype(int)
         ax.imshow(grid([[upscale(video[i], 2) for i in idx]]))
-        labels = " ".join(f"{SHORT[d]}={row['labels'][d]}" for d in DIMENSIONS)
+        labels = " ".join(f"{SHORT_NAMES[d]}={row['labels'][d]}" for d in DIMENSIONS)
         ax.set_title(
             f"{row['source']} / {row['failure']} / {row['provenance']['family']}:{row['provenance']['kind']}  "
             f"\"{row['instruction']}\"  {labels}",

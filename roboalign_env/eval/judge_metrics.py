@@ -11,15 +11,17 @@ from pathlib import Path
 
 import numpy as np
 
-from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
+from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
 
 
 def agreement(levels: np.ndarray, expected: np.ndarray, ref_levels: np.ndarray,
               ref_aggregate: np.ndarray | None = None) -> dict:
     """Per-dimension exact accuracy, MAE (expected score vs reference level) and quadratic kappa,
     their means, and the Spearman correlation of the aggregate. Arrays are (N, 6) / (N,)."""
-    from scipy.stats import spearmanr
-    from sklearn.metrics import cohen_kappa_score
+    from roboalign_env.extras import require
+
+    spearmanr = require("scipy.stats", "eval", "Spearman correlations").spearmanr
+    cohen_kappa_score = require("sklearn.metrics", "eval", "Cohen's kappa").cohen_kappa_score
 
     levels, expected, ref_levels = np.asarray(levels), np.asarray(expected), np.asarray(ref_levels)
     if len(levels) == 0:
@@ -51,10 +53,9 @@ def confusion_matrices(levels: np.ndarray, ref_levels: np.ndarray) -> list[np.nd
 
 def plot_confusions(levels: np.ndarray, ref_levels: np.ndarray, png: str | Path, title: str) -> Path:
     """One panel per dimension (row-normalized colours, counts written in the cells), written atomically."""
-    import matplotlib
+    from roboalign_env.eval.media import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from roboalign_env.eval.media import save_figure
 

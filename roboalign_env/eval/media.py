@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import imageio.v3 as iio
 import numpy as np
+
+from roboalign_env.extras import require
 
 
 def upscale(image: np.ndarray, factor: int) -> np.ndarray:
@@ -25,17 +26,9 @@ def grid(rows: list[list[np.ndarray]], pad: int = 2) -> np.ndarray:
     return out
 
 
-def write_png(path: str | Path, image: np.ndarray) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    iio.imwrite(path, image)
-    return path
-
-
 def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
     """Write (T, H, W, 3) uint8 frames as an H.264 mp4 with imageio's bundled ffmpeg."""
-    import imageio
-
+    imageio = require("imageio", "eval", "writing mp4 videos")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     h, w = frames.shape[1:3]
@@ -59,15 +52,24 @@ def read_video(path: str | Path, npz_key: str = "video") -> np.ndarray:
             return np.asarray(data[npz_key])
     if path.suffix != ".mp4":
         raise ValueError(f"{path}: expected an .mp4 or .npz video")
+    iio = require("imageio.v3", "eval", "reading mp4 videos")
     return np.asarray(iio.imread(path, index=None))
+
+
+def pyplot():
+    """``matplotlib.pyplot`` with the file-only Agg backend (plots are written, never shown)."""
+    matplotlib = require("matplotlib", "eval", "plotting")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig, png: str | Path, dpi: int = 90) -> Path:
     """Write a matplotlib figure as PNG atomically and close it."""
     import io
 
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     from roboalign_env.data.io import atomic_write
 
     buf = io.BytesIO()

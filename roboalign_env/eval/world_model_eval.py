@@ -17,14 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 
-from roboalign_env.data.clips import split_episode_ids
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
+from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.media import grid, save_figure, upscale, write_mp4
-from roboalign_env.eval.metrics import frame_metrics, perceptual_name, psnr, ssim
+from roboalign_env.eval.metrics import frame_metrics, load_perceptual, perceptual_name, psnr, ssim
 from roboalign_env.models.tokenizer import VideoTokenizer
-from roboalign_env.models.world_model import WorldModel
+from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
 
 METRICS = ("psnr", "ssim", "lpips")
 
@@ -49,7 +50,7 @@ def load_held_out(episodes: Path, horizon: int, limit: int | None = None, split:
         raise ValueError(f"horizon {horizon} is longer than episodes {short[:3]} ({eps[0].num_steps} steps)")
     frames = np.stack([e.frames[: horizon + 1] for e in eps])
     actions = np.stack([e.actions[:horizon] for e in eps])
-    return HeldOut(ids, torch.from_numpy(frames).permute(0, 1, 4, 2, 3).float() / 255,
+    return HeldOut(ids, rearrange(torch.from_numpy(frames), "n t h w c -> n t c h w").float() / 255,
                    torch.from_numpy(actions).float())
 
 
@@ -78,7 +79,8 @@ def held_out_clips(data: HeldOut, clip_len: int = 8) -> torch.Tensor:
     return torch.cat([data.frames[:, s : s + clip_len] for s in range(0, steps - clip_len + 1, clip_len)])
 
 
-def evaluate_rollouts(model: WorldModel, data: HeldOut, window: int | None, batch_size: int = 16) -> dict:
+def evaluate_rollouts(model: WorldModel, data: HeldOut, window: int | None, batch_size: int = 16,
+                      perceptual: str = "st-lpips") -> dict:
     """Roll out every episode; per-frame metrics (F,) averaged over episodes, timing and memory."""
     per_frame = {m: [] for m in METRICS}
     predictions, seconds, peak = [], 0.0, 0
@@ -91,7 +93,7 @@ def evaluate_rollouts(model: WorldModel, data: HeldOut, window: int | None, batc
         peak = max(peak, roll.peak_sequence)
         pred = roll.frames.cpu()
         predictions.append(pred)
-        scores = frame_metrics(pred.flatten(0, 1), real[:, 1:].flatten(0, 1))
+        scores = frame_metrics(pred.flatten(0, 1), real[:, 1:].flatten(0, 1), metric=perceptual)
         for m in METRICS:
             per_frame[m].append(scores[m].view(len(real), -1))
     n_frames = data.actions.shape[0] * data.actions.shape[1]
@@ -107,10 +109,10 @@ def evaluate_rollouts(model: WorldModel, data: HeldOut, window: int | None, batc
     }
 
 
-def copy_first_frame(data: HeldOut) -> dict:
+def copy_first_frame(data: HeldOut, perceptual: str = "st-lpips") -> dict:
     """The "nothing moves" baseline: every predicted frame is the real first frame."""
     pred = data.frames[:, :1].expand_as(data.frames[:, 1:])
-    scores = frame_metrics(pred.flatten(0, 1), data.frames[:, 1:].flatten(0, 1))
+    scores = frame_metrics(pred.flatten(0, 1), data.frames[:, 1:].flatten(0, 1), metric=perceptual)
     n = len(data.frames)
     return {"per_frame": {m: v.view(n, -1).clamp(max=60).mean(0).tolist() for m, v in scores.items()},
             "total_seconds": 0.0, "ms_per_frame": 0.0, "peak_sequence_length": 0, "peak_kv_cache_mb": 0.0,
@@ -123,23 +125,24 @@ def at_horizons(per_frame: dict[str, list[float]], horizons: list[int]) -> dict[
 
 
 def run_evaluation(model_dir: Path, episodes: Path, out: Path, horizon: int = 64, episodes_limit: int | None = None,
-                   window: int = 6, horizons: tuple[int, ...] = (8, 16, 32, 48, 64), batch_size: int = 16,
-                   videos: int = 4, device: str = "cpu") -> dict:
+                   window: int = SWR_WINDOW, horizons: tuple[int, ...] = (8, 16, 32, 48, 64), batch_size: int = 16,
+                   videos: int = 4, device: str = "cpu", perceptual: str = "st-lpips") -> dict:
     """Evaluate default vs SWR; write ``results.json``, ``metrics_vs_horizon.png`` and ``side_by_side.mp4``."""
     horizons = [h for h in horizons if h <= horizon]
+    load_perceptual(perceptual)
     model = WorldModel.load(model_dir, device)
     data = load_held_out(episodes, horizon, episodes_limit)
-    runs = {"default": evaluate_rollouts(model, data, None, batch_size),
-            f"swr_w{window}": evaluate_rollouts(model, data, window, batch_size)}
+    runs = {"default": evaluate_rollouts(model, data, None, batch_size, perceptual),
+            f"swr_w{window}": evaluate_rollouts(model, data, window, batch_size, perceptual)}
     (default, swr) = runs.values()
-    runs["copy_first_frame"] = copy_first_frame(data)
+    runs["copy_first_frame"] = copy_first_frame(data, perceptual)
     clips = held_out_clips(data)
     recon = [reconstruction_metrics(model.tokenizer, c.to(device)) for c in clips.split(batch_size)]
     results = {
         "tokenizer_reconstruction": {"clips": len(clips), **{k: float(np.mean([r[k] for r in recon]))
                                                                     for k in recon[0] if not k.startswith("codes_")}},
         "model": str(model_dir), "episodes": len(data.episode_ids), "horizon": horizon, "window": window,
-        "perceptual_metric": perceptual_name(), "decoding": "greedy", "device": str(device),
+        "perceptual_metric": perceptual_name(perceptual), "decoding": "greedy", "device": str(device),
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "runs": {name: {**{k: v for k, v in r.items() if k != "predictions"},
                         "at_horizon": at_horizons(r["per_frame"], horizons)} for name, r in runs.items()},
@@ -162,10 +165,9 @@ def run_evaluation(model_dir: Path, episodes: Path, out: Path, horizon: int = 64
 
 
 def plot_vs_horizon(results: dict, png: Path) -> Path:
-    import matplotlib
+    from roboalign_env.eval.media import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for ax, metric in zip(axes, METRICS):

@@ -3,7 +3,7 @@
 A rollout samples each frame's 16 dynamics codes one at a time, so every decoded token reads all
 of the transformer's weights once. At the batch sizes of an environment (1 to 64 rows) on a CPU
 that reading, not arithmetic, is most of the time, followed by the count of small operations per
-token. :class:`Decoder` holds the transformer's weights rearranged for both:
+token. :class:`IncrementalDecoder` holds the transformer's weights rearranged for both:
 
 - q/k/v fused into one matrix and gate/up into another: 4 matrix products per layer instead of 7,
   with each RMSNorm's gain folded into the product that follows it;
@@ -27,7 +27,6 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from roboalign_env.models.decode_steps import scripted
 
@@ -69,7 +68,7 @@ def _rotary_pairs(heads: int, head_dim: int) -> torch.Tensor:
     return torch.cat([one + h * head_dim for h in range(heads)])
 
 
-class Decoder:
+class IncrementalDecoder:
     """Feeds tokens after what a :class:`KVCache` holds and returns the next code's logits."""
 
     def __init__(self, transformer, precision: str = "float32"):

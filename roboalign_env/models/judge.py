@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
-from roboalign_env.models.scoring import FrameEncoder, Scores, ScoreHeads, VideoTower, check_instructions, prepare_videos
+from roboalign_env.data.videos import check_instructions, prepare_videos
+from roboalign_env.models.scoring import FrameEncoder, ScoreHeads, Scores, VideoTower
 from roboalign_env.models.text import MINILM_DIM, TextEncoder, minilm_embed
-from roboalign_env.sim.oracle import DIMENSIONS
+from roboalign_env.rubric import DIMENSIONS
 
 ACTION_DIM = 7
 

@@ -37,11 +37,20 @@ def quiet_loading():
 
 def load_scorer(path: str | Path):
     """The model in ``path`` in float32 eval mode (weights stored in 16 bits are widened)."""
+    from transformers import AutoModel
+
     import roboalign_env.models.judge  # noqa: F401  (registers the model types with AutoModel)
     import roboalign_env.models.state_probe  # noqa: F401
     import roboalign_env.models.student  # noqa: F401
-    from transformers import AutoModel
 
     scorer_kind(path)
     with quiet_loading():
         return AutoModel.from_pretrained(str(path)).float().eval()
+
+
+def export_scorer(model_dir: str | Path, dest: str | Path, half: bool = False) -> Path:
+    """Copy a trained scorer (config.json + model.safetensors) to ``dest``, optionally in float16."""
+    from roboalign_env.data.io import save_checkpoint
+
+    model = load_scorer(model_dir)
+    return save_checkpoint(model.half() if half else model, dest)

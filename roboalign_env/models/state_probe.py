@@ -30,8 +30,9 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
+from roboalign_env.data.videos import prepare_videos
 from roboalign_env.models.judge import register
-from roboalign_env.models.scoring import FrameEncoder, prepare_videos
+from roboalign_env.models.scoring import FrameEncoder
 from roboalign_env.sim.oracle import Labels, label_trace
 
 MAX_OBJECTS = 2
@@ -197,7 +198,7 @@ def probe_labels(probe: StateProbe, video, instruction: str) -> tuple[Labels, di
 def label_videos(probe: StateProbe, videos) -> dict[str, np.ndarray]:
     """Probe labels of every video of a :class:`~roboalign_env.data.bench_cache.VideoSet`, shaped like
     a scorer's prediction (``argmax`` and ``expected`` are both the (N, 6) levels)."""
-    from roboalign_env.sim.oracle import DIMENSIONS
+    from roboalign_env.rubric import DIMENSIONS
 
     levels = np.zeros((len(videos), len(DIMENSIONS)), np.int64)
     for i in range(len(videos)):

@@ -26,9 +26,9 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from roboalign_env.models.judge import register, score_with
-from roboalign_env.models.scoring import TOTAL, PatchFrameEncoder, Scores, ScoreHeads, VideoTower, normalized_scores
+from roboalign_env.models.scoring import PatchFrameEncoder, ScoreHeads, Scores, VideoTower, normalized_scores
 from roboalign_env.models.text import TextEncoder
-from roboalign_env.sim.oracle import MAX_SCORES
+from roboalign_env.rubric import MAX_SCORES, TOTAL
 
 LOSSES = ("kl", "huber")
 
@@ -94,12 +94,6 @@ class StudentReward(PreTrainedModel):
     def score(self, videos, instructions, initial_frames=None) -> Scores:
         """Score videos (uint8 (T, H, W, 3) / (N, T, H, W, 3), or float (N, T, 3, H, W)) against instructions."""
         return score_with(self, videos, instructions, initial_frames)
-
-    def reward(self, videos, instructions, weights=None) -> torch.Tensor:
-        """(N,) reward ``sum_k w_k * expected_k / 10`` (default weights 1: the normalized aggregate)."""
-        expected = self.score(videos, instructions).expected
-        w = torch.ones(len(MAX_SCORES)) if weights is None else torch.as_tensor(weights, dtype=expected.dtype)
-        return (expected * w.to(expected.device)).sum(-1) / TOTAL
 
 
 def distill_loss(student: Scores, teacher_log_probs: list[torch.Tensor], kind: str = "kl",

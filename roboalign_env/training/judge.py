@@ -1,4 +1,4 @@
-"""Training the teacher judge on RobotWorldBench, and batched prediction over a cached split.
+"""Training the teacher judge on RobotWorldBench.
 
 ``train_judge`` runs the shared loop (:mod:`roboalign_env.training.loop`) with a cross-entropy per
 dimension against the oracle's levels. Batches are random train pairs drawn from a generator seeded
@@ -15,81 +15,16 @@ import torch
 import torch.nn.functional as F
 
 from roboalign_env.data.bench_cache import VideoSet, open_split
+from roboalign_env.models.batch_scoring import TextMemo, cache_batch, model_inputs, predict
 from roboalign_env.models.judge import RoboAlignJudge, RoboAlignJudgeConfig
-from roboalign_env.models.scoring import Scores
-from roboalign_env.sim.oracle import DIMENSIONS
+from roboalign_env.rubric import DIMENSIONS
 from roboalign_env.training.loop import LoopConfig, step_seed, train
 
 
-class TextMemo:
-    """``model.encode_text`` with MiniLM embeddings remembered per instruction (token ids are cheap)."""
-
-    def __init__(self, model):
-        self.model, self.memo = model, {}
-
-    def __call__(self, texts: list[str]) -> torch.Tensor:
-        if getattr(self.model.config, "text_encoder", "trained") != "minilm":
-            return self.model.encode_text(texts)
-        missing = sorted({t for t in texts if t not in self.memo})
-        if missing:
-            self.memo.update(zip(missing, self.model.encode_text(missing)))
-        return torch.stack([self.memo[t] for t in texts])
-
-
-def cache_batch(cache: VideoSet, idx: np.ndarray, text, with_actions: np.ndarray | bool = True) -> dict:
-    """Inputs of pairs ``idx`` of a cached split as model tensors (frames trimmed to the longest clip).
-
-    ``with_actions`` (bool, or one bool per pair) says whose actions are kept.
-    """
-    idx = np.asarray(idx)
-    lengths = cache.length[idx]
-    frames = int(lengths.max())
-    video = cache.video[idx, :frames]
-    keep = np.broadcast_to(np.asarray(with_actions), idx.shape)
-    num_actions = np.where(keep, cache.num_actions[idx], 0)
-    width = max(1, int(num_actions.max()))
-    actions = torch.from_numpy(cache.actions[idx, :width])
-    action_mask = torch.arange(width)[None] < torch.from_numpy(num_actions)[:, None]
-    return {
-        "video": torch.from_numpy(video).permute(0, 1, 4, 2, 3).float() / 255.0,
-        "mask": torch.arange(frames)[None] < torch.from_numpy(lengths)[:, None],
-        "initial": torch.from_numpy(cache.initial[idx]).permute(0, 3, 1, 2).float() / 255.0,
-        "text": text([cache.rows[i]["instruction"] for i in idx]),
-        "actions": actions * action_mask[..., None],
-        "action_mask": action_mask,
-    }
-
-
-def model_inputs(batch: dict) -> dict:
-    return {k: batch[k] for k in ("video", "mask", "initial", "text", "actions", "action_mask")}
-
-
-@torch.no_grad()
-def predict(model, cache: VideoSet, indices=None, batch_size: int = 64, with_actions: bool = True,
-            progress: bool = False) -> dict[str, np.ndarray]:
-    """Scores of a video set: ``probs`` and ``log_probs`` (six (N, levels) arrays), ``expected`` and ``argmax`` (N, 6)."""
-    from tqdm.auto import tqdm
-
-    indices = np.arange(len(cache)) if indices is None else np.asarray(indices)
-    text = TextMemo(model)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    parts = []
-    for start in tqdm(range(0, len(indices), batch_size), disable=not progress, desc="predict"):
-        batch = cache_batch(cache, indices[start : start + batch_size], text, with_actions)
-        scores = model(**{k: v.to(device) for k, v in model_inputs(batch).items()})
-        parts.append(scores)
-    model.train(was_training)
-    logits = [torch.cat([s.logits[k] for s in parts]) for k in range(len(DIMENSIONS))]
-    scores = Scores(logits)
-    return {"probs": [p.cpu().numpy() for p in scores.probs], "expected": scores.expected.cpu().numpy(),
-            "argmax": scores.argmax.cpu().numpy(),
-            "log_probs": [torch.log_softmax(lg.float(), -1).cpu().numpy() for lg in logits]}
-
-
 def quick_metrics(pred: dict, labels: np.ndarray) -> dict[str, float]:
-    from scipy.stats import spearmanr
+    from roboalign_env.extras import require
+
+    spearmanr = require("scipy.stats", "eval", "Spearman correlations").spearmanr
 
     acc = (pred["argmax"] == labels).mean(0)
     rho = spearmanr(pred["expected"].sum(1), labels.sum(1)).statistic

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from roboalign_env.data.io import atomic_write, read_jsonl, write_jsonl
+from roboalign_env.data.io import atomic_write, read_jsonl, save_checkpoint, write_jsonl
 
 
 @dataclass(frozen=True)
@@ -100,8 +99,10 @@ def train(
     ``split="val"``. ``trainable(model)`` picks the parameters to optimize (default: all with
     ``requires_grad``). Returns the unwrapped model.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import send_to_device
+    from roboalign_env.extras import require
+
+    accelerate = require("accelerate", "train", "training")
+    Accelerator, send_to_device = accelerate.Accelerator, accelerate.utils.send_to_device
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
@@ -159,21 +160,6 @@ def train(
     return accelerator.unwrap_model(model)
 
 
-def save_checkpoint(model: torch.nn.Module, folder: Path) -> Path:
-    """``save_pretrained`` into a temporary folder, then swap it into place (never half-written)."""
-    folder = Path(folder)
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, safe_serialization=True)
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
 def _save_resume(out: Path, step: int, optimizer: torch.optim.Optimizer) -> None:
     """Optimizer moments as safetensors and the rest as JSON; written after the model."""
     state = optimizer.state_dict()
@@ -226,10 +212,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 def plot_metrics(metrics: Path, png: Path) -> Path | None:
     """One panel per metric against the step, train and val series overlaid; written atomically."""
-    import matplotlib
+    from roboalign_env.eval.media import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from roboalign_env.eval.media import save_figure
 

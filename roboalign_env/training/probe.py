@@ -6,6 +6,7 @@ must read every scene); ``train`` frames fit the probe, ``test`` frames give the
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from roboalign_env.data.episodes import load_episode, read_manifest
+from roboalign_env.data.io import atomic_write
+from roboalign_env.data.splits import split_of
 from roboalign_env.models.state_probe import FLAGS, MAX_OBJECTS, StateProbe, StateProbeConfig
-from roboalign_env.sim.build_bench import split_of
 from roboalign_env.training.loop import LoopConfig, step_seed, train
 
 
@@ -134,7 +136,8 @@ def position_errors(model: StateProbe, frames: FrameSet, batch_size: int = 256) 
 
 
 def train_probe(collection: str | Path, loop: LoopConfig, batch_size: int = 128) -> tuple[StateProbe, dict]:
-    """Train (or resume) the probe on the collection's train episodes; return it and its test errors."""
+    """Train (or resume) the probe on the collection's train episodes; return it and its test errors
+    (also written to ``loop.out/heldout_errors.json``)."""
     train_eps = load_split(collection, "train")
     if not train_eps:
         raise ValueError(f"{collection}: no training episodes")
@@ -154,4 +157,6 @@ def train_probe(collection: str | Path, loop: LoopConfig, batch_size: int = 128)
 
     model = train(loop, model, make_batch, probe_loss, evaluate if val is not None else None)
     test_eps = known(load_split(collection, "test"))
-    return model, position_errors(model, FrameSet(test_eps, model.config.sources)) if test_eps else {}
+    errors = position_errors(model, FrameSet(test_eps, model.config.sources)) if test_eps else {}
+    atomic_write(Path(loop.out) / "heldout_errors.json", lambda f: f.write(json.dumps(errors, indent=1)), mode="w")
+    return model, errors

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from roboalign_env.data.clips import ClipStream, split_episode_ids
+from roboalign_env.data.clips import ClipStream
+from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.world_model_eval import reconstruction_metrics
 from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
 from roboalign_env.training.loop import LoopConfig, step_seed, train

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from roboalign_env.data.clips import ClipStream, split_episode_ids
+from roboalign_env.data.clips import ClipStream
+from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.models.tokenizer import VideoTokenizer
-from roboalign_env.models.transformer import DynamicsTransformer, WorldModelConfig
+from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
 from roboalign_env.models.world_model import WorldModel
 from roboalign_env.training.loop import LoopConfig, step_seed, train
 
@@ -33,7 +34,7 @@ def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict
 
 
 def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, batch_size: int,
-                      config: WorldModelConfig, val_clips: int = 32) -> WorldModel:
+                      config: DynamicsTransformerConfig, val_clips: int = 32) -> WorldModel:
     """Train (or resume) the transformer against a frozen tokenizer; write ``<out>/world_model``."""
     tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).eval().requires_grad_(False)
     tc = tokenizer.config

@@ -23,7 +23,8 @@ Failure modes handled here (a task may add its own, e.g. ``wrong_object``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import numpy as np
 
@@ -109,3 +110,32 @@ class ScriptedPolicy:
     def reached(obs: dict, target: np.ndarray, tol: float = 0.01) -> bool:
         """Whether the end effector is within ``tol`` metres of ``target``."""
         return bool(np.linalg.norm(obs["robot0_eef_pos"] - target) < tol)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One (task, robot) data source.
+
+    ``objects`` names the movable task objects: attribute names on the robosuite env whose
+    ``root_body`` pose is recorded and whose geoms count for contact and grasp checks. ``progress``
+    maps the env to a task-progress scalar in [0, 1] (0: untouched start, 1: at goal); the oracle
+    uses it to tell partial success from no success.
+    """
+
+    name: str
+    task: str
+    robot: str
+    policy: type[ScriptedPolicy]
+    control_freq: int
+    horizon: int
+    instructions: tuple[str, ...]
+    near_miss_instructions: tuple[str, ...]
+    objects: tuple[str, ...]
+    progress: Callable[[Any], float]
+    env_kwargs: dict = field(default_factory=dict)
+    edit_joint: str | None = None
+    """Joint the bench's state edits move when the target is not free-floating (a door's hinge)."""
+
+    @property
+    def failure_modes(self) -> tuple[str, ...]:
+        return self.policy.failure_modes

@@ -21,11 +21,11 @@ Choices forced by the simulation:
 
 from __future__ import annotations
 
-import numpy as np
-import robosuite.utils.transform_utils as T
+import functools
 
-from roboalign_env.sim.scripted.base import COMMON_FAILURES, Command, ScriptedPolicy
-from roboalign_env.sim.sources import Source
+import numpy as np
+
+from roboalign_env.sim.scripted.base import COMMON_FAILURES, Command, ScriptedPolicy, Source
 
 PREGRASP = 0.10  # metres in front of the handle (along the door normal) before approaching it
 GRASP_DEPTH = 0.01  # metres past the handle site (into the door normal) so the pads cover the bar
@@ -37,11 +37,18 @@ ORI_TOL = 0.1  # radians of orientation error accepted before approaching or gra
 # Gripper (robot0_eef_quat frame) pointing along -y with the fingers closing along z: the default
 # top-down orientation (180 degrees about x) turned by -90 degrees about the world x axis.
 TOP_DOWN = np.diag([1.0, -1.0, -1.0])
-GRASP_ORI = T.quat2mat(T.axisangle2quat(np.array([-np.pi / 2, 0.0, 0.0]))) @ TOP_DOWN
 # Hinge and handle site in the door body's frame (robosuite door.xml).
 HINGE_IN_DOOR = np.array([0.255, 0.0])
 HANDLE_IN_DOOR = np.array([-0.05, -0.10])
 NORMAL_IN_DOOR = np.array([0.0, -1.0])  # the side the handle sticks out to, towards the robot
+
+
+@functools.cache
+def grasp_orientation() -> np.ndarray:
+    """The gripper's orientation for pinching the handle (robosuite is imported on first use)."""
+    import robosuite.utils.transform_utils as T
+
+    return T.quat2mat(T.axisangle2quat(np.array([-np.pi / 2, 0.0, 0.0]))) @ TOP_DOWN
 
 
 def _rot_z(angle: float) -> np.ndarray:
@@ -65,15 +72,17 @@ class DoorPolicy(ScriptedPolicy):
     )
 
     def __call__(self, obs: dict) -> np.ndarray:
-        """Compute the wrist rotation towards ``GRASP_ORI``, then the base class's action."""
+        """Compute the wrist rotation towards :func:`grasp_orientation`, then the base class's action."""
         self._ori_error = self._orientation_error(obs)
         return super().__call__(obs)
 
     @staticmethod
     def _orientation_error(obs: dict) -> np.ndarray:
-        """Axis-angle (world frame) turning the gripper onto ``GRASP_ORI``."""
+        """Axis-angle (world frame) turning the gripper onto :func:`grasp_orientation`."""
+        import robosuite.utils.transform_utils as T
+
         current = T.quat2mat(obs["robot0_eef_quat"])
-        return T.quat2axisangle(T.mat2quat(GRASP_ORI @ current.T))
+        return T.quat2axisangle(T.mat2quat(grasp_orientation() @ current.T))
 
     def _apply_failure(self, action: np.ndarray) -> np.ndarray:
         """Add the wrist rotation before the common failures perturb the arm part of the action."""

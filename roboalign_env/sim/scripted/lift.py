@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from roboalign_env.sim.scripted.base import Command, ScriptedPolicy
-from roboalign_env.sim.sources import Source
+from roboalign_env.sim.scripted.base import Command, ScriptedPolicy, Source
 
 HOVER = 0.08  # metres above the grasp point
 GRASP_DEPTH = 0.005  # grasp this far below the cube centre

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from roboalign_env.sim.scripted.base import COMMON_FAILURES, Command, ScriptedPolicy
-from roboalign_env.sim.sources import Source
+from roboalign_env.sim.scripted.base import COMMON_FAILURES, Command, ScriptedPolicy, Source
 
 # robosuite PickPlace defaults: right bin centre (bin2_pos) and bin size; the can's compartment is
 # its (+x, +y) quarter, i.e. env.target_bin_placements[env.object_id].

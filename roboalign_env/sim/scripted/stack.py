@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from roboalign_env.sim.scripted.base import COMMON_FAILURES, Command, ScriptedPolicy
-from roboalign_env.sim.sources import Source
+from roboalign_env.sim.scripted.base import COMMON_FAILURES, Command, ScriptedPolicy, Source
 
 HALF_SIZE = {"cubeA": 0.02, "cubeB": 0.025}  # half edge lengths of the robosuite Stack cubes
 HOVER = 0.08  # metres above the grasp point

@@ -23,7 +23,9 @@ from roboalign_env.data.io import atomic_write
 from roboalign_env.envs.core import DreamCore, DreamSettings
 from roboalign_env.eval.media import grid, save_figure, upscale, write_mp4
 from roboalign_env.eval.metrics import frame_metrics, perceptual_name
-from roboalign_env.sim.oracle import DIMENSIONS
+from roboalign_env.extras import require
+from roboalign_env.rubric import DIMENSIONS, aggregate
+from roboalign_env.sim.sources import ALL_SOURCES, SOURCES
 
 METRICS = ("psnr", "ssim", "lpips")
 
@@ -35,14 +37,13 @@ def make_policy(policy: str, source: str, rng: np.random.Generator):
     """``policy(obs, info) -> action``: ``scripted``, ``random``, or a saved SB3 model as
     ``ALGO:PATH.zip`` (``ppo:agents/runs/ppo_dream/model.zip``; a bare path means PPO)."""
     if policy == "scripted":
-        from roboalign_env.sim.sources import SOURCES
 
         scripted = SOURCES[source].policy("nominal", rng)
         return lambda obs, info: scripted(info["robosuite_obs"])
     if policy == "random":
         return lambda obs, info: rng.uniform(-1, 1, 7).astype(np.float32)
     algorithm, path = check_policy(policy)
-    import stable_baselines3
+    stable_baselines3 = require("stable_baselines3", "sb3", "comparing a saved SB3 policy")
 
     model = getattr(stable_baselines3, algorithm.upper()).load(path, device="cpu")
     return lambda obs, info: model.predict(obs, deterministic=True)[0]
@@ -104,12 +105,16 @@ def run_dream(runs: list[dict], settings: DreamSettings) -> tuple[np.ndarray, np
 
 
 def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps: int, policy: str,
-            settings: DreamSettings, seed: int = 0, command: str = "") -> dict:
+            settings: DreamSettings, seed: int = 0, command: str = "", perceptual: str = "st-lpips") -> dict:
     from roboalign_env.device import resolve_device
-
     from roboalign_env.envs.seeds import SeedClips
+    from roboalign_env.eval.metrics import load_perceptual
 
+    unknown = sorted(set(sources) - set(ALL_SOURCES))
+    if unknown:
+        raise ValueError(f"unknown source(s) {unknown}; expected some of {list(ALL_SOURCES)}")
     check_policy(policy)
+    load_perceptual(perceptual)
     tic = time.perf_counter()
     seeds = SeedClips.load(settings.folders()[2])
     runs = []
@@ -122,12 +127,11 @@ def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps
     real_frames = np.stack([r["frames"] for r in runs])
     real_scores = np.stack([r["scores"] for r in runs])
     to_t = lambda x: torch.from_numpy(x[:, 1:]).flatten(0, 1).float().div(255)  # noqa: E731  (predicted frames only)
-    metrics = {k: v.view(len(runs), steps).numpy() for k, v in frame_metrics(to_t(dream_frames), to_t(real_frames)).items()}
-    aggregate = lambda s: s.sum(-1) / 10  # noqa: E731
+    metrics = {k: v.view(len(runs), steps).numpy() for k, v in frame_metrics(to_t(dream_frames), to_t(real_frames), metric=perceptual).items()}
     results = {
         "command": command,
         "policy": policy, "steps": steps, "sources": list(sources), "episodes": len(runs),
-        "perceptual_metric": perceptual_name(),
+        "perceptual_metric": perceptual_name(perceptual),
         "mean": {m: float(metrics[m].mean()) for m in METRICS},
         "per_step": {m: metrics[m].mean(0).round(4).tolist() for m in METRICS},
         "per_source": {s: {m: float(metrics[m][[r["source"] == s for r in runs]].mean()) for m in METRICS} for s in sources},
@@ -152,10 +156,9 @@ def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps
 
 
 def plot(results: dict, png: Path) -> Path:
-    import matplotlib
+    from roboalign_env.eval.media import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.4))
     steps = range(1, results["steps"] + 1)

@@ -1,0 +1,3 @@
+from roboalign_env.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""Data-engine commands: ``collect``, ``build-bench``, ``bench-stats``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from roboalign_env.data.splits import HELDOUT_SOURCE
+from roboalign_env.sim.sources import ALL_SOURCES
+
+
+@dataclass(frozen=True)
+class Collect:
+    """Collect scripted robosuite episodes (resumable: finished episodes are skipped)."""
+
+    out: Path = Path("data/episodes")
+    """Collection folder: episodes/<source>/<id>.npz and manifest.jsonl are written here."""
+    sources: tuple[str, ...] = ALL_SOURCES
+    """Data sources to collect, from: lift_panda, stack_sawyer, pickplace_can_ur5e, door_kinova3."""
+    episodes_per_source: int = 200
+    """Episodes per source (seeds first_seed, first_seed+1, ...)."""
+    nominal_fraction: float = 0.5
+    """Fraction of nominal episodes; the rest cycle through the source's failure modes."""
+    first_seed: int = 0
+    """First seed of every source's episode list."""
+    workers: int = 2
+    """Worker processes (each renders with its own MuJoCo context)."""
+    image_size: int = 64
+    """Frame size in pixels (64, or 128 for the larger option)."""
+
+    def run(self) -> None:
+        from roboalign_env.sim.collect import collect, plan_episodes
+
+        specs = plan_episodes(list(self.sources), self.episodes_per_source, self.nominal_fraction, self.first_seed)
+        rows = collect(self.out, specs, self.workers, self.image_size)
+        print(f"{len(rows)} episodes in {self.out} (manifest: {self.out / 'manifest.jsonl'})")
+
+
+@dataclass(frozen=True)
+class BuildBench:
+    """Build RobotWorldBench from a collection (resumable: finished episodes are skipped)."""
+
+    collection: Path = Path("data/episodes")
+    """Collection folder written by `roboalign collect`."""
+    out: Path = Path("data/bench")
+    """Bench folder: pairs.jsonl and videos/ are written here."""
+    heldout_source: str = HELDOUT_SOURCE
+    """Source whose episodes form the held-out split (never used in training)."""
+    workers: int = 2
+    """Worker processes."""
+
+    def run(self) -> None:
+        from roboalign_env.eval.bench_stats import label_counts
+        from roboalign_env.sim.build_bench import build_bench
+
+        rows = build_bench(self.collection, self.out, self.heldout_source, self.workers)
+        stats = label_counts(rows)
+        print(f"{len(rows)} pairs in {self.out}; splits {stats['splits']}; "
+              f"smallest label level holds {100 * stats['min_level_fraction']:.1f}% of pairs")
+
+
+@dataclass(frozen=True)
+class BenchStats:
+    """Label counts per source x dimension x level, histograms and a labelled contact sheet."""
+
+    bench: Path = Path("data/bench")
+    """Bench folder written by `roboalign build-bench`."""
+    out: Path | None = None
+    """Output folder (default: <bench>/stats)."""
+
+    def run(self) -> None:
+        from roboalign_env.eval.bench_stats import bench_stats
+
+        out = self.out or self.bench / "stats"
+        stats = bench_stats(self.bench, out)
+        print(f"{stats['pairs']} pairs; wrote {out}/stats.json, label_histograms.png, contact_sheet.png")
+
+
+COMMANDS = {"collect": Collect, "build-bench": BuildBench, "bench-stats": BenchStats}

@@ -1,0 +1,102 @@
+"""World-model commands: ``train-tokenizer``, ``train-world-model``, ``eval-world-model``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from roboalign_env.cli.options import Nested, loop_defaults
+from roboalign_env.models.world_model import SWR_WINDOW
+from roboalign_env.training.loop import LoopConfig
+
+
+@dataclass(frozen=True)
+class TrainTokenizer:
+    """Stage 1: train the context/dynamics video tokenizer on T=8 clips (resumable)."""
+
+    episodes: Path = Path("data/episodes")
+    """Collection folder written by `roboalign collect` (its "train" episodes are used)."""
+    batch_size: int = 8
+    """Clips per step (each 8 frames)."""
+    loop: Nested[LoopConfig] = loop_defaults("runs/tokenizer", steps=3000, lr=1e-3, every=250, warmup_steps=200)
+    """The training loop (run folder: model/, metrics.jsonl, curves.png)."""
+
+    def run(self) -> None:
+        from roboalign_env.models.tokenizer import TokenizerConfig
+        from roboalign_env.training.tokenizer import train_tokenizer
+
+        train_tokenizer(self.episodes, self.loop, self.batch_size, TokenizerConfig())
+        print(f"tokenizer in {self.loop.out / 'model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
+
+
+@dataclass(frozen=True)
+class TrainWorldModel:
+    """Stage 2: train the action-conditioned transformer on tokenized T=8 clips (resumable)."""
+
+    episodes: Path = Path("data/episodes")
+    """Collection folder written by `roboalign collect` (its "train" episodes are used)."""
+    tokenizer: Path = Path("runs/tokenizer/model")
+    """Trained tokenizer folder (config.json + model.safetensors), kept frozen."""
+    action_mode: Literal["embed", "bins"] = "bins"
+    """Actions as 7 tokens of 256 bins ('bins', lower validation loss in our comparison) or one
+    zero-initialized projected slot ('embed')."""
+    layers: int = 4
+    """Transformer layers."""
+    hidden_size: int = 256
+    """Transformer width (the MLP is 3x as wide)."""
+    batch_size: int = 16
+    """Clips per step (each 8 frames)."""
+    loop: Nested[LoopConfig] = loop_defaults("runs/world_model", steps=3000, lr=1e-3, every=250, warmup_steps=200)
+    """The training loop (run folder: model/ (the transformer), world_model/ (tokenizer + transformer), metrics, curves)."""
+
+    def run(self) -> None:
+        from roboalign_env.models.transformer import DynamicsTransformerConfig
+        from roboalign_env.training.world_model import train_world_model
+
+        config = DynamicsTransformerConfig(action_mode=self.action_mode, num_layers=self.layers,
+                                           hidden_size=self.hidden_size, intermediate_size=3 * self.hidden_size)
+        train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config)
+        print(f"world model in {self.loop.out / 'world_model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
+
+
+@dataclass(frozen=True)
+class EvalWorldModel:
+    """Roll out a world model on held-out episodes (real first frame, real actions), default vs SWR,
+    and compare with the real frames: PSNR/SSIM/LPIPS against horizon, time, sequence length."""
+
+    model: Path = Path("runs/world_model/world_model")
+    """World-model folder (tokenizer/ + transformer/ + manifest.json)."""
+    episodes: Path = Path("data/episodes")
+    """Collection folder; its held-out ("test") episodes are used."""
+    out: Path = Path("runs/world_model/eval")
+    """Output folder: results.json, metrics_vs_horizon.png, side_by_side.mp4."""
+    horizon: int = 64
+    """Frames to predict (training clips are 8 frames; 64 is 8x that)."""
+    window: int = SWR_WINDOW
+    """SWR window W in frames (context + W-1 generated)."""
+    limit: int | None = None
+    """Evaluate only the first this-many held-out episodes."""
+    batch_size: int = 16
+    """Rollouts per forward pass."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    perceptual: Literal["st-lpips", "lpips"] = "st-lpips"
+    """Perceptual distance ('lpips' needs torchvision's AlexNet weights on disk)."""
+
+    def run(self) -> None:
+        from roboalign_env.device import resolve_device
+        from roboalign_env.eval.world_model_eval import run_evaluation
+
+        res = run_evaluation(self.model, self.episodes, self.out, self.horizon, self.limit, self.window,
+                             batch_size=self.batch_size, device=resolve_device(self.device), perceptual=self.perceptual)
+        print(f"tokenizer reconstruction of held-out clips: {res['tokenizer_reconstruction']}")
+        for name, run in res["runs"].items():
+            for h, m in run["at_horizon"].items():
+                print(f"{name:>8} h={h:>2}: PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  {res['perceptual_metric']} {m['lpips']:.4f}")
+            print(f"{name:>8} {run['ms_per_frame']:.1f} ms/frame, total {run['total_seconds']:.1f} s, "
+                  f"peak sequence {run['peak_sequence_length']}")
+        print(f"SWR vs default: {res['swr_vs_default']}\nwrote {self.out}")
+
+
+COMMANDS = {"train-tokenizer": TrainTokenizer, "train-world-model": TrainWorldModel, "eval-world-model": EvalWorldModel}
