@@ -1,11 +1,13 @@
 """Train an SB3 policy (PPO or SAC) inside the dream, then check it in real robosuite.
 
     python agents/train_in_dream.py --algo ppo --steps 20000 --out agents/runs/ppo_dream
-    roboalign compare --policy ppo:agents/runs/ppo_dream/model.zip --sources lift_panda
+    roboalign compare --policy ppo:agents/runs/ppo_dream/policy --sources lift_panda
 
 The dream is the native vector ``RoboAlignWorld-v0`` behind the SB3 adapter (all envs in one
 world-model forward pass); the reward is the student judge's (see ``--reward-mode``). Checkpoints are
-saved every ``--save-every`` steps, and a re-run resumes from the latest one.
+saved every ``--save-every`` steps, and a re-run resumes from the latest one. The trained policy is
+saved twice: ``model.zip`` (SB3's own, to resume or fine-tune this run) and ``policy/`` (weights +
+JSON, which ``roboalign compare`` loads without unpickling anything).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from stable_baselines3 import PPO, SAC
 from stable_baselines3.common.callbacks import CheckpointCallback
 from stable_baselines3.common.vec_env import VecMonitor
 
+from roboalign_env.envs.policies import save_policy
 from roboalign_env.envs.sb3 import make_sb3_env
 
 
@@ -46,7 +49,7 @@ class Args:
     """Checkpoint period in environment steps."""
     seed: int = 0
     out: Path = Path("agents/runs/ppo_dream")
-    """Run folder (model.zip, checkpoints/, monitor logs)."""
+    """Run folder (model.zip, policy/, checkpoints/, monitor logs)."""
 
 
 def main(args: Args) -> None:
@@ -67,8 +70,9 @@ def main(args: Args) -> None:
     callback = CheckpointCallback(max(1, args.save_every // args.num_envs), str(args.out / "checkpoints"), "model")
     model.learn(args.steps - model.num_timesteps, callback=callback, reset_num_timesteps=not checkpoints, progress_bar=True)
     model.save(args.out / "model")
-    print(f"wrote {args.out / 'model.zip'}; compare in robosuite with:\n"
-          f"  roboalign compare --policy {args.algo}:{args.out / 'model.zip'}")
+    policy = save_policy(model, args.out / "policy")
+    print(f"wrote {args.out / 'model.zip'} and {policy}; compare in robosuite with:\n"
+          f"  roboalign compare --policy {args.algo}:{policy}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ class Compare:
     out: Path = Path("outputs/compare")
     """Output folder (results.json, compare.png, side_by_side.mp4)."""
     policy: str = "scripted"
-    """scripted (each source's nominal scripted policy), random, or a saved SB3 model as ALGO:PATH.zip (e.g. ppo:model.zip)."""
+    """scripted (each source's nominal scripted policy), random, or an SB3 policy saved as weights (a folder with policy.json + policy.safetensors) as PATH or ALGO:PATH (e.g. ppo:agents/runs/ppo_dream/policy); an SB3 model ALGO:PATH.zip only with --trust-sb3-zip."""
     sources: tuple[str, ...] = ALL_SOURCES
     """Sources to compare."""
     episodes_per_source: int = 2
@@ -34,12 +34,15 @@ class Compare:
     """Perceptual distance ('lpips' needs torchvision's AlexNet weights on disk)."""
     dream: Nested[DreamSettings] = DreamSettings()
     """How the dream runs and is rewarded: the keyword arguments of RoboAlignWorld-v0."""
+    trust_sb3_zip: bool = False
+    """Allow --policy ALGO:PATH.zip: loading an SB3 zip unpickles it, which can execute arbitrary code; only for files you trust."""
 
     def run(self) -> None:
         from roboalign_env.envs.compare import compare
 
         results = compare(self.out, self.sources, self.episodes_per_source, self.steps, self.policy, self.dream,
-                          self.seed, command=command_line(), perceptual=self.perceptual)
+                          self.seed, command=command_line(), perceptual=self.perceptual,
+                          trust_pickle=self.trust_sb3_zip)
         mean = results["mean"]
         print(f"{results['episodes']} episodes x {self.steps} steps, {self.policy} policy: dream vs real "
               f"PSNR {mean['psnr']:.2f} dB, SSIM {mean['ssim']:.3f}, {results['perceptual_metric']} {mean['lpips']:.3f}")

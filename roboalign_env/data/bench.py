@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from roboalign_env.data.io import atomic_savez, read_jsonl, write_jsonl
+from roboalign_env.data.paths import check_id, inside
 from roboalign_env.data.splits import SPLITS
 from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
 
@@ -21,7 +22,8 @@ INDEX = "pairs.jsonl"
 
 
 def shard_path(root: str | Path, source: str, shard: str) -> Path:
-    return Path(root) / "videos" / source / f"{shard}.npz"
+    """Where the pairs of one episode (``shard``) of ``source`` are stored; both names must be safe ids."""
+    return Path(root) / "videos" / check_id(source, "source") / f"{check_id(shard, 'shard (episode id)')}.npz"
 
 
 def read_index(root: str | Path, split: str | None = None) -> list[dict]:
@@ -35,7 +37,7 @@ def read_index(root: str | Path, split: str | None = None) -> list[dict]:
 
 def load_pair(root: str | Path, row: dict) -> dict[str, np.ndarray]:
     """The arrays of one pair: ``video``, ``initial_frame`` and ``actions``."""
-    path = Path(root) / row["file"]
+    path = inside(root, row.get("file"), f"{Path(root) / INDEX}: pair {row.get('pair_id')!r} file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: video shard of pair {row['pair_id']} not found")
     with np.load(path, allow_pickle=False) as data:

@@ -18,6 +18,7 @@ import numpy as np
 
 from roboalign_env.data.bench import INDEX, read_index
 from roboalign_env.data.io import atomic_write, read_jsonl, write_jsonl
+from roboalign_env.data.paths import inside
 from roboalign_env.data.splits import SPLITS
 from roboalign_env.rubric import DIMENSIONS
 
@@ -135,7 +136,7 @@ def build_split(bench: Path, split: str, folder: Path, progress: bool = True) ->
 
 
 def _load_shard(bench: Path, file: str) -> dict[str, np.ndarray]:
-    path = bench / file
+    path = inside(bench, file, f"{bench / INDEX}: shard file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: bench shard not found")
     with np.load(path, allow_pickle=False) as data:

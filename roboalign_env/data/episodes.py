@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from roboalign_env.data.io import atomic_savez, read_jsonl, write_jsonl
+from roboalign_env.data.paths import check_id, inside
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.jsonl"
@@ -57,7 +58,7 @@ class Episode:
 
 
 def episode_path(root: str | Path, source: str, episode_id: str) -> Path:
-    return Path(root) / "episodes" / source / f"{episode_id}.npz"
+    return Path(root) / "episodes" / check_id(source, "source") / f"{check_id(episode_id, 'episode_id')}.npz"
 
 
 def save_episode(path: str | Path, episode: Episode) -> Path:
@@ -115,6 +116,11 @@ def _check(episode: Episode, path: Path, frames: bool = True) -> None:
     for key, value in episode.state.items():
         if len(value) != steps + 1:
             raise EpisodeFormatError(f"{path}: state {key!r} has {len(value)} rows, expected {steps + 1}")
+    for key in ("episode_id", "source"):
+        try:
+            check_id(episode.meta.get(key), f"{path}: meta.{key}")
+        except ValueError as err:
+            raise EpisodeFormatError(str(err)) from None
     if episode.meta.get("format_version") != FORMAT_VERSION:
         raise EpisodeFormatError(
             f"{path}: episode format version {episode.meta.get('format_version')!r}, expected {FORMAT_VERSION}"
@@ -127,8 +133,16 @@ def write_manifest(root: str | Path, rows: list[dict]) -> Path:
 
 
 def read_manifest(root: str | Path) -> list[dict]:
-    """Rows of a collection's manifest; each has ``path`` relative to ``root``."""
+    """Rows of a collection's manifest; each has ``path`` relative to ``root`` (checked to stay inside
+    it) and a safe ``episode_id`` and ``source`` (see :mod:`roboalign_env.data.paths`)."""
     path = Path(root) / MANIFEST
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest; run `roboalign collect --out {root}` first")
-    return list(read_jsonl(path))
+    rows = list(read_jsonl(path))
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}, line {i}: expected a JSON object, got {type(row).__name__}")
+        check_id(row.get("episode_id"), f"{path}, line {i}: episode_id")
+        check_id(row.get("source"), f"{path}, line {i}: source")
+        inside(root, row.get("path"), f"{path}, line {i}: path")
+    return rows

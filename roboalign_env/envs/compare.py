@@ -1,8 +1,9 @@
 """Real robosuite vs the dream: the same start and the same actions, frame by frame.
 
 For every chosen seed clip (held-out episodes shipped with the model) the real simulator starts
-the clip's robosuite episode and a policy acts in it: the source's scripted policy, a saved SB3
-policy (it sees the real observations), or uniform random actions. The dream starts from the same
+the clip's robosuite episode and a policy acts in it: the source's scripted policy, an SB3 policy
+saved as weights (:mod:`roboalign_env.envs.policies`; it sees the real observations), or uniform
+random actions. The dream starts from the same
 first frame and instruction and is fed the same actions, all episodes in one batch. Reported per
 step: PSNR, SSIM and LPIPS of dream against real frames, and the student's scores of both.
 
@@ -21,49 +22,75 @@ import torch
 
 from roboalign_env.data.io import atomic_write
 from roboalign_env.envs.core import DreamCore, DreamSettings
+from roboalign_env.envs.policies import SB3_ALGORITHMS, load_policy, load_sb3_zip
 from roboalign_env.eval.media import grid, save_figure, upscale, write_mp4
 from roboalign_env.eval.metrics import frame_metrics, perceptual_name
-from roboalign_env.extras import require
 from roboalign_env.rubric import DIMENSIONS, aggregate
 from roboalign_env.sim.sources import ALL_SOURCES, SOURCES
 
 METRICS = ("psnr", "ssim", "lpips")
 
 
-SB3_ALGORITHMS = ("ppo", "sac", "td3", "a2c", "ddpg")
+def load_model(policy: str, trust_pickle: bool = False):
+    """The model behind a saved ``policy`` (``predict(obs, deterministic=True)``), None for 'scripted' /
+    'random'. Refused as :func:`check_policy` refuses; a weights folder is loaded in full, so a corrupt
+    file fails here, before any rollout."""
+    checked = check_policy(policy, trust_pickle)
+    if checked is None:
+        return None
+    algorithm, path = checked
+    if path.suffix == ".zip":
+        return load_sb3_zip(path, algorithm)
+    model = load_policy(path)
+    if algorithm is not None and model.algorithm != algorithm:
+        raise ValueError(f"policy={policy!r}: {path / 'policy.json'} holds a {model.algorithm} policy, "
+                         f"not {algorithm}")
+    return model
 
 
-def make_policy(policy: str, source: str, rng: np.random.Generator):
-    """``policy(obs, info) -> action``: ``scripted``, ``random``, or a saved SB3 model as
-    ``ALGO:PATH.zip`` (``ppo:agents/runs/ppo_dream/model.zip``; a bare path means PPO)."""
+def make_policy(policy: str, model, source: str, rng: np.random.Generator):
+    """``policy(obs, info) -> action``: ``scripted``, ``random``, or ``model`` (from :func:`load_model`)."""
     if policy == "scripted":
 
         scripted = SOURCES[source].policy("nominal", rng)
         return lambda obs, info: scripted(info["robosuite_obs"])
     if policy == "random":
         return lambda obs, info: rng.uniform(-1, 1, 7).astype(np.float32)
-    algorithm, path = check_policy(policy)
-    stable_baselines3 = require("stable_baselines3", "sb3", "comparing a saved SB3 policy")
-
-    model = getattr(stable_baselines3, algorithm.upper()).load(path, device="cpu")
     return lambda obs, info: model.predict(obs, deterministic=True)[0]
 
 
-def check_policy(policy: str) -> tuple[str, Path] | None:
-    """None for 'scripted' / 'random', (algorithm, path) for a saved SB3 model; anything else is refused."""
+def check_policy(policy: str, trust_pickle: bool = False) -> tuple[str | None, Path] | None:
+    """None for 'scripted' / 'random'; (algorithm, path) for a saved policy: a weights folder from
+    :func:`~roboalign_env.envs.policies.save_policy` as PATH or ALGO:PATH (algorithm None when not
+    named), or, only with ``trust_pickle``, an SB3 model as ALGO:PATH.zip (a bare PATH.zip means PPO).
+    Anything else is refused with a ``ValueError``."""
     if policy in ("scripted", "random"):
         return None
-    algorithm, _, path = policy.rpartition(":") if ":" in policy else ("ppo", "", policy)
-    path = Path(path)
-    if algorithm.lower() not in SB3_ALGORITHMS or path.suffix != ".zip" or not path.is_file():
-        raise ValueError(f"policy={policy!r}: expected 'scripted', 'random' or ALGO:PATH of an existing SB3 model "
-                         f".zip with ALGO one of {', '.join(SB3_ALGORITHMS)}")
-    return algorithm.lower(), path
+    algorithm, _, path = policy.rpartition(":") if ":" in policy else (None, "", policy)
+    algorithm, path = algorithm and algorithm.lower(), Path(path)
+    expected = (f"expected 'scripted', 'random', a saved policy folder (holding policy.json and policy.safetensors) "
+                f"as PATH or ALGO:PATH, or with --trust-sb3-zip an SB3 model as ALGO:PATH.zip; "
+                f"ALGO one of {', '.join(SB3_ALGORITHMS)}")
+    if algorithm is not None and algorithm not in SB3_ALGORITHMS:
+        raise ValueError(f"policy={policy!r}: unknown algorithm {algorithm!r}; {expected}")
+    if path.suffix == ".zip":
+        if not trust_pickle:
+            raise ValueError(f"policy={policy!r}: an SB3 .zip is a pickle, and loading it can execute arbitrary "
+                             f"code. Pass --trust-sb3-zip (trust_pickle=True) only for a file you trust, or convert "
+                             f"it once with roboalign_env.envs.policies.save_policy(ALGO.load(PATH), FOLDER) and "
+                             f"pass --policy FOLDER")
+        if not path.is_file():
+            raise ValueError(f"policy={policy!r}: no such SB3 model file {path}; {expected}")
+        return algorithm or "ppo", path
+    if not (path / "policy.json").is_file():
+        raise ValueError(f"policy={policy!r}: {path} is not a saved policy folder; {expected}")
+    return algorithm, path
 
 
-def run_real(source: str, clips: list[int], seeds, steps: int, policy: str, seed: int, student: str | None,
+def run_real(source: str, clips: list[int], seeds, steps: int, policy: str, model, seed: int, student: str | None,
              device: str) -> list[dict]:
-    """Run ``policy`` in robosuite from each seed clip's episode; frames, actions and student scores."""
+    """Run ``policy`` (``model`` from :func:`load_model`) in robosuite from each seed clip's episode;
+    frames, actions and student scores."""
     from roboalign_env.envs.real import RoboAlignRealEnv
 
     env = RoboAlignRealEnv(source, student=student, device=device, terminate_on_success=False)
@@ -72,7 +99,7 @@ def run_real(source: str, clips: list[int], seeds, steps: int, policy: str, seed
         for k, index in enumerate(clips):
             meta = seeds.meta[index]
             rng = np.random.default_rng([seed, index])
-            act = make_policy(policy, source, rng)
+            act = make_policy(policy, model, source, rng)
             obs, info = env.reset(seed=seed + k, options={"episode_seed": meta["seed"], "instruction": meta["instructions"][0]})
             frames, actions, scores, success = [obs["image"]], [], [list(info["scores"].values())], []
             for _ in range(steps):
@@ -105,7 +132,9 @@ def run_dream(runs: list[dict], settings: DreamSettings) -> tuple[np.ndarray, np
 
 
 def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps: int, policy: str,
-            settings: DreamSettings, seed: int = 0, command: str = "", perceptual: str = "st-lpips") -> dict:
+            settings: DreamSettings, seed: int = 0, command: str = "", perceptual: str = "st-lpips",
+            trust_pickle: bool = False) -> dict:
+    """``trust_pickle`` allows ``policy`` ALGO:PATH.zip, an SB3 model that is unpickled (it can run code)."""
     from roboalign_env.device import resolve_device
     from roboalign_env.envs.seeds import SeedClips
     from roboalign_env.eval.metrics import load_perceptual
@@ -113,14 +142,15 @@ def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps
     unknown = sorted(set(sources) - set(ALL_SOURCES))
     if unknown:
         raise ValueError(f"unknown source(s) {unknown}; expected some of {list(ALL_SOURCES)}")
-    check_policy(policy)
+    model = load_model(policy, trust_pickle)  # check_policy, then a full load: a bad policy fails before any rollout
     load_perceptual(perceptual)
     tic = time.perf_counter()
     seeds = SeedClips.load(settings.folders()[2])
     runs = []
     for source in sources:
         clips = list(seeds.of_source(source)[:episodes_per_source])
-        runs += run_real(source, clips, seeds, steps, policy, seed, settings.student, resolve_device(settings.device))
+        runs += run_real(source, clips, seeds, steps, policy, model, seed, settings.student,
+                         resolve_device(settings.device))
     real_seconds = time.perf_counter() - tic
     dream_frames, dream_scores = run_dream(runs, settings)
     dream_seconds = time.perf_counter() - tic - real_seconds

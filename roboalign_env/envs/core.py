@@ -48,8 +48,16 @@ def action_space() -> spaces.Box:
 
 def check_actions(actions, shape: tuple[int, ...]) -> np.ndarray:
     """Actions of ``shape`` ((7,) for one env, (N, 7) for N) as float32 clipped to [-1, 1] (as
-    robosuite and SB3 clip); NaN, inf or a wrong shape raise ``ValueError``."""
-    array = np.asarray(actions, dtype=np.float32)
+    robosuite and SB3 clip); anything but real numbers (bool, complex, strings, objects), NaN, inf or
+    a wrong shape raises ``ValueError``."""
+    try:
+        array = np.asarray(actions)
+    except (TypeError, ValueError) as err:  # ragged nested sequences
+        raise ValueError(f"action: expected a real-valued array of shape {shape} in [-1, 1], got {actions!r} ({err})") from None
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+        raise ValueError(f"action: expected real numbers (float or int) of shape {shape} in [-1, 1], got "
+                         f"{type(actions).__name__} of dtype {array.dtype}")
+    array = array.astype(np.float32)
     if array.shape != shape:
         raise ValueError(f"action: expected shape {shape} in [-1, 1], got shape {array.shape}")
     if not np.isfinite(array).all():
@@ -59,26 +67,55 @@ def check_actions(actions, shape: tuple[int, ...]) -> np.ndarray:
 
 class EpisodeClock:
     """A single env's episode bookkeeping (the dream's and the real one's): ``step()`` before
-    ``reset()`` or after termination is an error, and the env learns when a step reaches the
-    registered step limit (``TimeLimit`` reports the truncation; the terminal reward needs it too)."""
+    ``reset()``, after termination or truncation, and any call after ``close()`` are errors; the env
+    learns when a step reaches the registered step limit (``TimeLimit`` reports the truncation; the
+    terminal reward needs it too)."""
+
+    WHY = {"new": "reset() was never called", "terminated": "the episode terminated",
+           "truncated": "the episode reached max_episode_steps (truncated)"}
 
     def __init__(self):
         self.state, self.steps = "new", 0
 
     def start(self) -> None:
+        self.check_open("reset()")
         self.state, self.steps = "running", 0
 
-    def tick(self, spec) -> bool:
-        """Count a step; return whether it reaches ``spec.max_episode_steps``."""
+    def tick(self, limit: int | None) -> bool:
+        """Count a step; return whether it reaches the step ``limit`` (which ends the episode)."""
+        self.check_open("step()")
         if self.state != "running":
-            what = "reset() was never called" if self.state == "new" else "the episode terminated"
-            raise RuntimeError(f"step() called but {what}; call reset() to start an episode")
+            raise RuntimeError(f"step() called but {self.WHY[self.state]}; call reset() to start an episode")
         self.steps += 1
-        limit = spec.max_episode_steps if spec is not None else None
-        return limit is not None and self.steps >= limit
+        if limit is not None and self.steps >= limit:
+            self.state = "truncated"
+            return True
+        return False
 
     def end(self) -> None:
-        self.state = "ended"
+        self.state = "terminated"
+
+    def close(self) -> None:
+        self.state = "closed"
+
+    def check_open(self, call: str) -> None:
+        if self.state == "closed":
+            raise RuntimeError(f"{call} called after close(); make a new environment")
+
+
+def is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+        and value == value
+
+
+def _expect(ok: bool, name: str, value, expected: str) -> None:
+    """A settings check: ``ValueError`` naming the argument, what it got and what was expected."""
+    if not ok:
+        raise ValueError(f"{name}={value!r}: expected {expected}")
 
 
 def task_vector(source: str | None) -> np.ndarray:
@@ -105,6 +142,13 @@ class JudgeSettings:
     weights and KV cache."""
     reward: RewardConfig = RewardConfig()
     """How the student's scores become rewards, success and termination (see roboalign_env.envs.reward)."""
+
+    def __post_init__(self):
+        _expect(self.student is None or isinstance(self.student, (str, Path)), "student", self.student,
+                "None or a folder path")
+        _expect(isinstance(self.device, str), "device", self.device, "'auto', 'cpu' or 'cuda[:N]'")
+        _expect(isinstance(self.bf16, bool), "bf16", self.bf16, "True or False")
+        _expect(isinstance(self.reward, RewardConfig), "reward", self.reward, "a RewardConfig")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any], env_id: str):
@@ -165,6 +209,21 @@ class DreamSettings(JudgeSettings):
     """Decode with int8 transformer weights (CPU only; a quarter of the weight bytes each decoded
     token reads; see roboalign_env.models.decoding). Takes precedence over bf16 for the transformer."""
 
+    def __post_init__(self):
+        super().__post_init__()
+        _expect(self.checkpoint is None or isinstance(self.checkpoint, (str, Path)), "checkpoint", self.checkpoint,
+                "None or a folder path")
+        _expect(self.window is None or (is_int(self.window) and self.window >= 2), "window", self.window,
+                "None (SWR off) or an int >= 2")
+        _expect(_is_real(self.temperature) and 0 <= self.temperature < float("inf"), "temperature", self.temperature,
+                "a finite number >= 0 (0: greedy)")
+        _expect(self.top_k is None or (is_int(self.top_k) and self.top_k >= 1), "top_k", self.top_k,
+                "None or an int >= 1")
+        _expect(is_int(self.horizon) and self.horizon >= 1, "horizon", self.horizon, "an int >= 1")
+        _expect(self.source is None or self.source in ALL_SOURCES, "source", self.source,
+                f"None or one of {list(ALL_SOURCES)}")
+        _expect(isinstance(self.int8, bool), "int8", self.int8, "True or False")
+
     @property
     def precision(self) -> str:
         """The transformer's precision while decoding."""
@@ -192,13 +251,14 @@ class DreamCore:
 
         if num_envs < 1:
             raise ValueError(f"num_envs: expected >= 1, got {num_envs}")
-        if settings.temperature < 0:
-            raise ValueError(f"temperature: expected >= 0, got {settings.temperature}")
         self.num_envs, self.settings = num_envs, settings
         self.device = torch.device(resolve_device(settings.device))
         base, model_dir, seeds_dir = settings.folders()
         self.model = WorldModel.load(model_dir, self.device)
         self.model.tokenizer.to(memory_format=torch.channels_last)  # the CPU's faster convolution layout (same results)
+        codebook = self.model.transformer.config.codebook_size
+        if settings.top_k is not None and settings.top_k > codebook:
+            raise ValueError(f"top_k={settings.top_k}: expected None or 1..{codebook} (this model's codebook size)")
         if self.model.image_size != IMAGE_SIZE:
             raise ValueError(f"{model_dir}: image size {self.model.image_size}; the environment uses {IMAGE_SIZE}")
         self.judge = settings.load_judge(num_envs, self.device, base)
@@ -295,9 +355,10 @@ class DreamCore:
                 instruction = templates[int(rng.integers(len(templates)))]
             return {"frame": frame, "instruction": instruction, "source": source, "seed_index": -1}
         if "seed_index" in options:
-            index = int(options["seed_index"])
-            if not 0 <= index < len(self.seeds):
-                raise ValueError(f"options['seed_index']={index}: expected 0..{len(self.seeds) - 1}")
+            index = options["seed_index"]
+            _expect(is_int(index) and 0 <= index < len(self.seeds), "options['seed_index']", index,
+                    f"an int in 0..{len(self.seeds) - 1}")
+            index = int(index)
         else:
             candidates = self.seeds.of_source(source)
             index = int(candidates[rng.integers(len(candidates))])

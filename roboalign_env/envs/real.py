@@ -31,6 +31,7 @@ from roboalign_env.envs.core import (
     JudgeSettings,
     action_space,
     check_actions,
+    is_int,
     observation_space,
     score_info,
     task_vector,
@@ -71,15 +72,22 @@ class RoboAlignRealEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         from roboalign_env.sim.robosuite_env import reset_env
 
+        self._clock.check_open("reset()")
         super().reset(seed=seed)
         options = dict(options or {})
         unknown = set(options) - {"episode_seed", "instruction"}
         if unknown:
             raise ValueError(f"reset options {sorted(unknown)} are unknown; expected episode_seed and/or instruction")
-        episode_seed = int(options.get("episode_seed", self.np_random.integers(2**31 - 1)))
+        episode_seed = options.get("episode_seed", int(self.np_random.integers(2**31 - 1)))
+        if not (is_int(episode_seed) and 0 <= episode_seed < 2**32):
+            raise ValueError(f"options['episode_seed']={episode_seed!r}: expected an int in [0, 2**32)")
+        episode_seed = int(episode_seed)
+        instruction = options.get("instruction")
+        if instruction is not None and (not isinstance(instruction, str) or not instruction.strip()):
+            raise ValueError(f"options['instruction']={instruction!r}: expected a non-empty string")
         templates = self.source.instructions
         drawn = templates[int(self.np_random.integers(len(templates)))]
-        instruction = options.get("instruction") or drawn
+        instruction = instruction or drawn
         self._robosuite_obs = reset_env(self.sim, episode_seed)
         self._frame = self.renderer.render(self.sim.sim.data._data)
         with self._judging():
@@ -89,8 +97,9 @@ class RoboAlignRealEnv(gym.Env):
         return self._obs(), self._info(scores, False)
 
     def step(self, action):
+        self._clock.check_open("step()")
         action = check_actions(action, self.action_space.shape)  # before anything changes
-        truncating = torch.tensor([self._clock.tick(self.spec)])
+        truncating = torch.tensor([self._clock.tick(self.spec.max_episode_steps if self.spec is not None else None)])
         self._robosuite_obs, _, _, _ = self.sim.step(action)
         self._frame = self.renderer.render(self.sim.sim.data._data)
         with self._judging():
@@ -105,8 +114,11 @@ class RoboAlignRealEnv(gym.Env):
         return self._frame.copy() if self.render_mode == "rgb_array" else None
 
     def close(self) -> None:
-        self.renderer.close()
-        self.sim.close()
+        """Release robosuite and the renderer; any later ``reset`` or ``step`` is an error."""
+        if self._clock.state != "closed":
+            self._clock.close()
+            self.renderer.close()
+            self.sim.close()
 
     def _obs(self) -> dict[str, np.ndarray]:
         return {"image": self._frame.transpose(2, 0, 1).copy(), "task": self._task.copy()}

@@ -44,8 +44,11 @@ class RewardConfig:
         if self.mode not in ("potential", "absolute", "terminal"):
             raise ValueError(f"reward mode {self.mode!r}: expected potential, absolute or terminal")
         object.__setattr__(self, "weights", check_weights(self.weights, "reward weights"))
-        if self.frames < 2:
-            raise ValueError(f"reward frames: expected >= 2, got {self.frames}")
+        if not isinstance(self.frames, int) or isinstance(self.frames, bool) or self.frames < 2:
+            raise ValueError(f"reward frames={self.frames!r}: expected an int >= 2")
+        if not (isinstance(self.success_threshold, (int, float)) and 0.0 <= self.success_threshold <= 1.0):
+            raise ValueError(f"success_threshold={self.success_threshold!r}: expected a number in [0, 1] "
+                             "(the share of the maximum Manipulation Success that ends an episode)")
 
 
 class JudgeReward:

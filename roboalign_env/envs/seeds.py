@@ -10,6 +10,7 @@ as the real reference. Stored as ``seeds.npz`` (arrays, no pickle) + ``seeds.jso
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,9 +54,20 @@ class SeedClips:
             if not (folder / name).is_file():
                 raise FileNotFoundError(f"{folder / name}: missing; a seeds folder holds seeds.npz and seeds.json "
                                         "(written by `roboalign pack-default`)")
-        with np.load(folder / "seeds.npz", allow_pickle=False) as data:
-            frames, actions = data["frames"], data["actions"]
-        meta = json.loads((folder / "seeds.json").read_text())
+        try:
+            with np.load(folder / "seeds.npz", allow_pickle=False) as data:
+                frames, actions = data["frames"], data["actions"]
+        except (zipfile.BadZipFile, EOFError, OSError, KeyError, ValueError) as err:
+            raise ValueError(f"{folder / 'seeds.npz'}: corrupt or truncated, or not a seeds archive "
+                             f"({type(err).__name__}: {err}); expected arrays 'frames' and 'actions'") from None
+        try:
+            meta = json.loads((folder / "seeds.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{folder / 'seeds.json'}: not valid JSON ({err})") from None
+        if not isinstance(meta, list) or not all(isinstance(m, dict) and m.get("source") in ALL_SOURCES
+                                                  and m.get("instructions") for m in meta):
+            raise ValueError(f"{folder / 'seeds.json'}: expected a list of clips, each with a known 'source' and "
+                             "'instructions'")
         if not (len(frames) == len(actions) == len(meta)) or frames.dtype != np.uint8 or frames.ndim != 5:
             raise ValueError(f"{folder}: seeds.npz and seeds.json disagree or frames are not uint8 (M, T+1, H, W, 3)")
         return cls(frames, actions.astype(np.float32), meta)

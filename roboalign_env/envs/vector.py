@@ -39,6 +39,7 @@ class RoboAlignWorldVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
         """Reset every env; ``seed`` is an int (env i gets ``seed + i``) or one seed per env."""
+        self._check_open("reset()")
         if isinstance(seed, (list, tuple)):
             seeds = list(seed)
         else:
@@ -53,11 +54,12 @@ class RoboAlignWorldVectorEnv(VectorEnv):
         return self.core.observations(), self._merge(infos)
 
     def step(self, actions):
+        self._check_open("step()")
         if not self._started:
             raise RuntimeError("step() called before reset(); call reset() first")
+        actions = check_actions(actions, (self.num_envs, self.single_action_space.shape[0]))  # before anything changes
         self._steps += 1
         truncated = self._steps >= self.max_episode_steps if self.max_episode_steps else np.zeros(self.num_envs, bool)
-        actions = check_actions(actions, (self.num_envs, self.single_action_space.shape[0]))
         rewards, terminated, infos = self.core.step(actions, truncated)
         ended = np.flatnonzero(terminated | truncated)
         if len(ended):
@@ -69,8 +71,16 @@ class RoboAlignWorldVectorEnv(VectorEnv):
             self._steps[ended] = 0
         return self.core.observations(), rewards, terminated.copy(), truncated.copy(), self._merge(infos)
 
+    def close_extras(self, **kwargs) -> None:
+        """Release the models; any later ``reset`` or ``step`` is an error."""
+        self.core = None
+
+    def _check_open(self, call: str) -> None:
+        if self.closed:
+            raise RuntimeError(f"{call} called after close(); make a new environment")
+
     def render(self) -> tuple[np.ndarray, ...] | None:
-        if self.render_mode != "rgb_array":
+        if self.render_mode != "rgb_array" or self.core is None:
             return None
         return tuple(frame.transpose(1, 2, 0).copy() for frame in self.core.frames)
 

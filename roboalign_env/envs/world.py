@@ -39,21 +39,29 @@ class RoboAlignWorldEnv(gym.Env):
         self._clock = EpisodeClock()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        self._clock.check_open("reset()")
         super().reset(seed=seed)
         (info,) = self.core.reset_rows([0], [self.np_random], [options])
         self._clock.start()
         return self.core.observation(0), info
 
     def step(self, action):
+        self._clock.check_open("step()")
         action = check_actions(action, self.action_space.shape)  # before anything changes
-        truncating = np.array([self._clock.tick(self.spec)])
+        truncating = np.array([self._clock.tick(self.spec.max_episode_steps if self.spec is not None else None)])
         rewards, success, (info,) = self.core.step(action[None], truncating)
         terminated = bool(success[0])
         if terminated:
             self._clock.end()
         return self.core.observation(0), float(rewards[0]), terminated, False, info
 
+    def close(self) -> None:
+        """Release the models; any later ``reset`` or ``step`` is an error."""
+        self._clock.close()
+        self.core = None
+        super().close()
+
     def render(self) -> np.ndarray | None:
-        if self.render_mode != "rgb_array":
+        if self.render_mode != "rgb_array" or self.core is None:
             return None
         return self.core.frames[0].transpose(1, 2, 0).copy()

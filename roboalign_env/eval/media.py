@@ -40,20 +40,41 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = 10) -> Path:
     return path
 
 
-def read_video(path: str | Path, npz_key: str = "video") -> np.ndarray:
-    """A (T, H, W, 3) uint8 video from an .mp4 (imageio) or an .npz array named ``npz_key``."""
+def read_video(path: str | Path, npz_key: str = "video", min_frames: int = 2) -> np.ndarray:
+    """A (T, H, W, 3) uint8 video from an .mp4 (imageio) or an .npz array named ``npz_key``.
+
+    A missing, empty, truncated or undecodable file, an array of the wrong layout and a video of
+    fewer than ``min_frames`` frames raise an error that names the file.
+    """
+    import zipfile
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: video file not found")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as data:
-            if npz_key not in data.files:
-                raise ValueError(f"{path}: no array {npz_key!r} (has {sorted(data.files)}); pass --npz-key")
-            return np.asarray(data[npz_key])
-    if path.suffix != ".mp4":
+        if not zipfile.is_zipfile(path):
+            raise ValueError(f"{path}: not an .npz archive (a zip of .npy arrays); empty, truncated or another format")
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if npz_key not in data.files:
+                    raise ValueError(f"{path}: no array {npz_key!r} (has {sorted(data.files)}); pass --npz-key")
+                video = np.asarray(data[npz_key])
+        except (zipfile.BadZipFile, EOFError, OSError) as err:
+            raise ValueError(f"{path}: corrupt or truncated .npz ({type(err).__name__}: {err})") from None
+    elif path.suffix == ".mp4":
+        iio = require("imageio.v3", "eval", "reading mp4 videos")
+        try:
+            video = np.asarray(iio.imread(path, index=None))
+        except Exception as err:  # ffmpeg's many ways of saying the file is empty, cut short or not a video
+            raise ValueError(f"{path}: cannot decode this mp4 (empty, truncated or not a video: "
+                             f"{type(err).__name__})") from None
+    else:
         raise ValueError(f"{path}: expected an .mp4 or .npz video")
-    iio = require("imageio.v3", "eval", "reading mp4 videos")
-    return np.asarray(iio.imread(path, index=None))
+    if video.dtype != np.uint8 or video.ndim != 4 or video.shape[-1] != 3:
+        raise ValueError(f"{path}: expected uint8 frames of shape (T, H, W, 3), got {video.dtype} {video.shape}")
+    if len(video) < min_frames:
+        raise ValueError(f"{path}: {len(video)} frame(s); a video needs at least {min_frames} to be scored")
+    return video
 
 
 def pyplot():

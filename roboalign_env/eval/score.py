@@ -17,8 +17,14 @@ def score_video(video: str | Path, instruction: str, model_dir: str | Path, npz_
     if kind == "probe":
         from roboalign_env.models.state_probe import probe_labels
 
-        labels, trace = probe_labels(model, frames, instruction)
+        try:
+            labels, trace = probe_labels(model, frames, instruction)
+        except ValueError as err:
+            raise ValueError(f"{video}: {err}") from None
         result = {"levels": labels.as_dict(), "aggregate": labels.aggregate / TOTAL, "source": trace["source"]}
     else:
-        result = model.score(frames, instruction).as_dicts()[0]
+        try:
+            result = model.score(frames, instruction).as_dicts()[0]
+        except ValueError as err:
+            raise ValueError(f"{video}: {err}") from None
     return {"video": str(video), "instruction": instruction, "model": str(model_dir), "scorer": kind, **result}

@@ -15,7 +15,10 @@ def scorer_kind(path: str | Path) -> str:
     if not config.is_file():
         raise FileNotFoundError(f"{path}: no config.json; expected a checkpoint folder (config.json + model.safetensors) "
                                 "such as checkpoints/judge, roboalign_env/assets/default/student or checkpoints/probe")
-    model_type = json.loads(config.read_text()).get("model_type")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+        raise ValueError(f"{config}: not a valid JSON config object ({err})") from None
     if model_type not in SCORERS:
         raise ValueError(f"{path}: model_type {model_type!r} is not a scorer; expected one of {sorted(SCORERS)}")
     return SCORERS[model_type]
@@ -44,8 +47,23 @@ def load_scorer(path: str | Path):
     import roboalign_env.models.student  # noqa: F401
 
     scorer_kind(path)
-    with quiet_loading():
-        return AutoModel.from_pretrained(str(path)).float().eval()
+    try:
+        with quiet_loading():
+            model = AutoModel.from_pretrained(str(path))
+    except Exception as err:  # a corrupt or truncated safetensors file, a bad config: name the folder
+        raise ValueError(f"{path}: could not load the checkpoint ({type(err).__name__}: {err})") from None
+    return check_finite(model, Path(path) / "model.safetensors").float().eval()
+
+
+def check_finite(model, where):
+    """``model`` if every floating-point weight is finite, else a ``ValueError`` naming ``where``."""
+    import torch
+
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise ValueError(f"{where}: {len(bad)} weight tensor(s) hold NaN or inf (e.g. {bad[0]}); "
+                         "the checkpoint is damaged or came from a diverged run")
+    return model
 
 
 def export_scorer(model_dir: str | Path, dest: str | Path, half: bool = False) -> Path:

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import torch
 
-from roboalign_env.data.io import atomic_write, save_checkpoint
+from roboalign_env.data.io import atomic_write, replace_folder
 from roboalign_env.models.decoding import IncrementalDecoder
-from roboalign_env.models.registry import quiet_loading
+from roboalign_env.models.registry import check_finite, quiet_loading
 from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.transformer import DynamicsTransformer, sample_codes
 
@@ -63,25 +63,28 @@ class WorldModel(torch.nn.Module):
         return self.tokenizer.config.image_size
 
     def save(self, folder: str | Path, dtype: torch.dtype | None = None) -> Path:
-        """Write ``tokenizer/``, ``transformer/`` and ``manifest.json`` (safetensors, no pickle).
+        """Write ``tokenizer/``, ``transformer/`` and ``manifest.json`` (safetensors, no pickle) as one
+        folder that replaces an existing one whole (a kill never mixes an old part with a new one).
 
         ``dtype=torch.bfloat16`` stores the weights at half size (what the package ships);
         :meth:`load` always returns float32 weights.
         """
         import roboalign_env
 
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        for name, part in (("tokenizer", self.tokenizer), ("transformer", self.transformer)):
-            save_checkpoint(copy.deepcopy(part).to(dtype) if dtype else part, folder / name)
         cfg = self.transformer.config
         manifest = {
             "format": "roboalign_world_model/1", "image_size": self.image_size,
             "action_dim": cfg.action_dim, "action_low": cfg.action_low, "action_high": cfg.action_high,
             "roboalign_env": roboalign_env.__version__, "torch": torch.__version__,
         }
-        atomic_write(folder / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1)), mode="w")
-        return folder
+
+        def fill(tmp: Path) -> None:
+            tmp.mkdir(parents=True)
+            for name, part in (("tokenizer", self.tokenizer), ("transformer", self.transformer)):
+                (copy.deepcopy(part).to(dtype) if dtype else part).save_pretrained(tmp / name, safe_serialization=True)
+            atomic_write(tmp / MANIFEST, lambda f: f.write(json.dumps(manifest, indent=1)), mode="w")
+
+        return replace_folder(folder, fill)
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> "WorldModel":
@@ -96,7 +99,12 @@ class WorldModel(torch.nn.Module):
         transformer = _load_component(DynamicsTransformer, folder / "transformer")
         model = cls(tokenizer, transformer)
         if (folder / MANIFEST).is_file():
-            manifest = json.loads((folder / MANIFEST).read_text())
+            try:
+                manifest = json.loads((folder / MANIFEST).read_text())
+            except (json.JSONDecodeError, UnicodeDecodeError) as err:
+                raise CheckpointError(f"{folder / MANIFEST}: not valid JSON ({err})") from None
+            if not isinstance(manifest, dict):
+                raise CheckpointError(f"{folder / MANIFEST}: expected a JSON object")
             if manifest.get("image_size") != model.image_size:
                 raise CheckpointError(f"{folder / MANIFEST}: image_size {manifest.get('image_size')} does not "
                                       f"match the tokenizer's {model.image_size}")
@@ -127,8 +135,12 @@ def _load_component(cls, folder: Path):
     try:
         with quiet_loading():
             model, info = cls.from_pretrained(folder, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError, KeyError, TypeError) as err:
-        raise CheckpointError(f"{folder}: could not load {cls.__name__} ({err})") from err
+    except Exception as err:  # a truncated or corrupt safetensors file, a bad config.json: name the folder
+        raise CheckpointError(f"{folder}: could not load {cls.__name__} ({type(err).__name__}: {err})") from None
+    try:
+        check_finite(model, folder / "model.safetensors")
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     problems = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys") and v}
     if problems:
         raise CheckpointError(f"{folder}: weights do not match its config.json ({problems})")

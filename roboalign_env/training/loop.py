@@ -9,20 +9,33 @@ gradient clipping, a progress bar, metrics JSONL, loss-curve PNGs, and checkpoin
 
 Run folder layout::
 
-    model/            config.json + model.safetensors (save_pretrained), the latest save
-    resume/           optimizer.safetensors + state.json (step, optimizer hyper-parameters)
+    checkpoints/step_00000200/       the latest save, complete before it is made current:
+        model/                       config.json + model.safetensors (save_pretrained)
+        resume/                      optimizer.safetensors + state.json (step, seed, optimizer hyper-parameters)
+    checkpoint -> checkpoints/step_00000200    the current save (a relative symlink)
+    model -> checkpoint/model        the latest weights, where every reader looks for them
     metrics.jsonl     one row per logged step ({"step", "split", metric: value, ...})
     curves.png        every logged metric against the step
 
-Resume: re-running with the same ``out`` continues from the last save. Because batches and the
-torch RNG are re-seeded from the step, a resumed run is bit-identical to an uninterrupted one on CPU.
-Nothing is pickled: weights and optimizer moments are safetensors, the rest JSON.
+Saving can be killed at any instant: the new step folder is written under a temporary name,
+fsynced and renamed, and only then does one atomic rename of a fresh ``checkpoint`` symlink make it
+current; the old step folder is deleted afterwards. ``model`` is created once (dangling until the
+first save is current) and never changes. Leftovers of a killed save are deleted on the next start.
+
+Resume: re-running with the same ``out`` continues from the current save. Batches and the torch
+RNG are re-seeded from ``(seed, step, rank)`` at every step, so the RNG state at a save is a pure
+function of the seed and the step that the checkpoint stores, and a resumed run is bit-identical to an
+uninterrupted one on CPU (a resume with another seed is refused). Runs saved by the older layout
+(``model/`` and ``resume/`` as plain folders in ``out``) resume too and are switched to this one at
+their next save. Nothing is pickled: weights and optimizer moments are safetensors, the rest JSON.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,7 +45,10 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
-from roboalign_env.data.io import atomic_write, read_jsonl, save_checkpoint, write_jsonl
+from roboalign_env.data.io import fsync_dir, read_jsonl, sync_tree, write_jsonl
+
+_MODEL_LINK = os.path.join("checkpoint", "model")
+"""Target of the run folder's ``model`` symlink (relative to the run folder)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +56,7 @@ class LoopConfig:
     """Optimization and bookkeeping settings shared by every trainer."""
 
     out: Path
-    """Run folder (model/, resume/, metrics.jsonl, curves.png)."""
+    """Run folder (checkpoints/, checkpoint, model, metrics.jsonl, curves.png)."""
     steps: int = 2000
     """Optimizer steps in total (a resumed run stops at the same step)."""
     lr: float = 3e-4
@@ -95,9 +111,9 @@ def train(
 
     ``make_batch(step, rank)`` returns a batch (tensors, or dicts/lists of them) on the CPU;
     the loop moves it to the device. ``compute_loss`` must go through ``model(...)`` (with several
-    processes the model is wrapped in DistributedDataParallel, whose forward syncs gradients). ``evaluate(model, step)`` returns metrics logged with
-    ``split="val"``. ``trainable(model)`` picks the parameters to optimize (default: all with
-    ``requires_grad``). Returns the unwrapped model.
+    processes the model is wrapped in DistributedDataParallel, whose forward syncs gradients).
+    ``evaluate(model, step)`` returns metrics logged with ``split="val"``. ``trainable(model)`` picks
+    the parameters to optimize (default: all with ``requires_grad``). Returns the unwrapped model.
     """
     from roboalign_env.extras import require
 
@@ -109,11 +125,13 @@ def train(
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
     params = trainable(model) if trainable else [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    start = _load_resume(out, model, optimizer) if (out / "resume" / "state.json").is_file() else 0
+    root = _resume_root(out)
+    start = _load_resume(root, model, optimizer, cfg.seed) if root is not None else 0
     model, optimizer = accelerator.prepare(model, optimizer)
     main = accelerator.is_main_process
     if main:
         out.mkdir(parents=True, exist_ok=True)
+        _tidy(out)
         _truncate_metrics(out / "metrics.jsonl", start)
         (out / "loop_config.json").write_text(json.dumps(asdict(cfg), default=str, indent=1))
 
@@ -152,45 +170,113 @@ def train(
         if done % cfg.save_every == 0 or done == cfg.steps:
             accelerator.wait_for_everyone()
             if main:
-                save_checkpoint(accelerator.unwrap_model(model), out / "model")
-                _save_resume(out, done, optimizer)
+                _save(out, done, cfg.seed, accelerator.unwrap_model(model), optimizer)
                 plot_metrics(out / "metrics.jsonl", out / "curves.png")
     bar.close()
     accelerator.wait_for_everyone()
     return accelerator.unwrap_model(model)
 
 
-def _save_resume(out: Path, step: int, optimizer: torch.optim.Optimizer) -> None:
-    """Optimizer moments as safetensors and the rest as JSON; written after the model."""
+def _save(out: Path, step: int, seed: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Write the checkpoint of ``step`` as one complete, fsynced folder, then make it current in one
+    atomic rename (see the module docstring); every path used is inside ``out``. ``checkpoints/``
+    holds nothing but the current step folder here: ``train`` tidies it up on start and after every save."""
+    checkpoints = out / "checkpoints"
+    name = f"step_{step:08d}"
+    tmp = checkpoints / f".{name}.tmp"
+    model.save_pretrained(tmp / "model", safe_serialization=True)
     state = optimizer.state_dict()
     tensors, scalars = {}, {}
     for index, slots in state["state"].items():
-        for name, value in slots.items():
+        for key, value in slots.items():
             if torch.is_tensor(value):
-                tensors[f"{index}.{name}"] = value.detach().cpu().contiguous()
+                tensors[f"{index}.{key}"] = value.detach().cpu().contiguous()
             else:
-                scalars[f"{index}.{name}"] = value
-    folder = out / "resume"
-    folder.mkdir(parents=True, exist_ok=True)
-    atomic_write(folder / "optimizer.safetensors", lambda f: f.write(safetensors_bytes(tensors)))
-    meta = {"step": step, "param_groups": state["param_groups"], "scalars": scalars}
-    atomic_write(folder / "state.json", lambda f: f.write(json.dumps(meta)), mode="w")
+                scalars[f"{index}.{key}"] = value
+    (tmp / "resume").mkdir()
+    (tmp / "resume" / "optimizer.safetensors").write_bytes(safetensors_bytes(tensors))
+    meta = {"step": step, "seed": seed, "param_groups": state["param_groups"], "scalars": scalars}
+    (tmp / "resume" / "state.json").write_text(json.dumps(meta))
+    sync_tree(tmp)
+    tmp.rename(checkpoints / name)
+    fsync_dir(checkpoints)
+    _link_model(out)
+    _symlink(os.path.join("checkpoints", name), out / "checkpoint")
+    _tidy(out)
 
 
-def _load_resume(out: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
-    """Restore weights from ``out/model`` and the optimizer from ``out/resume``; return the step."""
-    meta = json.loads((out / "resume" / "state.json").read_text())
-    weights = load_file(str(out / "model" / "model.safetensors"))
+def _symlink(target: str, link: Path) -> None:
+    """Point ``link`` at ``target`` in one atomic rename of a fresh symlink over it (a ``.NAME.tmp``
+    that a kill left behind is deleted by ``_tidy``)."""
+    tmp = link.with_name(f".{link.name}.tmp")
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+    fsync_dir(link.parent)
+
+
+def _link_model(out: Path) -> None:
+    """Make ``out/model`` the symlink ``checkpoint/model``. A ``model/`` folder of the older layout is
+    kept until a checkpoint of this layout is current, then moved aside, linked over and deleted."""
+    model = out / "model"
+    if model.is_symlink() and os.readlink(model) == _MODEL_LINK:
+        return
+    if model.is_dir() and not model.is_symlink():
+        if not (out / "checkpoint").is_symlink():
+            return
+        model.rename(out / ".model.old")  # deleted by _tidy
+    _symlink(_MODEL_LINK, model)
+
+
+def _tidy(out: Path) -> None:
+    """Delete what killed saves left behind: step folders other than the current one, temporary
+    symlinks, and the older layout's folders once a current checkpoint replaces them."""
+    current = out / "checkpoint"
+    keep = os.path.basename(os.readlink(current)) if current.is_symlink() else None
+    if (out / "checkpoints").is_dir():
+        for entry in (out / "checkpoints").iterdir():
+            if entry.name != keep:
+                shutil.rmtree(entry)
+    for leftover in (".checkpoint.tmp", ".model.tmp"):
+        (out / leftover).unlink(missing_ok=True)
+    if keep is not None:
+        _link_model(out)
+        for old in (out / ".model.old", out / "resume"):
+            if old.is_dir():
+                shutil.rmtree(old)
+
+
+def _resume_root(out: Path) -> Path | None:
+    """The folder holding ``model/`` and ``resume/`` to resume from: the current step folder, a run
+    folder of the older layout, or None for a fresh run."""
+    current = out / "checkpoint"
+    if current.is_symlink():
+        target = os.readlink(current)  # resolved once: a save can't switch it between two reads
+        if os.path.dirname(target) != "checkpoints" or not os.path.basename(target).startswith("step_"):
+            raise ValueError(f"{current} points to {target}, not to a step folder in {out / 'checkpoints'}")
+        root = out / target
+        if not (root / "resume" / "state.json").is_file():
+            raise FileNotFoundError(f"{current} points to {root}, which holds no complete checkpoint")
+        return root
+    return out if (out / "resume" / "state.json").is_file() else None
+
+
+def _load_resume(root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, seed: int) -> int:
+    """Restore weights from ``root/model`` and the optimizer from ``root/resume``; return the step."""
+    meta = json.loads((root / "resume" / "state.json").read_text())
+    if meta.get("seed", seed) != seed:
+        raise ValueError(f"{root}: the checkpoint was saved by a run with seed {meta['seed']}, not {seed}; "
+                         "resuming it with another seed would change its data stream (use a new --out)")
+    weights = load_file(str(root / "model" / "model.safetensors"))
     try:
         missing, unexpected = model.load_state_dict(weights, strict=False)
     except RuntimeError as err:
         missing, unexpected = [str(err).splitlines()[1].strip()], []
     params = dict(model.named_parameters())
     if unexpected or any(k in params or "size mismatch" in k for k in missing):
-        raise ValueError(f"{out / 'model'}: the checkpoint to resume from does not match this model "
+        raise ValueError(f"{root / 'model'}: the checkpoint to resume from does not match this model "
                          f"(missing or mismatched {missing[:3]}, unexpected {unexpected[:3]}); "
                          "use a new --out or the same model settings")
-    moments = load_file(str(out / "resume" / "optimizer.safetensors"))
+    moments = load_file(str(root / "resume" / "optimizer.safetensors"))
     state: dict[int, dict[str, Any]] = {}
     for key, value in list(moments.items()) + list(meta["scalars"].items()):
         index, name = key.split(".", 1)

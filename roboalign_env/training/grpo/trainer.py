@@ -192,7 +192,7 @@ class GRPOTrainer:
     def _distill_round(self, step: int, rank: int) -> None:
         """Teacher-label fresh rollouts (and their real clips), log agreement, re-distil (step > 0)."""
         from roboalign_env.data.bench_cache import VideoSet
-        from roboalign_env.data.io import atomic_savez
+        from roboalign_env.data.io import atomic_savez, atomic_write
         from roboalign_env.models.batch_scoring import predict
 
         cfg, d = self.cfg, self.distiller
@@ -223,7 +223,8 @@ class GRPOTrainer:
         held = d.add(videos, labels)
         if step > 0:
             d.train(cfg.distill_steps, round=r, seed=r)
-        (folder / "done.json").write_text(json.dumps({"step": step, "videos": held, **self.round_metrics}))
+        done = json.dumps({"step": step, "videos": held, **self.round_metrics})
+        atomic_write(folder / "done.json", lambda f: f.write(done), mode="w")
 
     def _restore_rounds(self, start: int) -> None:
         """On resume at ``start``: re-add the labelled videos of rounds already run and load the
