@@ -1,4 +1,4 @@
-"""World-model commands: ``train-tokenizer``, ``train-world-model``, ``eval-world-model``."""
+"""World-model commands: ``train-tokenizer``, ``train-world-model``, ``eval-world-model``, ``eval-control``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from roboalign_env.assets import DEFAULT_MODEL
 from roboalign_env.cli.options import Nested, loop_defaults
 from roboalign_env.models.world_model import SWR_WINDOW
 from roboalign_env.training.loop import LoopConfig
@@ -99,4 +100,61 @@ class EvalWorldModel:
         print(f"SWR vs default: {res['swr_vs_default']}\nwrote {self.out}")
 
 
-COMMANDS = {"train-tokenizer": TrainTokenizer, "train-world-model": TrainWorldModel, "eval-world-model": EvalWorldModel}
+@dataclass(frozen=True)
+class EvalControl:
+    """Does the dream follow the actions? From held-out starts restarted exactly in robosuite, drive
+    robosuite and the world model (greedy, the environment's default SWR window) with constant commands
+    per axis and for the gripper, the episode's own actions and another episode's; report direction
+    accuracy, separation ratios, the action swap, probe tracking error and frame metrics (control.json,
+    control_per_step.png, contact_sheet.png)."""
+
+    model: Path = DEFAULT_MODEL / "world_model"
+    """World-model folder (tokenizer/ + transformer/ + manifest.json), or a packed model folder holding one in
+    world_model/; the default is the shipped model."""
+    episodes: Path = Path("data/episodes")
+    """Collection folder written by `roboalign collect`; its held-out ("test") episodes are the starts."""
+    probe: Path | None = Path("checkpoints/probe")
+    """State-probe folder for the end-effector/object numbers; None skips them."""
+    out: Path = Path("runs/eval_control")
+    """Output folder: control.json, control_per_step.png, contact_sheet.png."""
+    starts_per_source: int = 8
+    """Held-out starts per source."""
+    steps: int = 16
+    """Steps of every rollout."""
+    magnitude: float = 0.8
+    """Size of the constant counterfactual commands, in the controller's [-1, 1] action units."""
+    sources: tuple[str, ...] = ()
+    """Sources to evaluate; empty: every source with held-out episodes in the collection."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    perceptual: Literal["st-lpips", "lpips"] = "st-lpips"
+    """Perceptual distance ('lpips' needs torchvision's AlexNet weights on disk)."""
+
+    def run(self) -> None:
+        from roboalign_env.cli.options import command_line
+        from roboalign_env.device import resolve_device
+        from roboalign_env.eval.control import evaluate_control
+
+        res = evaluate_control(self.model, self.episodes, self.out, self.probe, self.starts_per_source, self.steps,
+                               self.magnitude, self.sources, device=resolve_device(self.device),
+                               perceptual=self.perceptual, command=command_line())
+        h = res["headline"]
+        fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+        print(f"direction accuracy {fmt(h['direction_accuracy'])} (chance {1 / 6:.3f}; by direction of change "
+              f"{fmt(h['direction_accuracy_by_change'])}); per source: "
+              + ", ".join(f"{k} {fmt(v)}" for k, v in h["direction_accuracy_per_source"].items()))
+        print(f"separation ratio (median) {fmt(h['separation_ratio_median'])}, gripper closed vs open "
+              f"{fmt(h['gripper_separation_ratio_median'])}; action swap own/other pixel error "
+              f"{fmt(h['swap_pixel_ratio_own_over_other'])}")
+        if "tracking_eef_cm" in h:
+            t = h["tracking_eef_cm"]
+            print(f"end effector over {self.steps} steps: dream {fmt(t['dream'])} cm, nothing moves "
+                  f"{fmt(t['nothing_moves'])} cm, probe on real {fmt(t['probe_on_real'])} cm; "
+                  f"action swap own/other {fmt(h['swap_eef_ratio_own_over_other'])}")
+        for name in ("psnr", "ssim", "moving_psnr"):
+            print(f"{name}: dream {fmt(h[name]['dream'])}, nothing moves {fmt(h[name]['nothing_moves'])}")
+        print(f"wrote {self.out / 'control.json'}, control_per_step.png, contact_sheet.png")
+
+
+COMMANDS = {"train-tokenizer": TrainTokenizer, "train-world-model": TrainWorldModel, "eval-world-model": EvalWorldModel,
+            "eval-control": EvalControl}

@@ -1,0 +1,149 @@
+"""`roboalign eval-control`: the controllability metrics on hand-made arrays, and the command end to end."""
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from roboalign_env.eval.control import (
+    DIRECTIONS,
+    command_actions,
+    direction_hits,
+    masked_psnr,
+    motion_mask,
+    position_error_cm,
+    separation_ratio,
+)
+
+
+def counterfactuals(seed: int = 0):
+    """A first frame and six real frames that each differ from it by a different moved patch."""
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, 256, (16, 16, 3)).astype(np.uint8)
+    real = np.repeat(first[None], len(DIRECTIONS), 0)
+    for i in range(len(DIRECTIONS)):
+        real[i, 2 * i : 2 * i + 3, 2 * i : 2 * i + 3] = 255 - real[i, 2 * i : 2 * i + 3, 2 * i : 2 * i + 3]
+    return first, real
+
+
+def test_a_dream_equal_to_reality_is_fully_controllable():
+    first, real = counterfactuals()
+    assert direction_hits(real, real, first).all()
+    assert direction_hits(real, real, first, by_change=True).all()
+    assert separation_ratio(real[0], real[1], real[0], real[1]) == pytest.approx(1.0)
+    # half the motion, in the right direction: right by direction of change, half the separation
+    half = (first + (real.astype(float) - first) / 2).round().astype(np.uint8)
+    assert direction_hits(half, real, first, by_change=True).all()
+    assert separation_ratio(half[0], half[1], real[0], real[1]) == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_dream_that_ignores_actions_scores_chance_and_no_separation():
+    first, real = counterfactuals()
+    for ignored in (np.repeat(first[None], 6, 0), np.repeat(real[2:3], 6, 0)):
+        assert direction_hits(ignored, real, first).mean() <= 1 / len(DIRECTIONS)
+        assert direction_hits(ignored, real, first, by_change=True).mean() <= 1 / len(DIRECTIONS)
+        assert separation_ratio(ignored[0], ignored[1], real[0], real[1]) == 0.0
+    assert math.isnan(separation_ratio(real[0], real[1], first, first))  # reality did not separate: undefined
+
+
+def test_moving_pixel_psnr_counts_only_the_moving_pixels():
+    first = torch.zeros(2, 3, 8, 8)
+    real = first.clone()
+    real[0, :, :2, :2] = 0.5  # 4 moving pixels in frame 0, none in frame 1
+    real[1] += 2 / 255  # below the 10/255 threshold
+    mask = motion_mask(real, first)
+    assert mask.shape == (2, 1, 8, 8) and mask[0].sum() == 4 and mask[1].sum() == 0
+    pred = real.clone()
+    pred[0, :, :2, :2] += 0.1  # error 0.1 on the moving pixels
+    pred[0, :, 4:, 4:] = 1.0  # a large error elsewhere does not count
+    out = masked_psnr(pred, real, mask)
+    assert out[0].item() == pytest.approx(20.0, abs=1e-3) and math.isnan(out[1].item())
+
+
+def test_command_actions_and_position_error():
+    actions = command_actions(0.8, -1.0, steps=3)
+    assert set(actions) == {*DIRECTIONS, "open", "close"}
+    assert actions["-y"].shape == (3, 7) and actions["-y"][0].tolist() == pytest.approx([0, -0.8, 0, 0, 0, 0, -1])
+    assert actions["close"][0].tolist() == [0, 0, 0, 0, 0, 0, 1] and actions["open"][0, 6] == -1
+    assert position_error_cm(np.array([[0.0, 0.0, 0.03]]), np.zeros((1, 3))).tolist() == pytest.approx([3.0])
+    objects = np.zeros((2, 2, 3))
+    objects[:, 1, 0] = 0.02  # two objects: 0 and 2 cm off -> 1 cm
+    assert position_error_cm(objects, np.zeros((2, 2, 3))).tolist() == pytest.approx([1.0, 1.0])
+
+
+def tiny_world_model(folder):
+    from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
+    from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
+    from roboalign_env.models.world_model import WorldModel
+
+    torch.manual_seed(0)
+    tok = VideoTokenizer(TokenizerConfig(image_size=64, channels=(8, 16, 32), dynamics_channels=32, levels=(5, 5, 3)))
+    tf = DynamicsTransformer(DynamicsTransformerConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2,
+                                                       intermediate_size=64))
+    return WorldModel(tok, tf).eval().save(folder)
+
+
+def check_report(res: dict, steps: int, sources: tuple[str, ...], probe: bool):
+    sections = {"direction", "separation", "action_swap", "tracking", "frames", "starts"}
+    assert set(res["per_source"]) == set(sources) and res["settings"]["decoding"] == "greedy"
+    for section in [res["overall"], *res["per_source"].values()]:
+        assert set(section) == sections
+        assert list(section["direction"]["accuracy"]) == [str(steps)]
+        assert all(0 <= v <= 1 for v in [*section["direction"]["accuracy"].values(),
+                                         *section["direction"]["accuracy_by_change"].values()])
+        sep = section["separation"]
+        ratios = [sep["ratio_median"], sep["gripper_ratio_median"], *sep["ratio_per_axis"].values(),
+                  section["action_swap"]["pixel_ratio_own_over_other"]]
+        assert all(r is None or r >= 0 for r in ratios) and section["separation"]["ratio_median"] is not None
+        frames = section["frames"]
+        for key in ("psnr_dream", "psnr_nothing_moves", "moving_psnr_dream", "moving_psnr_nothing_moves"):
+            assert math.isfinite(frames[key]) and 0 < frames[key] <= 60
+        assert 0 < frames["ssim_dream"] <= 1 and frames["lpips_dream"] >= 0 and 0 < frames["moving_fraction"] < 1
+        if probe:
+            for part in ("eef", "objects"):
+                assert all(math.isfinite(v) and v >= 0 for v in section["tracking"][part].values())
+            assert section["tracking"]["eef"]["probe_on_real_cm"] < 15  # the probe reads the real frames right
+            assert section["action_swap"]["eef_ratio_own_over_other"] >= 0
+        else:
+            assert "no state probe" in section["tracking"] and "eef_error_own_cm" not in section["action_swap"]
+    assert len(res["per_step"]["psnr_dream"]) == steps and len(res["per_step"]["direction_accuracy"]) == steps
+    # the restart is exact: re-simulating the episode's own actions gives its recorded frames
+    assert [s["restart_max_pixel_diff"] for s in res["starts"]] == [0] * len(res["starts"])
+    assert all(s["other_episode_id"] not in (None, s["episode_id"]) for s in res["starts"])
+
+
+@pytest.mark.sim
+def test_eval_control_runs_end_to_end_on_a_tiny_model(collection, tmp_path, capsys, monkeypatch):
+    from roboalign_env.cli import main
+    from roboalign_env.eval.control import evaluate_control
+
+    model = tiny_world_model(tmp_path / "wm")
+    res = evaluate_control(model, collection, tmp_path / "a", starts_per_source=1, steps=2, sources=("door_kinova3",),
+                           window=2, progress=False)
+    check_report(res, 2, ("door_kinova3",), probe=False)
+    for png in ("control_per_step.png", "contact_sheet.png"):
+        assert (tmp_path / "a" / png).stat().st_size > 20_000
+
+    sources = ("door_kinova3", "pickplace_can_ur5e")  # the ones with held-out episodes in the tiny collection
+    args = ["eval-control", "--model", str(model), "--episodes", str(collection), "--probe", "checkpoints/probe",
+            "--out", str(tmp_path / "b"), "--starts-per-source", "1", "--steps", "3", "--sources", *sources,
+            "--device", "cpu"]
+    monkeypatch.setattr(sys, "argv", ["roboalign", *args])  # what the result file records as the command
+    main(args)
+    res = json.loads((tmp_path / "b" / "control.json").read_text())
+    check_report(res, 3, sources, probe=True)
+    out = capsys.readouterr().out
+    assert res["command"].startswith("roboalign eval-control")
+    assert "direction accuracy" in out and "end effector over 3 steps" in out
+
+
+def test_a_missing_model_is_a_clear_error(tmp_path, capsys):
+    from roboalign_env.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["eval-control", "--model", str(tmp_path / "none"), "--episodes", str(tmp_path), "--probe", "None"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "none" in err and "missing" in err
