@@ -6,34 +6,46 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roboalign_env.data.splits import HELDOUT_SOURCE
+from roboalign_env.sim.exploration import EXPLORATION_MODES
 from roboalign_env.sim.sources import ALL_SOURCES
 
 
 @dataclass(frozen=True)
 class Collect:
-    """Collect scripted robosuite episodes (resumable: finished episodes are skipped)."""
+    """Collect scripted and exploration robosuite episodes (resumable: finished episodes are skipped)."""
 
     out: Path = Path("data/episodes")
     """Collection folder: episodes/<source>/<id>.npz and manifest.jsonl are written here."""
     sources: tuple[str, ...] = ALL_SOURCES
     """Data sources to collect, from: lift_panda, stack_sawyer, pickplace_can_ur5e, door_kinova3."""
     episodes_per_source: int = 200
-    """Episodes per source (seeds first_seed, first_seed+1, ...)."""
+    """Scripted episodes per source (seeds first_seed, first_seed+1, ...)."""
     nominal_fraction: float = 0.5
     """Fraction of nominal episodes; the rest cycle through the source's failure modes."""
     first_seed: int = 0
     """First seed of every source's episode list."""
+    exploration_fraction: float = 0.0
+    """Fraction of each source's episodes that are exploration episodes, added to the scripted ones
+    (0.5: as many as --episodes-per-source; seeds from first_seed + 50000)."""
+    exploration_modes: tuple[str, ...] = EXPLORATION_MODES
+    """Exploration modes to cycle, from: explore_waypoints, explore_constant, explore_ou, explore_prefix."""
     workers: int = 2
     """Worker processes (each renders with its own MuJoCo context)."""
     image_size: int = 64
     """Frame size in pixels (64, or 128 for the larger option)."""
 
     def run(self) -> None:
-        from roboalign_env.sim.collect import collect, plan_episodes
+        from roboalign_env.sim.collect import collect, eef_in_view_fraction, plan_episodes
 
-        specs = plan_episodes(list(self.sources), self.episodes_per_source, self.nominal_fraction, self.first_seed)
+        specs = plan_episodes(
+            list(self.sources), self.episodes_per_source, self.nominal_fraction, self.first_seed,
+            self.exploration_fraction, self.exploration_modes,
+        )
         rows = collect(self.out, specs, self.workers, self.image_size)
         print(f"{len(rows)} episodes in {self.out} (manifest: {self.out / 'manifest.jsonl'})")
+        print("fraction of frames with the end effector inside the image:")
+        for key, fraction in eef_in_view_fraction(self.out, by_mode=True).items():
+            print(f"  {key}: {fraction:.3f}")
 
 
 @dataclass(frozen=True)
