@@ -23,6 +23,17 @@ def test_train_tokenizer_world_model_then_evaluate(collection, tmp_path):
               "--out", tmp_path / "wm", "--steps", 3, "--batch-size", 2, "--layers", 1, "--hidden-size", 32)
     model = tmp_path / "wm" / "world_model"
     assert {p.name for p in model.iterdir()} >= {"tokenizer", "transformer", "manifest.json"}
+
+    # Fine-tuning starts from that transformer (its sizes, its weights), not from a new one.
+    roboalign("train-world-model", "--episodes", collection, "--tokenizer", tmp_path / "tok" / "model",
+              "--out", tmp_path / "tuned", "--steps", 1, "--batch-size", 2, "--lr", 1e-12, "--init-from", model)
+    from safetensors.torch import load_file
+
+    start = load_file(str(model / "transformer" / "model.safetensors"))
+    tuned = load_file(str(tmp_path / "tuned" / "world_model" / "transformer" / "model.safetensors"))
+    assert start.keys() == tuned.keys()
+    assert max((start[k] - tuned[k]).abs().max().item() for k in start) < 1e-6  # one step at lr 1e-12
+    assert json.loads((tmp_path / "tuned" / "world_model" / "transformer" / "config.json").read_text())["hidden_size"] == 32
     out = roboalign("eval-world-model", "--model", model, "--episodes", collection, "--out", tmp_path / "eval",
                     "--horizon", 16, "--limit", 2, "--window", 4)
     res = json.loads((tmp_path / "eval" / "results.json").read_text())

@@ -46,6 +46,10 @@ class TrainWorldModel:
     """Transformer layers."""
     hidden_size: int = 256
     """Transformer width (the MLP is 3x as wide)."""
+    init_from: Path | None = None
+    """Fine-tune: start from this world model's transformer (a world-model folder such as the package's
+    default world_model/, or a transformer folder) instead of a new one; its sizes replace --layers,
+    --hidden-size and --action-mode. Use the tokenizer it was trained with (--tokenizer)."""
     batch_size: int = 16
     """Clips per step (each 8 frames)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/world_model", steps=3000, lr=1e-3, every=250, warmup_steps=200)
@@ -57,7 +61,7 @@ class TrainWorldModel:
 
         config = DynamicsTransformerConfig(action_mode=self.action_mode, num_layers=self.layers,
                                            hidden_size=self.hidden_size, intermediate_size=3 * self.hidden_size)
-        train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config)
+        train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from)
         print(f"world model in {self.loop.out / 'world_model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
 
 

@@ -95,8 +95,8 @@ class WorldModel(torch.nn.Module):
                 if not (folder / name / file).is_file():
                     raise CheckpointError(f"{folder / name / file}: missing (a world-model folder needs "
                                           f"tokenizer/ and transformer/, each with config.json and model.safetensors)")
-        tokenizer = _load_component(VideoTokenizer, folder / "tokenizer")
-        transformer = _load_component(DynamicsTransformer, folder / "transformer")
+        tokenizer = load_component(VideoTokenizer, folder / "tokenizer")
+        transformer = load_component(DynamicsTransformer, folder / "transformer")
         model = cls(tokenizer, transformer)
         if (folder / MANIFEST).is_file():
             try:
@@ -130,7 +130,7 @@ class WorldModel(torch.nn.Module):
                        dream.windows, dream.peak_sequence, time.perf_counter() - tic)
 
 
-def _load_component(cls, folder: Path):
+def load_component(cls, folder: Path):
     """``from_pretrained`` that refuses weights which do not cover the model exactly."""
     try:
         with quiet_loading():
