@@ -63,7 +63,7 @@ def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, bat
     ``init_from`` starts from an existing world model's transformer (fine-tuning; ``config``'s sizes
     are then those of that transformer); a resumed run continues from its own checkpoint either way.
     """
-    tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).eval().requires_grad_(False)
+    tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).float().eval().requires_grad_(False)  # shipped: bf16
     stream = ClipStream(episodes, clip_len=8, episode_ids=split_episode_ids(episodes, "train"),
                         augment=True, seed=loop.seed, cache_size=4096)
     val = ClipStream(episodes, clip_len=8, episode_ids=split_episode_ids(episodes, "val"), cache_size=4096)
