@@ -125,12 +125,14 @@ def test_two_processes_with_torchrun_keep_identical_weights(tmp_path):
         f"m = train(LoopConfig(out={str(tmp_path / 'run')!r}, steps=6, warmup_steps=1, save_every=6, progress=False),"
         " Tiny(TinyConfig()), make_batch, loss_fn)\n"
         "import torch.distributed as dist\n"
-        "print('RANK', dist.get_rank(), dist.get_world_size(), m.net[0].weight.sum().item())\n"
+        f"open({str(tmp_path)!r} + f'/rank{{dist.get_rank()}}.txt', 'w').write("
+        "f'RANK {dist.get_rank()} {dist.get_world_size()} {m.net[0].weight.sum().item()}')\n"
     )
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
                          capture_output=True, text=True, timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
-    ranks = sorted(line.split()[1:] for line in out.stdout.splitlines() if line.startswith("RANK"))
+    # each rank writes its own file: two processes printing to one pipe can interleave their lines
+    ranks = sorted(p.read_text().split()[1:] for p in tmp_path.glob("rank*.txt"))
     assert [r[:2] for r in ranks] == [["0", "2"], ["1", "2"]]
     assert ranks[0][2] == ranks[1][2]  # identical weights on both ranks
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
