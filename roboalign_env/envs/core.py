@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from roboalign_env.envs.reward import JudgeReward, RewardConfig
+from roboalign_env.envs.reward import JudgeReward, RewardConfig, expect, is_int, is_real
 from roboalign_env.envs.seeds import SeedClips
 from roboalign_env.models.world_model import SWR_WINDOW
 from roboalign_env.rubric import DIMENSIONS
@@ -103,21 +103,6 @@ class EpisodeClock:
             raise RuntimeError(f"{call} called after close(); make a new environment")
 
 
-def is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
-
-
-def _is_real(value) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
-        and value == value
-
-
-def _expect(ok: bool, name: str, value, expected: str) -> None:
-    """A settings check: ``ValueError`` naming the argument, what it got and what was expected."""
-    if not ok:
-        raise ValueError(f"{name}={value!r}: expected {expected}")
-
-
 def task_vector(source: str | None) -> np.ndarray:
     vec = np.zeros(len(ALL_SOURCES), np.float32)
     if source is not None:
@@ -144,11 +129,11 @@ class JudgeSettings:
     """How the student's scores become rewards, success and termination (see roboalign_env.envs.reward)."""
 
     def __post_init__(self):
-        _expect(self.student is None or isinstance(self.student, (str, Path)), "student", self.student,
+        expect(self.student is None or isinstance(self.student, (str, Path)), "student", self.student,
                 "None or a folder path")
-        _expect(isinstance(self.device, str), "device", self.device, "'auto', 'cpu' or 'cuda[:N]'")
-        _expect(isinstance(self.bf16, bool), "bf16", self.bf16, "True or False")
-        _expect(isinstance(self.reward, RewardConfig), "reward", self.reward, "a RewardConfig")
+        expect(isinstance(self.device, str), "device", self.device, "'auto', 'cpu' or 'cuda[:N]'")
+        expect(isinstance(self.bf16, bool), "bf16", self.bf16, "True or False")
+        expect(isinstance(self.reward, RewardConfig), "reward", self.reward, "a RewardConfig")
 
     @classmethod
     def from_kwargs(cls, kwargs: dict[str, Any], env_id: str):
@@ -211,18 +196,18 @@ class DreamSettings(JudgeSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        _expect(self.checkpoint is None or isinstance(self.checkpoint, (str, Path)), "checkpoint", self.checkpoint,
+        expect(self.checkpoint is None or isinstance(self.checkpoint, (str, Path)), "checkpoint", self.checkpoint,
                 "None or a folder path")
-        _expect(self.window is None or (is_int(self.window) and self.window >= 2), "window", self.window,
+        expect(self.window is None or (is_int(self.window) and self.window >= 2), "window", self.window,
                 "None (SWR off) or an int >= 2")
-        _expect(_is_real(self.temperature) and 0 <= self.temperature < float("inf"), "temperature", self.temperature,
+        expect(is_real(self.temperature) and 0 <= self.temperature < float("inf"), "temperature", self.temperature,
                 "a finite number >= 0 (0: greedy)")
-        _expect(self.top_k is None or (is_int(self.top_k) and self.top_k >= 1), "top_k", self.top_k,
+        expect(self.top_k is None or (is_int(self.top_k) and self.top_k >= 1), "top_k", self.top_k,
                 "None or an int >= 1")
-        _expect(is_int(self.horizon) and self.horizon >= 1, "horizon", self.horizon, "an int >= 1")
-        _expect(self.source is None or self.source in ALL_SOURCES, "source", self.source,
+        expect(is_int(self.horizon) and self.horizon >= 1, "horizon", self.horizon, "an int >= 1")
+        expect(self.source is None or self.source in ALL_SOURCES, "source", self.source,
                 f"None or one of {list(ALL_SOURCES)}")
-        _expect(isinstance(self.int8, bool), "int8", self.int8, "True or False")
+        expect(isinstance(self.int8, bool), "int8", self.int8, "True or False")
 
     @property
     def precision(self) -> str:
@@ -356,7 +341,7 @@ class DreamCore:
             return {"frame": frame, "instruction": instruction, "source": source, "seed_index": -1}
         if "seed_index" in options:
             index = options["seed_index"]
-            _expect(is_int(index) and 0 <= index < len(self.seeds), "options['seed_index']", index,
+            expect(is_int(index) and 0 <= index < len(self.seeds), "options['seed_index']", index,
                     f"an int in 0..{len(self.seeds) - 1}")
             index = int(index)
         else:

@@ -31,11 +31,11 @@ from roboalign_env.envs.core import (
     JudgeSettings,
     action_space,
     check_actions,
-    is_int,
     observation_space,
     score_info,
     task_vector,
 )
+from roboalign_env.envs.reward import is_int
 from roboalign_env.sim.sources import ALL_SOURCES
 
 

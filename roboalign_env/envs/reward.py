@@ -21,12 +21,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
+import numpy as np
 import torch
 
 from roboalign_env.rubric import DIMENSIONS, MAX_SCORES, aggregate, check_weights
 
 RewardMode = Literal["potential", "absolute", "terminal"]
 MANIPULATION = DIMENSIONS.index("manipulation_success")
+
+
+def is_int(value) -> bool:
+    """An int (Python or numpy), not a bool."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def is_real(value) -> bool:
+    """A real number (Python or numpy), not a bool, not NaN."""
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_)) \
+        and value == value
+
+
+def expect(ok: bool, name: str, value, expected: str) -> None:
+    """A settings check: ``ValueError`` naming the argument, what it got and what was expected."""
+    if not ok:
+        raise ValueError(f"{name}={value!r}: expected {expected}")
 
 
 @dataclass(frozen=True)
@@ -44,11 +62,10 @@ class RewardConfig:
         if self.mode not in ("potential", "absolute", "terminal"):
             raise ValueError(f"reward mode {self.mode!r}: expected potential, absolute or terminal")
         object.__setattr__(self, "weights", check_weights(self.weights, "reward weights"))
-        if not isinstance(self.frames, int) or isinstance(self.frames, bool) or self.frames < 2:
-            raise ValueError(f"reward frames={self.frames!r}: expected an int >= 2")
-        if not (isinstance(self.success_threshold, (int, float)) and 0.0 <= self.success_threshold <= 1.0):
-            raise ValueError(f"success_threshold={self.success_threshold!r}: expected a number in [0, 1] "
-                             "(the share of the maximum Manipulation Success that ends an episode)")
+        expect(is_int(self.frames) and self.frames >= 2, "reward frames", self.frames, "an int >= 2")
+        expect(is_real(self.success_threshold) and 0 <= self.success_threshold <= 1, "success_threshold",
+               self.success_threshold, "a number in [0, 1] (the share of the maximum Manipulation Success that "
+               "ends an episode)")
 
 
 class JudgeReward:
