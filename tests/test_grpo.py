@@ -22,11 +22,15 @@ from roboalign_env.training.loop import LoopConfig
 TINY_STUDENT = dict(widths=(8, 16, 16), video_dim=32, text_dim=32, text_layers=1, text_ffn=64)
 
 
-def tiny_world_model(seed: int = 0) -> WorldModel:
+def tiny_world_model(seed: int = 0, **options) -> WorldModel:
     torch.manual_seed(seed)
     tok = VideoTokenizer(TokenizerConfig(channels=(8, 16, 32), dynamics_channels=32, levels=(5, 5, 3)))
     tf = DynamicsTransformer(DynamicsTransformerConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2,
-                                              intermediate_size=64))
+                                              intermediate_size=64, **options))
+    if options:  # give the zero-initialized action parts an effect
+        with torch.no_grad():
+            tf.code_action_proj.weight.normal_(std=0.5)
+            tf.null_codes.normal_(std=0.5)
     return WorldModel(tok, tf).eval()
 
 
@@ -90,21 +94,26 @@ def test_kl_term_is_k3_on_hand_computed_numbers():
 
 # --- the model side -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("temperature", [1.0, 0.7])
-def test_recomputed_log_probs_equal_the_samplers_across_swr_windows(temperature):
-    wm = tiny_world_model()
+@pytest.mark.parametrize("temperature, guidance", [(1.0, 1.0), (0.7, 1.0), (1.0, 2.5)])
+def test_recomputed_log_probs_equal_the_samplers_across_swr_windows(temperature, guidance):
+    wm = tiny_world_model(**(dict(action_to_codes=True, action_dropout=0.1) if guidance != 1 else {}))
     prompt = tiny_prompts(horizon=7).take(np.array([0, 1]))
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
-    roll = wm.rollout(prompt["first"], prompt["actions"], window=3, temperature=temperature, generators=gens)
+    roll = wm.rollout(prompt["first"], prompt["actions"], window=3, temperature=temperature, generators=gens,
+                      guidance=guidance)
     assert len(roll.windows) == 4  # 7 frames, 2 generated per window
     with torch.no_grad():
-        lp = rollout_log_probs(wm.transformer, roll.windows, prompt["actions"], roll.codes, temperature)
+        lp = rollout_log_probs(wm.transformer, roll.windows, prompt["actions"], roll.codes, temperature, guidance)
     assert lp.shape == roll.log_probs.shape
     torch.testing.assert_close(lp, roll.log_probs, atol=1e-4, rtol=0)
     # with the first window's context for every frame, frames past the first window differ
     with torch.no_grad():
-        wrong = rollout_log_probs(wm.transformer, roll.windows[:1], prompt["actions"], roll.codes, temperature)
+        wrong = rollout_log_probs(wm.transformer, roll.windows[:1], prompt["actions"], roll.codes, temperature, guidance)
     assert (wrong[:, 2:] - roll.log_probs[:, 2:]).abs().max() > 1e-3
+    if guidance != 1:  # the guided distribution is not the plain conditional one
+        with torch.no_grad():
+            plain = rollout_log_probs(wm.transformer, roll.windows, prompt["actions"], roll.codes, temperature)
+        assert (plain - roll.log_probs).abs().max() > 1e-3
 
 
 def test_kl_is_zero_when_the_policy_equals_the_reference_and_grows_after_a_change(tmp_path):

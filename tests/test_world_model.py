@@ -21,12 +21,20 @@ def tiny_transformer(seed: int = 0, **kw) -> DynamicsTransformer:
     return DynamicsTransformer(cfg).eval()
 
 
-@pytest.fixture(scope="module", params=["bins", "embed"])
+@pytest.fixture(scope="module", params=["bins", "embed", "guided"])
 def world_model(request) -> WorldModel:
-    tf = tiny_transformer(action_mode=request.param)
-    if request.param == "embed":
-        with torch.no_grad():  # make actions matter (the projection starts at zero)
-            tf.action_proj.weight.normal_(std=0.5)
+    """``guided``: binned actions also added to every dynamics code, with a "no action" input and a
+    default classifier-free guidance scale of 2 (every rollout decodes a guided batch)."""
+    if request.param == "guided":
+        tf = tiny_transformer(action_to_codes=True, action_dropout=0.1, guidance=2.0)
+    else:
+        tf = tiny_transformer(action_mode=request.param)
+    with torch.no_grad():  # make actions matter (the projections start at zero)
+        for name in ("action_proj", "code_action_proj"):
+            if hasattr(tf, name):
+                getattr(tf, name).weight.normal_(std=0.5)
+        if hasattr(tf, "null_codes"):
+            tf.null_codes.normal_(std=0.5)
     return WorldModel(tiny_tokenizer(), tf).eval()
 
 
@@ -110,7 +118,7 @@ def test_cached_greedy_generation_equals_uncached(world_model):
     roll = world_model.rollout(x, a, window=None)
     ctx = world_model.tokenizer.encode_context(x)
     with torch.no_grad():
-        logits = world_model.transformer(ctx, a, roll.codes)
+        logits = world_model.transformer(ctx, a, roll.codes, guidance=world_model.transformer.config.guidance)
     assert torch.equal(logits.argmax(-1), roll.codes)
     # and the reported log-probabilities are those of the teacher-forced pass
     torch.testing.assert_close(roll.log_probs, logits.log_softmax(-1).gather(-1, roll.codes[..., None])[..., 0],
@@ -249,7 +257,8 @@ def test_rollout_records_each_swr_window_context(world_model):
     # teacher-forced log-probs of the first window reproduce the sampled ones
     ctx = roll.windows[0][1]
     with torch.no_grad():
-        lp = world_model.transformer.log_probs(ctx, a[:, :2], roll.codes[:, :2], temperature=1.0)
+        lp = world_model.transformer.log_probs(ctx, a[:, :2], roll.codes[:, :2], temperature=1.0,
+                                               guidance=world_model.transformer.config.guidance)
     torch.testing.assert_close(lp, roll.log_probs[:, :2], atol=1e-4, rtol=1e-4)
 
 
@@ -326,3 +335,60 @@ def test_a_transformer_trained_where_the_action_decides_the_next_frame_follows_i
         swapped = model(context, actions.flip(0), codes).argmax(-1)
     assert (greedy == codes).float().mean() > 0.95
     assert (swapped == codes).float().mean() < 0.75  # other actions, other frames: the codes follow the action
+
+
+def test_fine_tuning_with_new_action_inputs_starts_from_the_same_predictions(tmp_path):
+    """Turning on action_to_codes and action dropout on a trained checkpoint adds zero-initialized parts:
+    the loaded model predicts exactly as before, and the new "no action" input is usable at once."""
+    from roboalign_env.training.world_model import initial_transformer
+
+    tok, tf = tiny_tokenizer(), tiny_transformer()
+    tf.save_pretrained(tmp_path / "tf")
+    options = DynamicsTransformerConfig(action_to_codes=True, action_dropout=0.2, guidance=1.5)
+    tuned = initial_transformer(options, tok, tmp_path / "tf").eval()
+    assert tuned.config.action_to_codes and tuned.config.guidance == 1.5 and tuned.config.hidden_size == 32
+    ctx, a = torch.randint(0, 75, (2, 64)), actions(2, 3)
+    dyn = torch.randint(0, 75, (2, 3, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(tuned(ctx, a, dyn), tf(ctx, a, dyn))
+        dropped = tuned(ctx, a, dyn, null=torch.tensor([True, False]))
+    assert not torch.allclose(dropped[0], tf(ctx, a, dyn)[0]) and torch.allclose(dropped[1], tf(ctx, a, dyn)[1], atol=1e-5)
+    # a checkpoint trained with an option cannot silently lose its weights
+    tuned.save_pretrained(tmp_path / "tuned")
+    with pytest.raises(ValueError, match="discard trained weights"):
+        initial_transformer(DynamicsTransformerConfig(), tok, tmp_path / "tuned")
+
+
+def test_guidance_needs_a_model_with_a_no_action_input():
+    with pytest.raises(ValueError, match="action_dropout"):
+        DynamicsTransformerConfig(guidance=2.0)
+    plain = WorldModel(tiny_tokenizer(), tiny_transformer())
+    with pytest.raises(ValueError, match="action_dropout"):
+        plain.rollout(frames(1), actions(1, 2), guidance=2.0)
+
+
+def test_change_weight_and_action_dropout_in_the_training_loss():
+    from roboalign_env.training.world_model import changed_codes, clip_loss
+
+    tok = tiny_tokenizer()
+    clips = moving_square_clips(2, 4)
+    batch = {"frames": clips, "actions": actions(2, 4)}
+    tf = tiny_transformer(action_to_codes=True, action_dropout=0.999)
+    with torch.no_grad():
+        tf.code_action_proj.weight.normal_(std=0.5)
+        context, dynamics = tok.encode_clip(clips)
+        changed = changed_codes(tok, clips, dynamics)
+        assert changed.any() and not changed.all()  # the square moves over a still background
+        per_code = torch.nn.functional.cross_entropy(tf(context, batch["actions"][:, :3], dynamics).flatten(0, 2),
+                                                     dynamics.flatten(), reduction="none")
+        w = 1 + 4 * changed.flatten().float()
+        weighted, metrics = clip_loss(tf.eval(), tok, batch, change_weight=5.0)
+        torch.testing.assert_close(weighted, (per_code * w).sum() / w.sum())
+        assert metrics["changed_fraction"] == pytest.approx(changed.float().mean().item())
+        assert not torch.isclose(weighted, clip_loss(tf, tok, batch)[0])
+        # in training mode (almost) every clip's actions are dropped: the loss no longer depends on them
+        other = {**batch, "actions": -batch["actions"]}
+        assert not torch.isclose(clip_loss(tf, tok, batch)[0], clip_loss(tf, tok, other)[0])
+        tf.train()
+        assert torch.isclose(clip_loss(tf, tok, batch, generator=torch.Generator().manual_seed(0))[0],
+                             clip_loss(tf, tok, other, generator=torch.Generator().manual_seed(0))[0])

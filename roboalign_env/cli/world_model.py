@@ -46,10 +46,21 @@ class TrainWorldModel:
     """Transformer layers."""
     hidden_size: int = 256
     """Transformer width (the MLP is 3x as wide)."""
+    action_to_codes: bool = False
+    """Also add the action (zero-initialized linear layer) to the input of every dynamics code of the
+    frame it leads to, so that each code sees the command."""
+    action_dropout: float = 0.0
+    """Probability of training a clip with the "no action" input instead of its actions (> 0 makes
+    classifier-free guidance possible)."""
+    guidance: float = 1.0
+    """The model's default classifier-free guidance scale at decoding (1: none; > 1 needs --action-dropout > 0)."""
+    change_weight: float = 1.0
+    """Loss weight on the dynamics codes that change from the previous frame (1: plain cross-entropy)."""
     init_from: Path | None = None
     """Fine-tune: start from this world model's transformer (a world-model folder such as the package's
     default world_model/, or a transformer folder) instead of a new one; its sizes replace --layers,
-    --hidden-size and --action-mode. Use the tokenizer it was trained with (--tokenizer)."""
+    --hidden-size and --action-mode, while --action-to-codes, --action-dropout and --guidance apply
+    (new parts start at zero). Use the tokenizer it was trained with (--tokenizer)."""
     batch_size: int = 16
     """Clips per step (each 8 frames)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/world_model", steps=3000, lr=1e-3, every=250, warmup_steps=200)
@@ -60,8 +71,11 @@ class TrainWorldModel:
         from roboalign_env.training.world_model import train_world_model
 
         config = DynamicsTransformerConfig(action_mode=self.action_mode, num_layers=self.layers,
-                                           hidden_size=self.hidden_size, intermediate_size=3 * self.hidden_size)
-        train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from)
+                                           hidden_size=self.hidden_size, intermediate_size=3 * self.hidden_size,
+                                           action_to_codes=self.action_to_codes, action_dropout=self.action_dropout,
+                                           guidance=self.guidance)
+        train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from,
+                          change_weight=self.change_weight)
         print(f"world model in {self.loop.out / 'world_model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
 
 
@@ -133,6 +147,8 @@ class EvalControl:
     """'auto' (CUDA when available), 'cpu' or 'cuda'."""
     perceptual: Literal["st-lpips", "lpips"] = "st-lpips"
     """Perceptual distance ('lpips' needs torchvision's AlexNet weights on disk)."""
+    guidance: float | None = None
+    """Classifier-free guidance scale on the actions (None: the model's default, as the environment uses)."""
 
     def run(self) -> None:
         from roboalign_env.cli.options import command_line
@@ -141,7 +157,7 @@ class EvalControl:
 
         res = evaluate_control(self.model, self.episodes, self.out, self.probe, self.starts_per_source, self.steps,
                                self.magnitude, self.sources, device=resolve_device(self.device),
-                               perceptual=self.perceptual, command=command_line())
+                               perceptual=self.perceptual, command=command_line(), guidance=self.guidance)
         h = res["headline"]
         fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         print(f"direction accuracy {fmt(h['direction_accuracy'])} (chance {1 / 6:.3f}; by direction of change "

@@ -225,13 +225,15 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 
 def dream_all(model: WorldModel, first: np.ndarray, actions: np.ndarray, window: int | None, batch_size: int,
-              progress: bool) -> np.ndarray:
-    """Greedy rollouts from first frames (N, H, W, 3) uint8 under actions (N, steps, 7): (N, steps, H, W, 3) uint8."""
+              progress: bool, guidance: float | None = None) -> np.ndarray:
+    """Greedy rollouts from first frames (N, H, W, 3) uint8 under actions (N, steps, 7): (N, steps, H, W, 3) uint8
+    (``guidance``: classifier-free guidance scale, None for the model's default)."""
     device = model.tokenizer.device
     out = []
     for s in tqdm(range(0, len(first), batch_size), desc="dream", unit="batch", disable=not progress):
         roll = model.rollout(to_float(first[s : s + batch_size]).to(device),
-                             torch.from_numpy(actions[s : s + batch_size]).to(device), window=window, temperature=0.0)
+                             torch.from_numpy(actions[s : s + batch_size]).to(device), window=window, temperature=0.0,
+                             guidance=guidance)
         out.append(to_uint8(roll.frames))
     return np.concatenate(out)
 
@@ -367,11 +369,12 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
                      starts_per_source: int = 8, steps: int = 16, magnitude: float = 0.8,
                      sources: tuple[str, ...] = (), window: int | None = SWR_WINDOW, device: str = "cpu",
                      perceptual: str = "st-lpips", batch_size: int = 64, progress: bool = True,
-                     command: str | None = None) -> dict:
+                     command: str | None = None, guidance: float | None = None) -> dict:
     """Run the controllability report; write ``control.json``, ``control_per_step.png``, ``contact_sheet.png``.
 
     ``sources`` empty means every source with held-out episodes in ``episodes``; ``probe_dir`` None
-    skips the probe-based numbers (tracking, and the action swap's end-effector error). ``model_dir`` is a
+    skips the probe-based numbers (tracking, and the action swap's end-effector error). ``guidance`` is
+    the classifier-free guidance scale (None: the model's default, what the environment uses). ``model_dir`` is a
     world-model folder, or a packed model folder holding one in ``world_model/``.
     """
     if starts_per_source < 1:
@@ -390,7 +393,8 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
     own = ROLLOUTS.index("own")
     first = np.concatenate([np.repeat(r.frames[own : own + 1, 0], len(ROLLOUTS), 0) for r in real])
     actions = np.stack([s.actions[name] for s in starts for name in ROLLOUTS])
-    dream = dream_all(model, first, actions, window, batch_size, progress)
+    guidance = float(model.transformer.config.guidance if guidance is None else guidance)
+    dream = dream_all(model, first, actions, window, batch_size, progress, guidance)
     dream = dream.reshape(len(starts), len(ROLLOUTS), *dream.shape[1:])
     m = per_start_metrics(real, dream, perceptual, probe)
     names = np.array([s.source for s in starts])
@@ -399,7 +403,8 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
         "command": command,
         "settings": {"model": str(model_dir), "episodes": str(episodes), "probe": str(probe_dir) if probe_dir else None,
                      "starts_per_source": starts_per_source, "steps": steps, "magnitude": magnitude,
-                     "sources": sorted(set(names)), "window": window, "decoding": "greedy", "device": str(device),
+                     "sources": sorted(set(names)), "window": window, "decoding": "greedy", "guidance": guidance,
+                     "device": str(device),
                      "perceptual_metric": perceptual_name(perceptual), "motion_threshold": MOTION_THRESHOLD},
         "starts": [{"episode_id": s.episode_id, "source": s.source, "seed": s.seed, "other_episode_id": s.other_id,
                     "gripper_held": float(s.actions["+x"][0, 6]),

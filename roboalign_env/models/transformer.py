@@ -13,9 +13,21 @@ where ``act_t`` is the action sent after frame ``t``. Two action encodings are a
   zero-initialized linear projection of the 7-D action (the model starts as an unconditional video
   model and learns to use actions).
 
-Chosen by measurement: trained side by side for 500 steps on the same clips, "bins" reached a 3%
-lower validation loss (2.191 vs 2.259 nats per code) for 6 more tokens per frame, which the
-rollout feeds in the same forward pass as the previous frame's last code (no extra sequential step).
+"bins" reached a lower validation loss than "embed" side by side (docs/world_model.md); its 6 extra
+tokens per frame are fed in the same forward pass as the previous frame's last code (no extra
+sequential step).
+
+Two options make every generated code depend on the action (a model trained on scripted runs
+alone learns to guess the motion from the frames and ignore the action slots):
+
+- ``action_to_codes``: the normalized action of the step that led to a frame also enters each of
+  that frame's dynamics positions, through a zero-initialized linear layer added to the code's input
+  embedding (so a checkpoint trained without it starts out unchanged);
+- ``action_dropout`` > 0: during training the whole clip's actions are replaced, with that
+  probability, by a learned "no action" input (the action slots and the per-code term alike). The
+  model then also predicts without actions, which classifier-free guidance uses at decoding time:
+  ``logits = uncond + guidance * (cond - uncond)``; ``guidance`` in the config is the model's
+  default scale (1: plain conditional decoding).
 
 Only dynamics codes are predicted (cross-entropy over the code range); context and actions are
 given. Positions are plain token indices fed to LLaMA's rotary embedding, so a sequence longer than
@@ -50,10 +62,18 @@ class DynamicsTransformerConfig(PretrainedConfig):
         intermediate_size: int = 768,
         max_positions: int = 4096,
         dropout: float = 0.0,
+        action_to_codes: bool = False,
+        action_dropout: float = 0.0,
+        guidance: float = 1.0,
         **kwargs,
     ):
         if action_mode not in ("embed", "bins"):
             raise ValueError(f"action_mode must be 'embed' or 'bins', got {action_mode!r}")
+        if not 0.0 <= action_dropout < 1.0:
+            raise ValueError(f"action_dropout must be in [0, 1), got {action_dropout}")
+        if guidance != 1.0 and action_dropout == 0.0:
+            raise ValueError(f"guidance {guidance} needs a model trained with action_dropout > 0 "
+                             "(classifier-free guidance contrasts it with the no-action prediction)")
         self.codebook_size = codebook_size
         self.context_tokens = context_tokens
         self.dynamics_tokens = dynamics_tokens
@@ -68,7 +88,15 @@ class DynamicsTransformerConfig(PretrainedConfig):
         self.intermediate_size = intermediate_size
         self.max_positions = max_positions
         self.dropout = dropout
+        self.action_to_codes = action_to_codes
+        self.action_dropout = action_dropout
+        self.guidance = guidance
         super().__init__(**kwargs)
+
+    @property
+    def guidable(self) -> bool:
+        """Whether the model has the "no action" input that classifier-free guidance needs."""
+        return self.action_dropout > 0
 
     @property
     def action_slots(self) -> int:
@@ -107,15 +135,26 @@ class DynamicsTransformer(PreTrainedModel):
         if config.action_mode == "embed":
             self.action_slot = nn.Parameter(torch.zeros(config.hidden_size))
             self.action_proj = nn.Linear(config.action_dim, config.hidden_size)
+        if config.action_to_codes:
+            self.code_action_proj = nn.Linear(config.action_dim, config.hidden_size)
+        if config.guidable:
+            self.null_slots = nn.Parameter(torch.zeros(config.action_slots, config.hidden_size))
+            self.null_codes = nn.Parameter(torch.zeros(config.hidden_size))
         self.post_init()
+
+    #: Modules that a checkpoint trained without the conditioning options lacks; they start at
+    #: their initial values when such a checkpoint is fine-tuned with the options on.
+    CONDITIONING_PARAMETERS = ("code_action_proj.weight", "code_action_proj.bias", "null_slots", "null_codes")
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # also restores LLaMA's rotary buffers after from_pretrained
-        if module is getattr(self, "action_proj", None):
+        if module is getattr(self, "action_proj", None) or module is getattr(self, "code_action_proj", None):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
-        elif isinstance(module, DynamicsTransformer) and hasattr(module, "action_slot"):
-            nn.init.normal_(module.action_slot, std=0.02)
+        elif isinstance(module, DynamicsTransformer):
+            for name in ("action_slot", "null_slots"):
+                if hasattr(module, name):
+                    nn.init.normal_(getattr(module, name), std=0.02)
 
     # --- inputs -----------------------------------------------------------------------------
     def check_actions(self, actions: torch.Tensor) -> None:
@@ -133,12 +172,36 @@ class DynamicsTransformer(PreTrainedModel):
     def embed_codes(self, codes: torch.Tensor) -> torch.Tensor:
         return self.llama.get_input_embeddings()(codes)
 
+    def normalized_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Actions clamped to the config's range and mapped to [-1, 1]."""
+        cfg = self.config
+        mid, half = (cfg.action_high + cfg.action_low) / 2, (cfg.action_high - cfg.action_low) / 2
+        return (actions.clamp(cfg.action_low, cfg.action_high) - mid) / half
+
     def embed_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """Actions (..., 7) → slot embeddings (..., action_slots, hidden)."""
         cfg = self.config
         if cfg.action_mode == "embed":
             return (self.action_slot + self.action_proj(actions.to(self.action_proj.weight.dtype))).unsqueeze(-2)
         return self.embed_codes(self.action_token_ids(actions))
+
+    def action_inputs(self, actions: torch.Tensor, null: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """What one action puts into the sequence: its slot embeddings (..., action_slots, hidden) and
+        the term added to the input embedding of each dynamics code of the frame it leads to
+        (..., hidden; zero without ``action_to_codes``). Where the bool mask ``null`` (...) is set,
+        both are the learned "no action" input instead."""
+        slots = self.embed_actions(actions)
+        if self.config.action_to_codes:
+            weight = self.code_action_proj.weight
+            codes = self.code_action_proj(self.normalized_actions(actions).to(weight.dtype))
+        else:
+            codes = slots.new_zeros(*actions.shape[:-1], self.config.hidden_size)
+        if null is not None and bool(null.any()):
+            if not self.config.guidable:
+                raise ValueError("this model has no 'no action' input (it was trained with action_dropout = 0)")
+            slots = torch.where(null[..., None, None], self.null_slots.to(slots.dtype), slots)
+            codes = torch.where(null[..., None], self.null_codes.to(codes.dtype), codes)
+        return slots, codes
 
     def action_token_ids(self, actions: torch.Tensor) -> torch.Tensor:
         cfg = self.config
@@ -152,13 +215,29 @@ class DynamicsTransformer(PreTrainedModel):
         return hidden_logits[..., : self.config.codebook_size].float()
 
     # --- teacher-forced pass (training, GRPO log-probabilities) -------------------------------
-    def forward(self, context_codes: torch.Tensor, actions: torch.Tensor, dynamics_codes: torch.Tensor) -> torch.Tensor:
+    def forward(self, context_codes: torch.Tensor, actions: torch.Tensor, dynamics_codes: torch.Tensor,
+                null: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
         """Logits (B, F, 16, K) of every dynamics code given the context (B, 64), the actions
-        (B, F, 7) and the true dynamics codes (B, F, 16) of the previous frames."""
+        (B, F, 7) and the true dynamics codes (B, F, 16) of the previous frames.
+
+        ``null`` (B,) bool replaces those clips' actions by the "no action" input (training with
+        action dropout); ``guidance`` != 1 returns classifier-free guided logits, the distribution
+        a rollout with that guidance samples from."""
         self.check_actions(actions)
+        if guidance != 1.0:
+            if null is not None:
+                raise ValueError("null and guidance != 1 do not combine: guidance contrasts actions with no action")
+            both = self._logits(context_codes.repeat(2, 1), actions.repeat(2, 1, 1), dynamics_codes.repeat(2, 1, 1),
+                                torch.arange(2 * len(actions), device=actions.device) >= len(actions))
+            cond, uncond = both.chunk(2)
+            return uncond + guidance * (cond - uncond)
+        return self._logits(context_codes, actions, dynamics_codes, null)
+
+    def _logits(self, context_codes, actions, dynamics_codes, null) -> torch.Tensor:
         b, f, n = dynamics_codes.shape
         cfg = self.config
-        blocks = torch.cat([self.embed_actions(actions), self.embed_codes(dynamics_codes)], 2)
+        slots, code_terms = self.action_inputs(actions, None if null is None else null[:, None].expand(b, f))
+        blocks = torch.cat([slots, self.embed_codes(dynamics_codes) + code_terms[:, :, None]], 2)
         embeds = torch.cat([self.embed_codes(context_codes), blocks.flatten(1, 2)], 1)
         logits = self.llama(inputs_embeds=embeds, use_cache=False, logits_to_keep=0).logits
         # The code at position p is predicted by the output at p - 1.
@@ -170,9 +249,10 @@ class DynamicsTransformer(PreTrainedModel):
         logits = self(context_codes, actions, dynamics_codes)
         return F.cross_entropy(logits.flatten(0, 2), dynamics_codes.flatten())
 
-    def log_probs(self, context_codes, actions, dynamics_codes, temperature: float = 1.0) -> torch.Tensor:
+    def log_probs(self, context_codes, actions, dynamics_codes, temperature: float = 1.0,
+                  guidance: float = 1.0) -> torch.Tensor:
         """Log-probabilities (B, F, 16) of given dynamics codes under softmax(logits / temperature)."""
-        logits = self(context_codes, actions, dynamics_codes) / temperature
+        logits = self(context_codes, actions, dynamics_codes, guidance=guidance) / temperature
         return logits.log_softmax(-1).gather(-1, dynamics_codes.unsqueeze(-1)).squeeze(-1)
 
 

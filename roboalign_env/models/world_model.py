@@ -112,18 +112,19 @@ class WorldModel(torch.nn.Module):
 
     def dream(self, first_frames: torch.Tensor, horizon: int, window: int | None = SWR_WINDOW, temperature: float = 0.0,
               top_k: int | None = None, generators: list[torch.Generator] | torch.Generator | None = None,
-              record: bool = True, precision: str = "float32") -> "Dream":
-        return Dream(self, first_frames, horizon, window, temperature, top_k, generators, record, precision)
+              record: bool = True, precision: str = "float32", guidance: float | None = None) -> "Dream":
+        return Dream(self, first_frames, horizon, window, temperature, top_k, generators, record, precision, guidance)
 
     @torch.no_grad()
     def rollout(self, first_frames: torch.Tensor, actions: torch.Tensor, window: int | None = SWR_WINDOW,
                 temperature: float = 0.0, top_k: int | None = None,
-                generators: list[torch.Generator] | torch.Generator | None = None) -> "Rollout":
+                generators: list[torch.Generator] | torch.Generator | None = None,
+                guidance: float | None = None) -> "Rollout":
         """Predict frames 1..F from first frames (B, 3, H, W) and actions (B, F, 7)."""
         if actions.ndim != 3:
             raise ValueError(f"actions: expected shape (batch, frames, {self.transformer.config.action_dim}), "
                              f"got {tuple(actions.shape)}")
-        dream = self.dream(first_frames, actions.shape[1], window, temperature, top_k, generators)
+        dream = self.dream(first_frames, actions.shape[1], window, temperature, top_k, generators, guidance=guidance)
         tic = time.perf_counter()
         frames = [dream.step(actions[:, i]) for i in range(actions.shape[1])]
         return Rollout(torch.stack(frames, 1), torch.stack(dream.codes, 1), torch.stack(dream.log_probs, 1),
@@ -172,6 +173,11 @@ class Dream:
 
     ``precision`` is the transformer's during decoding (see :mod:`roboalign_env.models.decoding`):
     float32 (exact), bfloat16, or int8 weights (CPU).
+
+    ``guidance`` is the classifier-free guidance scale (None: the model's default, its config's
+    ``guidance``). Above 1 every rollout is decoded twice in the same batch, once with its actions
+    and once with the "no action" input, and codes are drawn from
+    ``uncond + guidance * (cond - uncond)``; both halves are fed the drawn code.
     """
 
     model: WorldModel
@@ -183,6 +189,7 @@ class Dream:
     generators: list[torch.Generator] | torch.Generator | None = None
     record: bool = True
     precision: str = "float32"
+    guidance: float | None = None
     codes: list[torch.Tensor] = field(default_factory=list)
     windows: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     log_probs: list[torch.Tensor] = field(default_factory=list)
@@ -193,9 +200,17 @@ class Dream:
             raise ValueError(f"window must be >= 2 frames (context + one generated) or None, got {self.window}")
         frames = self._check_frames(self.first_frames, "first_frames")
         tf = self.model.transformer
+        if self.guidance is None:
+            self.guidance = float(tf.config.guidance)
+        if not (isinstance(self.guidance, (int, float)) and 0 <= self.guidance < float("inf")):
+            raise ValueError(f"guidance must be a finite number >= 0 (1: no guidance), got {self.guidance!r}")
+        if self.guidance != 1 and not tf.config.guidable:
+            raise ValueError(f"guidance {self.guidance} needs a model trained with action_dropout > 0; this one "
+                             "has no 'no action' input (use guidance=1)")
+        self._halves = 2 if self.guidance != 1 else 1  # guided: rows B..2B-1 decode without actions
         capacity = tf.config.sequence_length(self.window if self.window is not None else self.horizon + 1)
         self._decoder = IncrementalDecoder(tf, self.precision)
-        self._cache = self._decoder.new_cache(len(frames), capacity)
+        self._cache = self._decoder.new_cache(self._halves * len(frames), capacity)
         self._context = torch.empty_like(frames)
         self._skips: list[torch.Tensor] = []
         self._pending = None
@@ -241,13 +256,15 @@ class Dream:
         if self.record:
             self.windows.append((len(self.codes), context_codes))
         everyone = len(rows) == self.batch_size and bool((rows == torch.arange(self.batch_size)).all())
-        self._cache.lengths[rows] = 0
-        self._decoder(tf.embed_codes(context_codes[:, :-1]), self._cache, None if everyone else rows)
+        cache_rows = torch.cat([rows + h * self.batch_size for h in range(self._halves)])
+        self._cache.lengths[cache_rows] = 0
+        context_codes = context_codes.repeat(self._halves, 1)
+        self._decoder(tf.embed_codes(context_codes[:, :-1]), self._cache, None if everyone else cache_rows)
         last = tf.embed_codes(context_codes[:, -1:])
         if self._pending is None:
             self._pending = last
         else:
-            self._pending[rows] = last
+            self._pending[cache_rows] = last
         self._frames_in_window[rows] = 1
 
     @torch.no_grad()
@@ -264,14 +281,19 @@ class Dream:
         elif int(self._frames_in_window.max()) == self.horizon + 1:
             raise ValueError(f"this dream was sized for horizon={self.horizon} frames without SWR; "
                              "make a new one with a longer horizon or turn SWR on")
-        embeds = torch.cat([self._pending, tf.embed_actions(actions.to(tf.device))], 1)
+        actions = actions.to(tf.device).repeat(self._halves, 1)
+        slots, code_terms = tf.action_inputs(actions, torch.arange(len(actions), device=tf.device) >= self.batch_size)
+        embeds = torch.cat([self._pending, slots], 1)
         codes, log_probs = [], []
         for _ in range(tf.config.dynamics_tokens):
             logits = self._forward(embeds)
+            if self._halves == 2:
+                cond, uncond = logits.chunk(2)
+                logits = uncond + self.guidance * (cond - uncond)
             code, log_prob = sample_codes(logits, self.temperature, self.top_k, self.generators)
             codes.append(code)
             log_probs.append(log_prob)
-            embeds = tf.embed_codes(code[:, None])
+            embeds = tf.embed_codes(code.repeat(self._halves)[:, None]) + code_terms[:, None]
         self._pending = embeds  # the last code is fed with the next action
         codes = torch.stack(codes, 1)
         if self.record:

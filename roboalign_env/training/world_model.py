@@ -2,7 +2,10 @@
 
 Clips are drawn exactly as for the tokenizer (same stream, same augmentations); the frozen
 tokenizer turns each into context codes, dynamics codes and the paired actions
-``a_0 .. a_{T-2}``. The loss is cross-entropy on dynamics codes only. At the end the run folder
+``a_0 .. a_{T-2}``. The loss is cross-entropy on dynamics codes only, optionally weighted up on
+the codes that differ from the same position of the previous frame (the few that carry the motion;
+frame 0's own dynamics codes stand for the frame before frame 1), and with action dropout (the
+transformer config's ``action_dropout``) for classifier-free guidance. At the end the run folder
 also gets ``world_model/``: tokenizer + transformer + manifest, loadable with
 :meth:`~roboalign_env.models.world_model.WorldModel.load`.
 """
@@ -22,22 +25,47 @@ from roboalign_env.models.world_model import WorldModel, load_component
 from roboalign_env.training.loop import LoopConfig, step_seed, train
 
 
-def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict) -> tuple[torch.Tensor, dict]:
-    """Cross-entropy of the dynamics codes of a batch of clips, and the code accuracy."""
+def changed_codes(tokenizer: VideoTokenizer, frames: torch.Tensor, dynamics: torch.Tensor) -> torch.Tensor:
+    """Bool (B, T-1, 16): which dynamics codes differ from the previous frame's at the same position
+    (for frame 1, from frame 0 encoded against itself, the clip's "nothing moved" codes)."""
+    still = tokenizer.encode_dynamics(frames[:, 0], frames[:, 0])
+    return dynamics != torch.cat([still[:, None], dynamics[:, :-1]], 1)
+
+
+def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict, change_weight: float = 1.0,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+    """Weighted cross-entropy of the dynamics codes of a batch of clips (weight ``change_weight`` on the
+    codes that change, 1 elsewhere; normalized by the total weight), with the code accuracy overall and
+    on changing codes. In training mode, each clip's actions are dropped with the config's
+    ``action_dropout`` probability (drawn from ``generator``)."""
     with torch.no_grad():
         context, dynamics = tokenizer.encode_clip(batch["frames"])
+        changed = changed_codes(tokenizer, batch["frames"], dynamics)
     actions = batch["actions"][:, : dynamics.shape[1]]
-    logits = model(context, actions, dynamics)
-    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 2), dynamics.flatten())
-    accuracy = (logits.argmax(-1) == dynamics).float().mean().item()
-    return loss, {"code_accuracy": accuracy}
+    p = getattr(model, "module", model).config.action_dropout if model.training else 0.0  # model may be DDP-wrapped
+    null = torch.rand(len(actions), generator=generator) < p if p > 0 else None
+    logits = model(context, actions, dynamics, null=None if null is None else null.to(actions.device))
+    per_code = torch.nn.functional.cross_entropy(logits.flatten(0, 2), dynamics.flatten(), reduction="none")
+    weights = 1.0 + (change_weight - 1.0) * changed.flatten().float()
+    loss = (per_code * weights).sum() / weights.sum()
+    hits = logits.argmax(-1) == dynamics
+    return loss, {"code_accuracy": hits.float().mean().item(),
+                  "changed_code_accuracy": hits[changed].float().mean().item() if changed.any() else float("nan"),
+                  "changed_fraction": changed.float().mean().item()}
+
+
+#: Transformer config fields that a fine-tuning run may set anew on a loaded checkpoint (the rest, the
+#: sizes, come from the checkpoint).
+CONDITIONING_FIELDS = ("action_to_codes", "action_dropout", "guidance")
 
 
 def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoTokenizer,
                         init_from: Path | None = None) -> DynamicsTransformer:
     """A new transformer sized by ``config`` for ``tokenizer``'s codes, or, with ``init_from``, the
     transformer of that world-model folder (``transformer/`` inside it) or transformer folder, to
-    fine-tune; it must use the tokenizer's codebook and token counts."""
+    fine-tune; it must use the tokenizer's codebook and token counts. A fine-tuned transformer takes
+    ``config``'s conditioning options (:data:`CONDITIONING_FIELDS`); parts it did not have start at
+    their initial values (zero action projections: the loaded model's predictions are unchanged)."""
     tc = tokenizer.config
     if init_from is None:
         config.codebook_size, config.context_tokens, config.dynamics_tokens = (
@@ -52,17 +80,33 @@ def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoToken
         raise ValueError(f"init_from {folder}: its transformer predicts {own.codebook_size} codes "
                          f"({own.context_tokens}+{own.dynamics_tokens} tokens), the tokenizer has {tc.codebook_size} "
                          f"({tc.context_tokens}+{tc.dynamics_tokens}); start from the tokenizer it was trained with")
-    return transformer.float()
+    options = {name: getattr(config, name) for name in CONDITIONING_FIELDS}
+    if all(getattr(own, name) == value for name, value in options.items()):
+        return transformer.float()
+    merged = DynamicsTransformerConfig(**{**own.to_dict(), **options})
+    fresh = DynamicsTransformer(merged)
+    missing, unexpected = fresh.load_state_dict(transformer.state_dict(), strict=False)
+    dropped = [k for k in unexpected if k not in DynamicsTransformer.CONDITIONING_PARAMETERS]
+    if dropped or any(k not in DynamicsTransformer.CONDITIONING_PARAMETERS for k in missing):
+        raise ValueError(f"init_from {folder}: its weights do not fit the new conditioning options "
+                         f"(missing {missing}, unexpected {unexpected})")
+    if unexpected:
+        raise ValueError(f"init_from {folder}: it was trained with {sorted(unexpected)}; turning that option "
+                         "off would discard trained weights (keep it on, or train from scratch)")
+    return fresh.float()
 
 
 def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, batch_size: int,
                       config: DynamicsTransformerConfig, val_clips: int = 32,
-                      init_from: Path | None = None) -> WorldModel:
+                      init_from: Path | None = None, change_weight: float = 1.0) -> WorldModel:
     """Train (or resume) the transformer against a frozen tokenizer; write ``<out>/world_model``.
 
     ``init_from`` starts from an existing world model's transformer (fine-tuning; ``config``'s sizes
     are then those of that transformer); a resumed run continues from its own checkpoint either way.
+    ``change_weight`` weights the loss on codes that change (see :func:`clip_loss`).
     """
+    if not 1.0 <= change_weight < float("inf"):
+        raise ValueError(f"change_weight must be a finite number >= 1 (1: plain cross-entropy), got {change_weight}")
     tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).float().eval().requires_grad_(False)  # shipped: bf16
     stream = ClipStream(episodes, clip_len=8, episode_ids=split_episode_ids(episodes, "train"),
                         augment=True, seed=loop.seed, cache_size=4096)
@@ -70,15 +114,19 @@ def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, bat
     val_batch = val.batch(np.random.default_rng([loop.seed, 1]), val_clips)
 
     def make_batch(step: int, rank: int) -> dict:
-        return stream.batch(np.random.default_rng(step_seed(loop.seed, step, rank)), batch_size)
+        rng = np.random.default_rng(step_seed(loop.seed, step, rank))
+        return {**stream.batch(rng, batch_size), "drop_seed": int(rng.integers(2**62))}
 
     def compute_loss(model, batch):
         tokenizer.to(batch["frames"].device)
-        return clip_loss(model, tokenizer, batch)
+        generator = torch.Generator().manual_seed(batch["drop_seed"])
+        return clip_loss(model, tokenizer, batch, change_weight, generator)
 
     def evaluate(model, step):
-        loss, metrics = clip_loss(model, tokenizer.to(model.device), {k: v.to(model.device) for k, v in val_batch.items()})
-        return {"loss": loss.item(), **metrics}
+        batch = {k: v.to(model.device) for k, v in val_batch.items()}
+        loss, metrics = clip_loss(model, tokenizer.to(model.device), batch, change_weight)
+        plain = clip_loss(model, tokenizer, batch)[0] if change_weight != 1.0 else loss
+        return {"loss": loss.item(), "plain_loss": plain.item(), **metrics}
 
     torch.manual_seed(loop.seed)
     transformer = train(loop, initial_transformer(config, tokenizer, init_from), make_batch, compute_loss, evaluate)

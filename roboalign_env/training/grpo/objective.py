@@ -41,11 +41,11 @@ def grpo_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, ref_log_prob
 
 
 def rollout_log_probs(model: Callable, windows: list[tuple[int, torch.Tensor]], actions: torch.Tensor,
-                      codes: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+                      codes: torch.Tensor, temperature: float = 1.0, guidance: float = 1.0) -> torch.Tensor:
     """Teacher-forced log-probabilities (B, F, 16) of a rollout's codes, one pass per SWR window.
 
     ``model`` is the transformer (or its DDP wrapper): ``model(context_codes, actions, codes)`` gives
-    logits. Window ``i`` starts at generated frame ``windows[i][0]`` with context ``windows[i][1]``.
+    logits (``guidance`` as the rollout was sampled with). Window ``i`` starts at generated frame ``windows[i][0]`` with context ``windows[i][1]``.
     """
     t = temperature if temperature > 0 else 1.0
     bounds = [s for s, _ in windows] + [codes.shape[1]]
@@ -54,6 +54,6 @@ def rollout_log_probs(model: Callable, windows: list[tuple[int, torch.Tensor]], 
         if end <= start:
             continue
         c = codes[:, start:end]
-        logits = model(context, actions[:, start:end], c).float() / t
+        logits = model(context, actions[:, start:end], c, guidance=guidance).float() / t
         out.append(logits.log_softmax(-1).gather(-1, c.unsqueeze(-1)).squeeze(-1))
     return torch.cat(out, 1)

@@ -76,6 +76,9 @@ class GRPOConfig:
     """Sampling temperature (the ratio and KL use softmax(logits / T))."""
     top_k: int | None = None
     """Top-k sampling (None: the full softmax, so the sampler is exactly the policy the ratio assumes)."""
+    guidance: float | None = None
+    """Classifier-free guidance scale of the rollouts (None: the world model's default); the ratio
+    and KL use the same guided distribution."""
     clip: float = 0.2
     """Clip range eps of the importance ratio."""
     beta: float = 0.04
@@ -109,6 +112,8 @@ class GRPOConfig:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
         if not self.temperature >= 0:
             raise ValueError(f"temperature: expected >= 0, got {self.temperature}")
+        if self.guidance is not None and not 0 <= self.guidance < float("inf"):
+            raise ValueError(f"guidance: expected None or a finite number >= 0, got {self.guidance}")
 
     @property
     def distills(self) -> bool:
@@ -133,6 +138,7 @@ class GRPOTrainer:
                  reward: Callable, distiller=None, reference=None):
         self.cfg, self.loop, self.prompts, self.reward, self.distiller = cfg, loop, prompts, reward, distiller
         self.world_model = world_model
+        self.guidance = float(world_model.transformer.config.guidance if cfg.guidance is None else cfg.guidance)
         self.reference = (reference or copy.deepcopy(world_model.transformer)).eval().requires_grad_(False)
         self.rounds_dir = Path(loop.out) / "distill"
         self._restored = False
@@ -147,7 +153,8 @@ class GRPOTrainer:
         wm.transformer.eval()
         try:
             roll = wm.rollout(prompt["first"], prompt["actions"], window=self.cfg.window,
-                              temperature=self.cfg.temperature, top_k=self.cfg.top_k, generators=gens)
+                              temperature=self.cfg.temperature, top_k=self.cfg.top_k, generators=gens,
+                              guidance=self.guidance)
         finally:
             wm.transformer.train(was)
         return roll
@@ -176,12 +183,13 @@ class GRPOTrainer:
 
     def compute_loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         windows = list(zip(batch["starts"].tolist(), batch["contexts"]))
-        lp = rollout_log_probs(model, windows, batch["actions"], batch["codes"], self.cfg.temperature)
+        lp = rollout_log_probs(model, windows, batch["actions"], batch["codes"], self.cfg.temperature, self.guidance)
         ref = None
         if self.cfg.beta:
             self.reference.to(lp.device)
             with torch.no_grad():
-                ref = rollout_log_probs(self.reference, windows, batch["actions"], batch["codes"], self.cfg.temperature)
+                ref = rollout_log_probs(self.reference, windows, batch["actions"], batch["codes"], self.cfg.temperature,
+                                        self.guidance)
         loss, metrics = grpo_loss(lp, batch["old_log_probs"], ref, batch["advantages"], self.cfg.clip, self.cfg.beta)
         return loss, {**batch["metrics"], **metrics}
 
