@@ -64,7 +64,8 @@ class Demo(Compare):
 @dataclass(frozen=True)
 class PackDefault:
     """Assemble a model folder like the one shipped in the package: world_model/ (bf16),
-    student/ (float16) and seeds/ (held-out seed clips of every source)."""
+    student/ (float16), seeds/ (held-out seed clips of every source) and probe/ (the reward-hacking
+    monitor's state probe)."""
 
     world_model: Path
     """Trained world-model folder (tokenizer/, transformer/)."""
@@ -80,12 +81,15 @@ class PackDefault:
     """Steps kept per seed clip (frames: one more)."""
     split: Literal["train", "val", "test", "all"] = "test"
     """Episode split the seed clips come from (held-out "test" episodes for the shipped model)."""
+    probe: Path | None = Path("checkpoints/probe")
+    """State probe for the environment's reward-hacking monitor (`roboalign train-probe`); None: the
+    folder gets none and the environment uses the default model's."""
 
     def run(self) -> None:
         from roboalign_env.envs.default_model import pack_default
 
         size = pack_default(self.world_model, self.student, self.collection, self.out, self.seeds_per_source,
-                            self.seed_steps, self.split)
+                            self.seed_steps, self.split, self.probe)
         print(f"wrote {self.out} ({size:.1f} MB)")
 
 

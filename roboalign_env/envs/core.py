@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from roboalign_env.envs.monitor import HackMonitor
 from roboalign_env.envs.reward import JudgeReward, RewardConfig, expect, is_int, is_real
 from roboalign_env.envs.seeds import SeedClips
 from roboalign_env.models.world_model import SWR_WINDOW
@@ -186,10 +187,17 @@ class DreamSettings(JudgeSettings):
     GRPO aligned; seeded from np_random), 0 is greedy (the same frames for the same actions)."""
     top_k: int | None = None
     """Sample among the top-k codes only (with temperature > 0)."""
+    guidance: float | None = None
+    """Classifier-free guidance scale on the actions (None: the model's own default; 1: none; above 1
+    needs a model trained with action dropout and decodes each rollout twice)."""
     horizon: int = 64
     """Longest episode the dream is sized for when SWR is off."""
     source: str | None = None
     """Start every episode from this source's seed clips (default: any source's); reset options override it."""
+    monitor: bool = True
+    """Reward-hacking monitor: check every success the student calls against the state probe (the model
+    folder's probe/ or the default's); info then has probe_success and success_contradicted
+    (see roboalign_env.envs.monitor)."""
     int8: bool = False
     """Decode with int8 transformer weights (CPU only; a quarter of the weight bytes each decoded
     token reads; see roboalign_env.models.decoding). Takes precedence over bf16 for the transformer."""
@@ -204,15 +212,25 @@ class DreamSettings(JudgeSettings):
                 "a finite number >= 0 (0: greedy)")
         expect(self.top_k is None or (is_int(self.top_k) and self.top_k >= 1), "top_k", self.top_k,
                 "None or an int >= 1")
+        expect(self.guidance is None or (is_real(self.guidance) and 0 <= self.guidance < float("inf")), "guidance",
+               self.guidance, "None (the model's default) or a finite number >= 0 (1: no guidance)")
         expect(is_int(self.horizon) and self.horizon >= 1, "horizon", self.horizon, "an int >= 1")
         expect(self.source is None or self.source in ALL_SOURCES, "source", self.source,
                 f"None or one of {list(ALL_SOURCES)}")
         expect(isinstance(self.int8, bool), "int8", self.int8, "True or False")
+        expect(isinstance(self.monitor, bool), "monitor", self.monitor, "True or False")
 
     @property
     def precision(self) -> str:
         """The transformer's precision while decoding."""
         return "int8" if self.int8 else "bfloat16" if self.bf16 else "float32"
+
+    def probe_folder(self) -> Path:
+        """The monitor's state probe: the model folder's probe/, else the default model's."""
+        from roboalign_env.assets import DEFAULT_MODEL
+
+        base = self.folders()[0]
+        return base / "probe" if (base / "probe").is_dir() else DEFAULT_MODEL / "probe"
 
     def folders(self) -> tuple[Path, Path, Path]:
         """(model folder, world model, seeds) folders."""
@@ -244,9 +262,14 @@ class DreamCore:
         codebook = self.model.transformer.config.codebook_size
         if settings.top_k is not None and settings.top_k > codebook:
             raise ValueError(f"top_k={settings.top_k}: expected None or 1..{codebook} (this model's codebook size)")
+        if settings.guidance not in (None, 1) and not self.model.transformer.config.guidable:
+            raise ValueError(f"guidance={settings.guidance}: {model_dir} was trained without action dropout, so it "
+                             "has no 'no action' input to guide against; use guidance=None or 1")
         if self.model.image_size != IMAGE_SIZE:
             raise ValueError(f"{model_dir}: image size {self.model.image_size}; the environment uses {IMAGE_SIZE}")
         self.judge = settings.load_judge(num_envs, self.device, base)
+        self.monitor = HackMonitor(settings.probe_folder(), num_envs, settings.reward.frames, self.device) \
+            if settings.monitor else None
         self.seeds = SeedClips.load(seeds_dir)
         self.dream = None
         self.frames = np.zeros((num_envs, 3, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
@@ -270,7 +293,7 @@ class DreamCore:
             s = self.settings
             self.dream = self.model.dream(first, s.horizon, s.window, s.temperature, s.top_k,
                                           generators if s.temperature > 0 else None, record=False,
-                                          precision=s.precision)
+                                          precision=s.precision, guidance=s.guidance)
         else:
             if self.settings.temperature > 0:
                 for r, g in zip(rows, generators):
@@ -284,6 +307,10 @@ class DreamCore:
             self.tasks[r] = task_vector(start["source"])
             self.episode[r] = {k: start[k] for k in ("instruction", "source", "seed_index")}
             infos.append(self._info(r, score, False))
+        if self.monitor is not None:
+            self.monitor.reset_rows(rows, self.frames[rows], [s["instruction"] for s in starts])
+            for info in infos:
+                info.update(probe_success=None, success_contradicted=False)
         return infos
 
     def step(self, actions: np.ndarray, truncating: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -296,6 +323,9 @@ class DreamCore:
         success = success.cpu().numpy()
         scores = scores.cpu().numpy()
         infos = [self._info(r, scores[r], bool(success[r])) for r in range(self.num_envs)]
+        if self.monitor is not None:
+            for info, verdict in zip(infos, self.monitor.step(self.frames, success)):
+                info.update(verdict)
         return reward.cpu().numpy().astype(np.float32), success, infos
 
     def state_bytes(self) -> int:

@@ -1,0 +1,116 @@
+"""Reward hacking: how many of the dream's judged successes does the state probe contradict?
+
+Runs policies in the native vector env (the shipped model unless ``--settings checkpoint=...``) with
+the reward-hacking monitor on, and counts the episodes the student ended as successful and, of those,
+the ones whose frames the state probe reads as no successful manipulation
+(``info["success_contradicted"]``, see ``roboalign_env/envs/monitor.py``). Policies: ``random``
+(uniform actions), ``zero`` (all-zero actions: the arm holds still, nothing can be manipulated) and
+any saved policy folder (``roboalign_env.envs.policies.save_policy``, e.g. PPO trained in the dream
+by ``agents/train_in_dream.py``), given as ``name=folder``.
+
+    python benchmarks/reward_hacking.py --episodes 64
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+import tyro
+from tqdm import tqdm
+
+import roboalign_env  # noqa: F401
+from roboalign_env.data.io import atomic_write
+
+
+@dataclass(frozen=True)
+class Args:
+    episodes: int = 64
+    """Episodes per policy (counted when they end, judged successful or truncated)."""
+    num_envs: int = 16
+    """Environments stepped together."""
+    max_episode_steps: int = 32
+    """Episode length before truncation."""
+    policies: tuple[str, ...] = ("random", "zero")
+    """``random``, ``zero``, or ``name=folder`` of a saved policy."""
+    settings: dict[str, str] = field(default_factory=dict)
+    """Extra env keyword arguments as strings, e.g. checkpoint=runs/mine (parsed with json where possible)."""
+    threads: int = 2
+    """torch threads."""
+    out: Path = Path("benchmarks/results/reward_hacking.json")
+    """Result file."""
+
+
+def _value(text: str):
+    try:
+        return json.loads(text.lower() if text in ("True", "False") else text)
+    except json.JSONDecodeError:
+        return text
+
+
+def make_policy(spec: str, action_space):
+    """``(name, act(obs, rng) -> actions (N, 7))``."""
+    if spec == "random":
+        return spec, lambda obs, rng: rng.uniform(action_space.low, action_space.high).astype(np.float32)
+    if spec == "zero":
+        return spec, lambda obs, rng: np.zeros(action_space.shape, np.float32)
+    name, sep, folder = spec.partition("=")
+    if not sep:
+        raise ValueError(f"policy {spec!r}: expected 'random', 'zero' or name=folder of a saved policy")
+    from roboalign_env.envs.policies import load_policy
+
+    policy = load_policy(folder)
+    return name, lambda obs, rng: policy.predict(obs, deterministic=False)[0].astype(np.float32)
+
+
+def run_policy(spec: str, args: Args, settings: dict) -> dict:
+    env = gym.make_vec("RoboAlignWorld-v0", num_envs=args.num_envs, max_episode_steps=args.max_episode_steps,
+                       device="cpu", monitor=True, **settings)
+    name, act = make_policy(spec, env.action_space)
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    ended = judged = contradicted = 0
+    with tqdm(total=args.episodes, desc=name, unit="episode") as bar:
+        while ended < args.episodes:
+            obs, _, terminated, truncated, info = env.step(act(obs, rng))
+            done = terminated | truncated
+            if done.any():
+                final = info["final_info"]
+                success = np.asarray(final["success"], bool) & done
+                judged += int(success.sum())
+                contradicted += int((np.asarray(final["success_contradicted"], bool) & success).sum())
+                ended += int(done.sum())
+                bar.update(int(done.sum()))
+    env.close()
+    return {"policy": name, "episodes": ended, "judged_successes": judged, "contradicted": contradicted,
+            "contradicted_fraction": contradicted / judged if judged else None}
+
+
+def main(args: Args) -> dict:
+    torch.set_num_threads(args.threads)
+    settings = {k: _value(v) for k, v in args.settings.items()}
+    rows = [run_policy(spec, args, settings) for spec in args.policies]
+    result = {
+        "command": "python benchmarks/reward_hacking.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
+        "settings": settings, "num_envs": args.num_envs, "max_episode_steps": args.max_episode_steps,
+        "policies": rows,
+    }
+    atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1)), mode="w")
+    for r in rows:
+        frac = "n/a" if r["contradicted_fraction"] is None else f"{r['contradicted_fraction']:.3f}"
+        print(f"{r['policy']}: {r['judged_successes']} judged successes in {r['episodes']} episodes, "
+              f"probe contradicts {r['contradicted']} ({frac})")
+    print(f"wrote {args.out}\nreproduce: {result['command']}")
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
