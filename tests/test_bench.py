@@ -51,8 +51,11 @@ def test_degradations_have_their_known_effect(bench):
             assert lab["contact_realism"] == 0
         if p["family"] == "aoc":
             assert lab["action_outcome_consistency"] == 0
+        if p["family"] == "dream":  # a ghost arm over a scene that never changes
+            assert lab["manipulation_success"] == 0 and lab["temporal_consistency"] == 0
+            assert lab["physics_adherence"] <= 1
     families = {r["provenance"]["family"] for r in rows}
-    assert {"clean", "swap", "temporal", "pixel", "physics", "contact", "aoc"} <= families
+    assert {"clean", "swap", "temporal", "pixel", "physics", "contact", "aoc", "dream"} <= families
 
 
 def test_state_edits_change_the_rendered_pixels(bench):

@@ -66,3 +66,34 @@ def test_untouched_edits_decline_when_the_robot_touches_the_object(clean_lift):
         assert deg.plan_state_edit(kind, clean_lift, rng) is None
     with pytest.raises(ValueError, match="unknown state edit"):
         deg.plan_state_edit("explode", clean_lift, rng)
+
+
+def test_ghost_arm_freezes_the_scene_and_fades_what_moved():
+    """A bright block slides over a still background: the ghost keeps the background and the block's
+    starting pixels, and draws the motion fainter than it was."""
+    frames = np.full((12, 64, 64, 3), 90, np.uint8)
+    for t in range(12):
+        frames[t, 20:30, 4 + 4 * t : 14 + 4 * t] = 230
+    ghost, params = deg.ghost_arm(frames, np.random.default_rng(0))
+    assert ghost.shape == frames.shape and ghost.dtype == np.uint8
+    assert np.array_equal(ghost[0], frames[0])
+    assert (ghost[:, 40:] == frames[:, 40:]).all()  # nothing moved there: untouched
+    real_change = np.abs(frames[-1].astype(int) - frames[0]).sum()
+    ghost_change = np.abs(ghost[-1].astype(int) - frames[0]).sum()
+    assert 0 < ghost_change < 0.7 * real_change  # a faded, smeared trail, not the block itself
+    assert 3 <= params["trail"] <= 6 and 0.35 <= params["alpha"] <= 0.6
+
+
+def test_a_ghost_of_a_real_lift_is_labelled_a_failed_inconsistent_clip():
+    from roboalign_env.sim.oracle import label_trace
+
+    trace = lift_trace()
+    real = label_trace(trace, trace["object_pos"][0, :, 2])
+    shown, caps = deg.ghost_trace(trace)
+    labels = label_trace(shown, trace["object_pos"][0, :, 2], temporally_consistent=False)
+    assert real.manipulation_success == 2 and labels.manipulation_success == 0
+    assert np.array_equal(shown["object_pos"][-1], trace["object_pos"][0])  # the cube never leaves its pixels
+    assert np.array_equal(shown["eef_pos"], trace["eef_pos"])  # the arm's ghost still moves
+    assert caps == {"temporal_consistency": 0, "physics_adherence": 1, "action_outcome_consistency": 0,
+                    "contact_realism": 0}  # it grasped and touched the cube, which did not respond
+    assert trace["grasp"].any() and not shown["grasp"].any()  # the input trace is not modified

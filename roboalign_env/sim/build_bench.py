@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +42,7 @@ RECIPE = (
     ("swap", "other_task"), ("swap", "near_miss"),
     ("temporal", None), ("temporal", None), ("pixel", None),
     ("physics", None), ("physics", None), ("physics", None), ("contact", None), ("aoc", None), ("aoc", None),
+    ("dream", "ghost_arm"),
 )
 # How often each state edit is tried first within its family: float and sink come in a minor
 # (PA 1) and a severe (PA 0) version, teleport and vanish only severe, so they get more draws to
@@ -181,8 +182,10 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str) -> lis
     failure = ep.meta["failure"]
     pairs = []
 
-    def add(family, kind, window, video, trace, instruction_kind="correct", consistent=True, params=None):
+    def add(family, kind, window, video, trace, instruction_kind="correct", consistent=True, params=None, caps=None):
         labels = label_trace(trace, rest_z, instruction_kind, failure, consistent)
+        if caps:
+            labels = replace(labels, **{k: min(getattr(labels, k), v) for k, v in caps.items()})
         pair_id = f"{ep.episode_id}-{len(pairs):02d}"
         row = {
             "pair_id": pair_id,
@@ -226,6 +229,11 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str) -> lis
             video, params = deg.pixel_artifact(ep.frames[window.frames], kind, strength, rng)
             add(family, kind, window, video, _window_trace(ep, window.frames), consistent=strength == "mild",
                 params={**params, "strength": strength})
+        elif family == "dream":
+            window = _full_window(ep)
+            video, params = deg.ghost_arm(ep.frames[window.frames], rng)
+            shown, caps = deg.ghost_trace(_window_trace(ep, window.frames))
+            add(family, kind, window, video, shown, consistent=False, params=params, caps=caps)
         elif rerenderer is not None and rerenderer.can_edit:
             made = _state_edit_pair(ep, rerenderer, family, rng)
             if made is not None:

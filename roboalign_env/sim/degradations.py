@@ -1,6 +1,6 @@
 """Degradations for RobotWorldBench: ways a video can go wrong, with known effects on the labels.
 
-Three families:
+Four families:
 
 - **Temporal** (:data:`TEMPORAL`): re-order the displayed frames (drop, repeat, reverse, shuffle,
   sudden jump) or flicker their brightness. Temporal Consistency becomes 0 by construction; the
@@ -16,6 +16,15 @@ Three families:
   ``pass_through`` (gripper passes through the object) -> Contact Realism 0; ``follow_open``
   (object follows an open gripper), ``stays_behind`` (object stays behind a closed lifting grasp)
   -> Action-Outcome Consistency 0.
+
+- **Dream artifacts** (:data:`DREAM_ARTIFACTS`): how a world model that ignores the action draws a
+  real episode. ``ghost_arm``: the scene stays the first frame and whatever moved (the arm, and an
+  object it carried) is drawn as a faint trail smeared over the last few frames. Labels come from
+  what the frames show (:func:`ghost_trace`): no object leaves its pixels and a ghost neither grasps
+  nor touches, so Manipulation Success is 0; the dissolving arm makes Temporal Consistency 0 and
+  Physics Adherence at most 1; where the real arm grasped or touched an object, the frames show a
+  grasp with no effect (Action-Outcome Consistency 0) and an arm passing through it (Contact
+  Realism 0).
 
 All randomness comes from the ``np.random.Generator`` passed in.
 """
@@ -33,6 +42,7 @@ PHYSICS_EDITS = ("teleport", "vanish", "float", "sink")
 CONTACT_EDITS = ("slide", "pass_through")
 AOC_EDITS = ("follow_open", "stays_behind")
 STATE_EDITS = PHYSICS_EDITS + CONTACT_EDITS + AOC_EDITS
+DREAM_ARTIFACTS = ("ghost_arm",)
 MIN_FRAMES = 8
 TEMPORAL_MIN_FRAMES = 12  # a re-ordering needs room: drop >= 2 frames and keep >= MIN_FRAMES
 SLIDE_MIN_FRAMES = 11  # 4 still frames, then >= 6 frames of sliding
@@ -115,6 +125,42 @@ def pixel_artifact(frames: np.ndarray, kind: str, strength: str, rng: np.random.
         ramp = np.linspace(0.0, 1.0, len(x))[:, None]
         x = x * (1.0 + p * ramp * direction)[:, None, None, :]
     return _to_uint8(x), {"param": p}
+
+
+# -- dream artifacts ---------------------------------------------------------------------------
+def ghost_arm(frames: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """The first frame, with what changed since it (the moving arm) averaged over the last ``trail``
+    frames, blurred and faded: a (T, H, W, 3) uint8 clip of a grey ghost over a frozen scene."""
+    trail, alpha, sigma = int(rng.integers(3, 7)), float(rng.uniform(0.35, 0.6)), float(rng.uniform(1.0, 2.5))
+    x = frames.astype(np.float32)
+    change = np.cumsum(x - x[0], axis=0)
+    lagged = np.concatenate([np.zeros_like(change[:trail]), change[:-trail]]) if trail < len(x) else np.zeros_like(change)
+    counts = np.minimum(np.arange(1, len(x) + 1), trail)[:, None, None, None]
+    smeared = (change - lagged) / counts
+    return _to_uint8(x[0] + alpha * _gaussian_blur(smeared, sigma)), {"trail": trail, "alpha": round(alpha, 3),
+                                                                     "sigma": round(sigma, 3)}
+
+
+def ghost_trace(trace: dict) -> tuple[dict, dict]:
+    """The state a ``ghost_arm`` clip displays, and the label caps its artifact implies.
+
+    Objects stay where they were in the first frame, nothing is grasped, touched or achieved (the
+    end effector still moves: its ghost does). Caps: Temporal Consistency 0, Physics Adherence <= 1,
+    and Action-Outcome Consistency / Contact Realism 0 where the real arm grasped / touched an object.
+    """
+    shown = {k: v.copy() for k, v in trace.items()}
+    shown["object_pos"][:] = trace["object_pos"][:1]
+    for flag in ("grasp", "gripper_contact", "robot_contact"):
+        shown[flag][:] = False
+    shown["support_contact"][:] = trace["support_contact"][:1]
+    shown["success"][:] = False
+    shown["progress"][:] = np.minimum(trace["progress"], trace["progress"][:1])
+    caps = {"temporal_consistency": 0, "physics_adherence": 1}
+    if trace["grasp"].any():
+        caps["action_outcome_consistency"] = 0
+    if trace["robot_contact"].any():
+        caps["contact_realism"] = 0
+    return shown, caps
 
 
 def _gaussian_blur(x: np.ndarray, sigma: float) -> np.ndarray:
