@@ -34,6 +34,11 @@ class Args:
     """Tokenizer optimizer steps (batch 8 clips)."""
     world_model_steps: int = 1500
     """Transformer optimizer steps (batch 16 clips)."""
+    action_dropout: float = 0.1
+    """`train-world-model --action-dropout` (with --action-to-codes, the conditioning the default model
+    uses; see docs/world_model.md)."""
+    change_weight: float = 20.0
+    """`train-world-model --change-weight`."""
     out: Path = Path("benchmarks/results/world_model_training.json")
     """Result file."""
     export: Path | None = None
@@ -56,7 +61,8 @@ def main(args: Args) -> None:
     tok, wm = args.runs / "tokenizer", args.runs / "world_model"
     roboalign("train-tokenizer", "--episodes", args.episodes, "--out", tok, "--steps", args.tokenizer_steps)
     roboalign("train-world-model", "--episodes", args.episodes, "--tokenizer", tok / "model", "--out", wm,
-              "--steps", args.world_model_steps)
+              "--steps", args.world_model_steps, "--action-to-codes", "--action-dropout", args.action_dropout,
+              "--change-weight", args.change_weight)
     eval_seconds = roboalign("eval-world-model", "--model", wm / "world_model", "--episodes", args.episodes,
                              "--out", wm / "eval")
     results = json.loads((wm / "eval" / "results.json").read_text())

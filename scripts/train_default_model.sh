@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Rebuild the default model shipped in the package (roboalign_env/assets/default) from nothing:
-# robosuite episodes -> RobotWorldBench -> tokenizer + world model (SFT) -> teacher judge -> student
-# -> GRPO post-training against the student (RoboAlign-R1) -> pack.
-# Every step resumes after a kill (re-run the script). Measured on a 2-core CPU with no GPU:
-# collect + bench 36 min, tokenizer 42 min, transformer 45 min, teacher 68 min, student (not timed),
-# post-training 22 min.
+# robosuite episodes (scripted + as many exploration episodes) -> RobotWorldBench -> tokenizer + world
+# model (SFT, action on every dynamics code) -> state probe -> teacher judge -> student -> GRPO
+# post-training against the student (RoboAlign-R1) -> pack (with the probe for the reward-hacking monitor).
+# Every step resumes after a kill (re-run the script). Stage times on a 2-core CPU with no GPU, measured
+# for the earlier recipe without exploration episodes (docs/rebuild.md): collect + bench 36 min,
+# tokenizer 42 min, transformer 45 min, teacher 68 min, student (not timed), post-training 22 min.
+# On a GPU: docs/rebuild.md, "GPU recipe".
 # Usage: bash scripts/train_default_model.sh [DATA_DIR] [RUNS_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,9 +14,10 @@ DATA=${1:-data}
 RUNS=${2:-runs}
 R=.venv/bin/roboalign
 
-$R collect --out "$DATA/episodes" --episodes-per-source 200 --workers 2
+$R collect --out "$DATA/episodes" --episodes-per-source 200 --exploration-fraction 0.5 --workers 2
 $R build-bench --collection "$DATA/episodes" --out "$DATA/bench" --workers 2
 .venv/bin/python benchmarks/world_model_training.py --episodes "$DATA/episodes" --runs "$RUNS" --export "$RUNS/world_model_export"
+$R train-probe --collection "$DATA/episodes" --out "$RUNS/probe" --export-to checkpoints/probe
 $R train-judge --bench "$DATA/bench" --out "$RUNS/judge" --export-to checkpoints/judge
 $R distill --teacher checkpoints/judge --bench "$DATA/bench" --collection "$DATA/episodes" --loss kl --steps 600 \
     --out "$RUNS/student"
