@@ -25,7 +25,7 @@ def test_the_monitor_flags_a_frozen_dream_judged_successful_and_not_a_real_lift(
     monitor = HackMonitor(DEFAULT_MODEL / "probe", num_envs=2, frames=16)
     real = chw(ep.frames[-16:])
     frozen = np.repeat(chw(ep.frames[:1]), 16, 0)
-    monitor.reset_rows([0, 1], chw(ep.frames[:1]).repeat(2, 0), [instruction, instruction])
+    monitor.reset_rows([0, 1], np.stack([chw(ep.frames[-17:-16])[0], frozen[0]]), [instruction, instruction])
     for t in range(16):
         verdicts = monitor.step(np.stack([real[t], frozen[t]]), np.array([t == 15, t == 15]))
         if t < 15:  # no success claimed: nothing to check
