@@ -359,12 +359,24 @@ def test_fine_tuning_with_new_action_inputs_starts_from_the_same_predictions(tmp
         initial_transformer(DynamicsTransformerConfig(), tok, tmp_path / "tuned")
 
 
-def test_guidance_needs_a_model_with_a_no_action_input():
+def test_guidance_needs_a_model_with_a_no_action_input(tmp_path):
+    import gymnasium as gym
+
+    import roboalign_env  # noqa: F401
+
     with pytest.raises(ValueError, match="action_dropout"):
         DynamicsTransformerConfig(guidance=2.0)
     plain = WorldModel(tiny_tokenizer(), tiny_transformer())
     with pytest.raises(ValueError, match="action_dropout"):
         plain.rollout(frames(1), actions(1, 2), guidance=2.0)
+    assert plain.rollout(frames(1), actions(1, 2), guidance=1.0).frames.shape == (1, 2, 3, 64, 64)
+    with pytest.raises(ValueError, match="finite number"):
+        WorldModel(tiny_tokenizer(), tiny_transformer(action_dropout=0.1)).rollout(frames(1), actions(1, 2),
+                                                                                    guidance=float("nan"))
+    # the environment refuses it when made, naming the model, before any episode starts
+    plain.save(tmp_path / "plain")
+    with pytest.raises(ValueError, match="plain: guidance 2.0 needs a model trained with action_dropout"):
+        gym.make("RoboAlignWorld-v0", device="cpu", checkpoint=str(tmp_path / "plain"), guidance=2.0)
 
 
 def test_change_weight_and_action_dropout_in_the_training_loss():

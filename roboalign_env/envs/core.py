@@ -262,9 +262,10 @@ class DreamCore:
         codebook = self.model.transformer.config.codebook_size
         if settings.top_k is not None and settings.top_k > codebook:
             raise ValueError(f"top_k={settings.top_k}: expected None or 1..{codebook} (this model's codebook size)")
-        if settings.guidance not in (None, 1) and not self.model.transformer.config.guidable:
-            raise ValueError(f"guidance={settings.guidance}: {model_dir} was trained without action dropout, so it "
-                             "has no 'no action' input to guide against; use guidance=None or 1")
+        try:  # checked now, before the first reset makes the dream
+            self.model.transformer.config.resolve_guidance(settings.guidance)
+        except ValueError as err:
+            raise ValueError(f"{model_dir}: {err}") from None
         if self.model.image_size != IMAGE_SIZE:
             raise ValueError(f"{model_dir}: image size {self.model.image_size}; the environment uses {IMAGE_SIZE}")
         self.judge = settings.load_judge(num_envs, self.device, base)

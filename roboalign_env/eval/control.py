@@ -387,13 +387,13 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
     if (Path(model_dir) / "world_model").is_dir():  # a packed model folder (world_model/, student/, seeds/)
         model_dir = Path(model_dir) / "world_model"
     model = WorldModel.load(model_dir, device)
+    guidance = model.transformer.config.resolve_guidance(guidance)
     probe = load_probe(probe_dir, model.image_size) if probe_dir is not None else None
     starts = choose_starts(Path(episodes), tuple(sources), starts_per_source, steps, magnitude)
     real = [simulate(s, model.image_size) for s in tqdm(starts, desc="robosuite", unit="start", disable=not progress)]
     own = ROLLOUTS.index("own")
     first = np.concatenate([np.repeat(r.frames[own : own + 1, 0], len(ROLLOUTS), 0) for r in real])
     actions = np.stack([s.actions[name] for s in starts for name in ROLLOUTS])
-    guidance = float(model.transformer.config.guidance if guidance is None else guidance)
     dream = dream_all(model, first, actions, window, batch_size, progress, guidance)
     dream = dream.reshape(len(starts), len(ROLLOUTS), *dream.shape[1:])
     m = per_start_metrics(real, dream, perceptual, probe)

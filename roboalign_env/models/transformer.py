@@ -98,6 +98,17 @@ class DynamicsTransformerConfig(PretrainedConfig):
         """Whether the model has the "no action" input that classifier-free guidance needs."""
         return self.action_dropout > 0
 
+    def resolve_guidance(self, guidance: float | None) -> float:
+        """The guidance scale to decode with: ``guidance``, or this model's default when None. Refused
+        unless a finite number >= 0, and unless 1 for a model without the "no action" input."""
+        scale = self.guidance if guidance is None else guidance
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale < float("inf"):
+            raise ValueError(f"guidance must be None or a finite number >= 0 (1: no guidance), got {guidance!r}")
+        if scale != 1 and not self.guidable:
+            raise ValueError(f"guidance {scale} needs a model trained with action_dropout > 0; this one has no "
+                             "'no action' input to guide against (use guidance=None or 1)")
+        return float(scale)
+
     @property
     def action_slots(self) -> int:
         """Sequence positions one action takes."""

@@ -200,13 +200,7 @@ class Dream:
             raise ValueError(f"window must be >= 2 frames (context + one generated) or None, got {self.window}")
         frames = self._check_frames(self.first_frames, "first_frames")
         tf = self.model.transformer
-        if self.guidance is None:
-            self.guidance = float(tf.config.guidance)
-        if not (isinstance(self.guidance, (int, float)) and 0 <= self.guidance < float("inf")):
-            raise ValueError(f"guidance must be a finite number >= 0 (1: no guidance), got {self.guidance!r}")
-        if self.guidance != 1 and not tf.config.guidable:
-            raise ValueError(f"guidance {self.guidance} needs a model trained with action_dropout > 0; this one "
-                             "has no 'no action' input (use guidance=1)")
+        self.guidance = tf.config.resolve_guidance(self.guidance)
         self._halves = 2 if self.guidance != 1 else 1  # guided: rows B..2B-1 decode without actions
         capacity = tf.config.sequence_length(self.window if self.window is not None else self.horizon + 1)
         self._decoder = IncrementalDecoder(tf, self.precision)

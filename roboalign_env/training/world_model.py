@@ -3,7 +3,7 @@
 Clips are drawn exactly as for the tokenizer (same stream, same augmentations); the frozen
 tokenizer turns each into context codes, dynamics codes and the paired actions
 ``a_0 .. a_{T-2}``. The loss is cross-entropy on dynamics codes only, optionally weighted up on
-the codes that differ from the same position of the previous frame (the few that carry the motion;
+the codes that differ from the same position of the previous frame (where motion shows;
 frame 0's own dynamics codes stand for the frame before frame 1), and with action dropout (the
 transformer config's ``action_dropout``) for classifier-free guidance. At the end the run folder
 also gets ``world_model/``: tokenizer + transformer + manifest, loadable with

@@ -45,7 +45,8 @@ def rollout_log_probs(model: Callable, windows: list[tuple[int, torch.Tensor]], 
     """Teacher-forced log-probabilities (B, F, 16) of a rollout's codes, one pass per SWR window.
 
     ``model`` is the transformer (or its DDP wrapper): ``model(context_codes, actions, codes)`` gives
-    logits (``guidance`` as the rollout was sampled with). Window ``i`` starts at generated frame ``windows[i][0]`` with context ``windows[i][1]``.
+    logits (``guidance``: the scale the rollout was sampled with). Window ``i`` starts at generated
+    frame ``windows[i][0]`` with context ``windows[i][1]``.
     """
     t = temperature if temperature > 0 else 1.0
     bounds = [s for s, _ in windows] + [codes.shape[1]]

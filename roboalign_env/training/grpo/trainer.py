@@ -138,7 +138,7 @@ class GRPOTrainer:
                  reward: Callable, distiller=None, reference=None):
         self.cfg, self.loop, self.prompts, self.reward, self.distiller = cfg, loop, prompts, reward, distiller
         self.world_model = world_model
-        self.guidance = float(world_model.transformer.config.guidance if cfg.guidance is None else cfg.guidance)
+        self.guidance = world_model.transformer.config.resolve_guidance(cfg.guidance)
         self.reference = (reference or copy.deepcopy(world_model.transformer)).eval().requires_grad_(False)
         self.rounds_dir = Path(loop.out) / "distill"
         self._restored = False
