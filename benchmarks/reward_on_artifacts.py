@@ -1,0 +1,94 @@
+"""What the student reward gives to dream-style ghosts of real failures, beside real successes.
+
+From a collection's scripted episodes: each real success as its 17 consecutive frames ending at the
+step robosuite first reports success, and each real failure (a scripted failure mode that never
+succeeded) as the last 17 frames of its ``ghost_arm`` rendering
+(``roboalign_env.sim.degradations``: the first frame held, the motion drawn as a faded smear, how the
+first dream drew the arm). Reports the student's expected Manipulation Success (0-2) of each group per
+source, and the share of ghosts scored <= 1.0.
+
+    python benchmarks/reward_on_artifacts.py --collection data/episodes
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import tyro
+
+from roboalign_env.assets import DEFAULT_MODEL
+from roboalign_env.data.episodes import load_episode, read_manifest
+from roboalign_env.data.io import atomic_write
+from roboalign_env.models.registry import load_scorer
+from roboalign_env.rubric import DIMENSIONS
+from roboalign_env.sim.degradations import ghost_arm
+from roboalign_env.sim.exploration import EXPLORATION_MODES
+
+MANIPULATION = DIMENSIONS.index("manipulation_success")
+
+
+@dataclass(frozen=True)
+class Args:
+    collection: Path = Path("data/episodes")
+    """Collection folder (`roboalign collect`); its scripted episodes are used."""
+    student: Path = DEFAULT_MODEL / "student"
+    """Student reward folder."""
+    frames: int = 17
+    """Frames per clip (the env's reward reads the first frame and the last 16)."""
+    out: Path = Path("benchmarks/results/reward_on_artifacts.json")
+    """Result file."""
+
+
+def clips(collection: Path, frames: int) -> dict[str, dict[str, list]]:
+    """Per source: ``success`` and ``ghost`` lists of (clip (T, H, W, 3) uint8, instruction)."""
+    rng = np.random.default_rng(0)
+    out: dict[str, dict[str, list]] = {}
+    for row in read_manifest(collection):
+        if row["failure"] in EXPLORATION_MODES:
+            continue
+        ep = load_episode(collection / row["path"])
+        groups = out.setdefault(row["source"], {"success": [], "ghost": []})
+        first = row.get("first_success_step")
+        if first is not None and first >= frames - 1:
+            groups["success"].append((ep.frames[first - frames + 1 : first + 1], ep.meta["instruction"]))
+        elif first is None and row["failure"] != "nominal" and len(ep.frames) >= frames:
+            video, _ = ghost_arm(ep.frames, rng)
+            groups["ghost"].append((video[-frames:], ep.meta["instruction"]))
+    return out
+
+
+def manipulation_scores(student, group: list) -> np.ndarray:
+    if not group:
+        return np.zeros(0)
+    videos = np.stack([v for v, _ in group])
+    with torch.no_grad():
+        return student.score(videos, [t for _, t in group]).expected[:, MANIPULATION].cpu().numpy()
+
+
+def main(args: Args) -> dict:
+    student = load_scorer(args.student)
+    per_source = {}
+    for source, groups in sorted(clips(args.collection, args.frames).items()):
+        real, ghost = manipulation_scores(student, groups["success"]), manipulation_scores(student, groups["ghost"])
+        per_source[source] = {
+            "real_successes": len(real), "real_success_ms_mean": float(real.mean()) if len(real) else None,
+            "ghosts_of_failures": len(ghost), "ghost_ms_mean": float(ghost.mean()) if len(ghost) else None,
+            "ghost_share_at_most_1": float((ghost <= 1.0).mean()) if len(ghost) else None,
+        }
+    result = {"command": "python benchmarks/reward_on_artifacts.py " + " ".join(sys.argv[1:]),
+              "student": str(args.student), "frames": args.frames, "per_source": per_source}
+    atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1)), mode="w")
+    for source, r in per_source.items():
+        print(f"{source}: real successes MS {r['real_success_ms_mean']} (n={r['real_successes']}), ghosts of failures "
+              f"MS {r['ghost_ms_mean']} (n={r['ghosts_of_failures']}, share <= 1.0: {r['ghost_share_at_most_1']})")
+    print(f"wrote {args.out}\nreproduce: {result['command']}")
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
