@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import lift_trace
 
-from roboalign_env.sim.oracle import label_trace
+from roboalign_env.sim.oracle import actions_match, label_trace
 
 REST = np.array([0.82])
 
@@ -143,3 +143,23 @@ def test_object_moved_by_itself_is_not_success():
     t["support_contact"][:] = False
     t["success"][:] = True
     assert labels(t)[:2] == (0, 0)
+
+
+def test_actions_match_compares_commanded_paths_and_gripper():
+    rng = np.random.default_rng(0)
+    executed = np.zeros((16, 7))
+    executed[:, 2] = -0.5  # down for 16 steps, gripper open
+    executed[:, 6] = -1.0
+    jitter = executed + rng.normal(0, 0.05, executed.shape) * [1, 1, 1, 0, 0, 0, 0]
+    assert actions_match(executed, executed) and actions_match(executed, jitter)
+    late = np.roll(executed, 1, axis=0)  # one step of lag is the same command
+    assert actions_match(executed, late)
+    assert not actions_match(executed, -executed)  # up instead of down, gripper closing
+    sideways = executed.copy()
+    sideways[:, :3] = [0.5, 0.0, 0.0]
+    assert not actions_match(executed, sideways)
+    gripper = executed.copy()
+    gripper[:4, 6] = 1.0
+    assert not actions_match(executed, gripper)
+    with pytest.raises(ValueError, match="equal"):
+        actions_match(executed, executed[:8])

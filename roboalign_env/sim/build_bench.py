@@ -2,7 +2,8 @@
 
 From every collected episode the builder draws a fixed recipe of pairs (:data:`RECIPE`): clean
 clips (the full episode, an incomplete prefix, a random window), instruction swaps, temporal
-re-orderings, pixel artifacts, and simulator state edits that are re-rendered in robosuite (see
+re-orderings, pixel artifacts, real videos paired with actions that did not make them (another
+episode's of the same source, or their own mirrored), and simulator state edits that are re-rendered in robosuite (see
 :mod:`roboalign_env.sim.degradations`). Every pair is labelled by :mod:`roboalign_env.sim.oracle`
 from the state of the frames it displays. An edit that cannot apply to an episode (a grasp edit
 on an episode with no grasp) is replaced by another edit of the same family, then of any family.
@@ -32,7 +33,7 @@ from roboalign_env.data.episodes import Episode, load_episode, read_manifest
 from roboalign_env.data.io import atomic_savez, write_jsonl
 from roboalign_env.data.splits import split_of
 from roboalign_env.sim import degradations as deg
-from roboalign_env.sim.oracle import label_trace
+from roboalign_env.sim.oracle import actions_match, label_trace
 from roboalign_env.sim.sources import SOURCES
 from roboalign_env.sim.workers import cached_env, imap_workers
 
@@ -42,7 +43,7 @@ RECIPE = (
     ("swap", "other_task"), ("swap", "near_miss"),
     ("temporal", None), ("temporal", None), ("pixel", None),
     ("physics", None), ("physics", None), ("physics", None), ("contact", None), ("aoc", None), ("aoc", None),
-    ("dream", "ghost_arm"),
+    ("dream", "ghost_arm"), ("actions", "other_episode"), ("actions", "mirrored"),
 )
 # How often each state edit is tried first within its family: float and sink come in a minor
 # (PA 1) and a severe (PA 0) version, teleport and vanish only severe, so they get more draws to
@@ -175,15 +176,24 @@ def instruction_for(kind: str, source_name: str, rng) -> str:
     return str(pool[int(rng.integers(len(pool)))])
 
 
-def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str) -> list[tuple[dict, dict]]:
-    """All pairs drawn from one episode, as (index row, arrays) tuples."""
+def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str,
+                  donor_actions: np.ndarray | None = None) -> list[tuple[dict, dict]]:
+    """All pairs drawn from one episode, as (index row, arrays) tuples.
+
+    ``donor_actions`` are another episode's actions, paired with this episode's video; without
+    them (or when they are too short) that pair takes this episode's actions mirrored instead.
+    """
     rng = np.random.default_rng([zlib.crc32(ep.episode_id.encode()), 7])
     rest_z = ep.state["object_pos"][0, :, 2]
     failure = ep.meta["failure"]
     pairs = []
 
-    def add(family, kind, window, video, trace, instruction_kind="correct", consistent=True, params=None, caps=None):
+    def add(family, kind, window, video, trace, instruction_kind="correct", consistent=True, params=None, caps=None,
+            actions=None):
         labels = label_trace(trace, rest_z, instruction_kind, failure, consistent)
+        executed = ep.actions[window.start : window.start + (window.length - 1) * window.stride]
+        if actions is not None and not actions_match(executed, actions):
+            caps = {**(caps or {}), "action_outcome_consistency": 0}
         if caps:
             labels = replace(labels, **{k: min(getattr(labels, k), v) for k, v in caps.items()})
         pair_id = f"{ep.episode_id}-{len(pairs):02d}"
@@ -202,8 +212,8 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str) -> lis
             "num_frames": int(len(video)),
             "provenance": {"family": family, "kind": kind, "params": params or {}, "window": window.as_dict()},
         }
-        actions = ep.actions[window.start : window.start + (window.length - 1) * window.stride]
-        arrays = {"video": video, "initial_frame": ep.frames[window.start], "actions": actions}
+        shown = executed if actions is None else actions
+        arrays = {"video": video, "initial_frame": ep.frames[window.start], "actions": shown}
         pairs.append((row, arrays))
 
     for family, kind in RECIPE:
@@ -234,6 +244,14 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str) -> lis
             video, params = deg.ghost_arm(ep.frames[window.frames], rng)
             shown, caps = deg.ghost_trace(_window_trace(ep, window.frames))
             add(family, kind, window, video, shown, consistent=False, params=params, caps=caps)
+        elif family == "actions":
+            window = _full_window(ep)
+            span = slice(window.start, window.start + (window.length - 1) * window.stride)
+            if kind == "other_episode" and donor_actions is not None and len(donor_actions) >= span.stop:
+                actions = donor_actions[span]
+            else:
+                kind, actions = "mirrored", -ep.actions[span]
+            add(family, kind, window, ep.frames[window.frames], _window_trace(ep, window.frames), actions=actions)
         elif rerenderer is not None and rerenderer.can_edit:
             made = _state_edit_pair(ep, rerenderer, family, rng)
             if made is not None:
@@ -281,17 +299,32 @@ def _state_edit_pair(ep: Episode, rerenderer: Rerenderer, family: str, rng):
     return None
 
 
+def _donors(entries: list[dict], splits: list[str]) -> list[dict | None]:
+    """Each episode's action donor: the next episode of the same source and split in the manifest
+    (cyclic), so donated actions never cross a split; None for an episode alone in its group."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i, (entry, split) in enumerate(zip(entries, splits)):
+        groups.setdefault((entry["source"], split), []).append(i)
+    donors: list[dict | None] = [None] * len(entries)
+    for members in groups.values():
+        for k, i in enumerate(members):
+            if len(members) > 1:
+                donors[i] = entries[members[(k + 1) % len(members)]]
+    return donors
+
+
 # -- driver ------------------------------------------------------------------------------------
 _RERENDERERS: dict[tuple[str, int], Rerenderer] = {}
 
 
 def _build_one(args) -> list[dict]:
-    ep_path, out, split = args
+    ep_path, donor_path, out, split = args
     ep = load_episode(ep_path)
     key = (ep.meta["source"], ep.meta["image_size"])
     if key not in _RERENDERERS:
         _RERENDERERS[key] = Rerenderer(*key)
-    pairs = episode_pairs(ep, _RERENDERERS[key], split)
+    donor = load_episode(donor_path).actions if donor_path is not None else None
+    pairs = episode_pairs(ep, _RERENDERERS[key], split, donor)
     arrays = {f"{row['pair_id']}/{name}": value for row, a in pairs for name, value in a.items()}
     rows = [row for row, _ in pairs]
     path = shard_path(out, ep.meta["source"], ep.episode_id)
@@ -312,15 +345,17 @@ def build_bench(
     if heldout_source not in SOURCES:
         raise ValueError(f"heldout_source={heldout_source!r}; expected one of {sorted(SOURCES)}")
     collection, out = Path(collection), Path(out)
+    entries = read_manifest(collection)
+    splits = [split_of(e["episode_id"], e["source"], heldout_source) for e in entries]
+    donors = _donors(entries, splits)
     rows, todo = [], []
-    for entry in read_manifest(collection):
-        split = split_of(entry["episode_id"], entry["source"], heldout_source)
+    for entry, split, donor in zip(entries, splits, donors):
         shard = shard_path(out, entry["source"], entry["episode_id"])
         if shard.is_file():
             with np.load(shard, allow_pickle=False) as data:
                 rows.extend(json.loads(str(data["rows"])))
         else:
-            todo.append((collection / entry["path"], out, split))
+            todo.append((collection / entry["path"], None if donor is None else collection / donor["path"], out, split))
     for new in imap_workers(_build_one, todo, workers, "build-bench", progress):
         rows.extend(new)
     rows.sort(key=lambda r: r["pair_id"])

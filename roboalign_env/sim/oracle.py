@@ -44,6 +44,10 @@ for >= 2 frames (follows an open gripper), or if, after a grasp, the fingers sta
 width while the object, no longer grasped, stays within 1 cm of where it was grasped and ends up
 >= 3 cm further from the gripper (stays behind a closed grasp; a real release or slip moves the
 object or the fingers); else 1.
+When the video comes with actions that are not the ones that made it (another episode's, or the
+same ones mirrored), it is 0 if those actions command something else (:func:`actions_match`): the
+paths of their summed translation commands part by >= 1.5 action units (about 2.5-6 cm of
+end-effector travel in these sources), or their gripper commands disagree on >= 4 steps.
 
 The thresholds were checked against clean episodes of all four sources: real physics (a push's
 coasting, a dropped can rolling, a cube tumbling after a release) does not trip them.
@@ -77,6 +81,8 @@ HOLD_WIDTH = 0.004
 SETTLE = 4  # transitions an object must be left alone before its motion counts as free
 STAYS_BEHIND = 0.03
 STILL = 0.01
+COMMAND_PATH_GAP = 1.5  # summed translation commands, in action units
+GRIPPER_DISAGREEMENT = 4  # steps
 CAUSE_FRAMES = 3  # a change counts as the robot's doing if it touched the target this recently
 
 
@@ -258,3 +264,16 @@ def _longest_run(mask: np.ndarray) -> int:
         run = run + 1 if value else 0
         best = max(best, run)
     return best
+
+
+def actions_match(executed: np.ndarray, given: np.ndarray) -> bool:
+    """Whether ``given`` (A, 7) actions command what the ``executed`` (A, 7) ones did (see the module's AOC rule).
+
+    Translation is compared as cumulative paths (a lag or a small detour is not a different
+    command); the gripper as the sign of its command at each step.
+    """
+    if executed.shape != given.shape:
+        raise ValueError(f"actions of shapes {executed.shape} and {given.shape}; expected two equal (A, 7) arrays")
+    gap = np.linalg.norm(np.cumsum(executed[:, :3] - given[:, :3], axis=0), axis=-1)
+    gripper = np.sign(executed[:, 6]) != np.sign(given[:, 6])
+    return not (len(gap) and gap.max() >= COMMAND_PATH_GAP) and int(gripper.sum()) < GRIPPER_DISAGREEMENT
