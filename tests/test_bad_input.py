@@ -193,6 +193,7 @@ def _mp4(path, frames):
     ("noise.mp4", "cannot decode this mp4"), ("empty.npz", "not an .npz archive"),
     ("text.npz", "not an .npz archive"), ("nokey.npz", "no array 'video'"), ("one.npz", "1 frame"),
     ("float.npz", "expected uint8 frames"), ("clip.avi", "expected an .mp4 or .npz"),
+    ("actions.npz", "expected \\(A, 7\\) actions"),
 ])
 def test_score_names_a_bad_video_file(tmp_path, case, message):
     from roboalign_env.eval.score import score_video
@@ -214,6 +215,8 @@ def test_score_names_a_bad_video_file(tmp_path, case, message):
         np.savez(path, video=video[:1])
     elif case == "float.npz":
         np.savez(path, video=video.astype(np.float32))
+    elif case == "actions.npz":
+        np.savez(path, video=video, actions=np.zeros((7, 3), np.float32))
     else:
         path.write_bytes(b"RIFF")
     with pytest.raises(ValueError, match=message) as err:

@@ -120,7 +120,7 @@ def test_distillation_loss_falls(teacher, loss, tmp_path):
     torch.manual_seed(1)
     student = StudentReward(StudentRewardConfig(**TINY_STUDENT))
     data = _labelled_set(teacher)
-    distill(student, data, LoopConfig(out=tmp_path, steps=60, lr=3e-3, warmup_steps=5, log_every=5, progress=False),
+    distill(student, data, LoopConfig(out=tmp_path, steps=100, lr=3e-3, warmup_steps=5, log_every=5, progress=False),
             loss=loss, batch_size=16)
     import json
 
@@ -187,3 +187,61 @@ def test_agreement_metrics():
     assert out["per_dimension"]["manipulation_success"]["accuracy"] == 1
     mats = confusion_matrices(worse, ref)
     assert mats[0][3, 0] == 1 and mats[0].sum() == 4 and [m.shape for m in mats] == [(t + 1, t + 1) for t in MAX_SCORES]
+
+
+def test_step_actions_give_each_frame_the_mean_of_the_actions_that_led_to_it():
+    from roboalign_env.models.scoring import StepActions
+
+    torch.manual_seed(0)
+    steps = StepActions(16)
+    torch.nn.init.normal_(steps.absent)
+    frame_mask = torch.tensor([[True] * 5, [True] * 3 + [False] * 2, [True] * 5])
+    actions = torch.randn(3, 8, 7)
+    action_mask = torch.zeros(3, 8, dtype=torch.bool)
+    action_mask[0, :8] = True  # 5 frames at stride 2: two actions per transition
+    action_mask[1, :2] = True  # 3 frames at stride 1
+    out = steps(actions, action_mask, frame_mask)
+    assert out.shape == (3, 6, 16)
+    e = steps.mlp(actions)
+    for k in range(4):  # row 0: frame k + 1 (token k + 2) follows actions 2k, 2k + 1
+        torch.testing.assert_close(out[0, k + 2], e[0, 2 * k : 2 * k + 2].mean(0))
+    torch.testing.assert_close(out[1, 2:4], e[1, :2])
+    assert out[:2, :2].abs().max() == 0 and out[1, 4:].abs().max() == 0  # no action before frame 0, none on padding
+    # row 2 came without actions: the "absent" embedding on every frame after the first
+    torch.testing.assert_close(out[2, 2:], steps.absent.expand(4, -1))
+    assert out[2, :2].abs().max() == 0
+    # what sits in padded action slots is never read
+    noisy = actions.clone()
+    noisy[~action_mask] = 100.0
+    torch.testing.assert_close(steps(noisy, action_mask, frame_mask), out)
+
+
+@pytest.mark.parametrize("make", [lambda: RoboAlignJudge(RoboAlignJudgeConfig(**TINY_TEACHER)),
+                                  lambda: StudentReward(StudentRewardConfig(**TINY_STUDENT, read_actions=True))],
+                         ids=["teacher", "student"])
+def test_scorers_read_the_actions_and_score_without_them(make):
+    torch.manual_seed(0)
+    model = make().eval()
+    videos = random_videos()
+    actions = [np.random.default_rng(i).uniform(-1, 1, (len(v) - 1, 7)) for i, v in enumerate(videos)]
+    own = model.score(videos, "lift the red cube", actions=actions).expected
+    mirrored = model.score(videos, "lift the red cube", actions=[-a for a in actions]).expected
+    without = model.score(videos, "lift the red cube").expected
+    assert (own - mirrored).abs().max() > 1e-4 and (own - without).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="one \\(A, 7\\) array per video"):
+        model.score(videos, "lift the red cube", actions=actions[:2])
+
+
+def test_score_reads_the_actions_stored_beside_an_npz_video(tmp_path):
+    from roboalign_env.eval.score import score_video
+
+    torch.manual_seed(0)
+    StudentReward(StudentRewardConfig(**TINY_STUDENT, read_actions=True)).save_pretrained(tmp_path / "student")
+    video = random_videos(1, (8,))[0]
+    actions = np.random.default_rng(0).uniform(-1, 1, (7, 7)).astype(np.float32)
+    np.savez(tmp_path / "with.npz", video=video, actions=actions)
+    np.savez(tmp_path / "without.npz", video=video)
+    given = score_video(tmp_path / "with.npz", "lift the red cube", tmp_path / "student")
+    alone = score_video(tmp_path / "without.npz", "lift the red cube", tmp_path / "student")
+    assert given["actions"] == 7 and alone["actions"] is None
+    assert given["scores"] != alone["scores"]

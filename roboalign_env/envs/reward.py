@@ -1,8 +1,9 @@
 """The environment's reward: the student judge's six scores of each episode's frames so far.
 
 Every step the student scores, per environment, the most recent ``frames`` frames (its initial
-frame is the episode's first frame, so the judge always knows where the episode started); each
-frame is encoded once, when it arrives (:class:`JudgeReward`). The
+frame is the episode's first frame, so the judge always knows where the episode started), with the
+actions that led to them, which a student that reads actions (``read_actions``) compares with what
+the frames show; each frame is encoded once, when it arrives (:class:`JudgeReward`). The
 weighted aggregate ``phi = sum_k w_k * score_k / 10`` (default weights 1: the normalized
 six-dimension aggregate in [0, 1]) becomes the reward in one of three modes:
 
@@ -24,6 +25,7 @@ from typing import Literal, Sequence
 import numpy as np
 import torch
 
+from roboalign_env.models.scoring import ACTION_DIM
 from roboalign_env.rubric import DIMENSIONS, MAX_SCORES, aggregate, check_weights
 
 RewardMode = Literal["potential", "absolute", "terminal"]
@@ -88,7 +90,7 @@ class JudgeReward:
         self.weights = torch.tensor(config.weights, dtype=torch.float32, device=device)
         self.length = torch.zeros(num_envs, dtype=torch.long, device=device)
         self.phi = torch.zeros(num_envs, device=device)
-        self.words = self.initial = self.tokens = self.alone = self.last = None  # sized at the first reset
+        self.words = self.initial = self.tokens = self.alone = self.last = self.actions = None  # sized at the first reset
 
     @torch.no_grad()
     def reset_rows(self, rows: Sequence[int], frames: torch.Tensor, instructions: Sequence[str]) -> torch.Tensor:
@@ -107,7 +109,9 @@ class JudgeReward:
             self.tokens = torch.zeros(n, f, dim, **zeros)
             self.alone = torch.zeros(n, f, dim, **zeros)
             self.last = torch.zeros(n, *embedded.shape[1:], **zeros)
+            self.actions = torch.zeros(n, f, ACTION_DIM, **zeros)  # slot k: the action that led to window frame k
         self.words[rows], self.initial[rows], self.last[rows] = words, alone, embedded
+        self.actions[rows] = 0
         self.tokens[rows], self.alone[rows] = 0, 0
         self.tokens[rows, 0] = self.alone[rows, 0] = alone
         self.length[rows] = 1
@@ -116,10 +120,11 @@ class JudgeReward:
         return scores
 
     @torch.no_grad()
-    def step(self, frames: torch.Tensor, truncating: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Append every environment's new frame (N, 3, H, W); ``truncating`` (N,) marks episodes
-        that hit their step limit this step (the terminal mode pays them, and those judged
-        successful). Returns (reward (N,), scores (N, 6), success (N,))."""
+    def step(self, frames: torch.Tensor, actions: torch.Tensor, truncating: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Append every environment's new frame (N, 3, H, W) and the action (N, 7) that led to it;
+        ``truncating`` (N,) marks episodes that hit their step limit this step (the terminal mode
+        pays them, and those judged successful). Returns (reward (N,), scores (N, 6), success (N,))."""
         n = len(frames)
         with self._autocast():
             embedded = self.encoder.embed(frames)
@@ -129,9 +134,11 @@ class JudgeReward:
         if full.any():
             self.tokens[full] = torch.roll(self.tokens[full], -1, dims=1)
             self.alone[full] = torch.roll(self.alone[full], -1, dims=1)
+            self.actions[full] = torch.roll(self.actions[full], -1, dims=1)
         slot = self.length.clamp(max=self.config.frames - 1)
         everyone = torch.arange(n)
         self.tokens[everyone, slot], self.alone[everyone, slot] = both[:n], both[n:]
+        self.actions[everyone, slot] = actions.to(self.actions)
         self.last = embedded
         self.length += 1
         scores = self._score(slice(None))
@@ -152,7 +159,7 @@ class JudgeReward:
 
     def state_tensors(self) -> list[torch.Tensor]:
         """The per-environment tensors (what an environment's memory per env counts)."""
-        return [self.words, self.initial, self.tokens, self.alone, self.last, self.length, self.phi]
+        return [self.words, self.initial, self.tokens, self.alone, self.last, self.actions, self.length, self.phi]
 
     def _aggregate(self, scores: torch.Tensor) -> torch.Tensor:
         return aggregate(scores, self.weights)
@@ -162,11 +169,11 @@ class JudgeReward:
 
     def _score(self, rows: torch.Tensor | slice) -> torch.Tensor:
         """Expected scores (b, 6) of ``rows``' windows: the initial frame's token, then the
-        window's, the first of them against itself."""
+        window's, the first of them against itself, and the actions between the window's frames."""
         count = self.length[rows].clamp(max=self.config.frames)
         mask = torch.arange(self.config.frames, device=count.device)[None] < count[:, None]
         window = torch.cat([self.alone[rows, :1], self.tokens[rows, 1:]], 1)
         tokens = torch.cat([self.initial[rows, None], window], 1)
         with self._autocast():
-            scores = self.student.score_tokens(tokens, mask, self.words[rows])
+            scores = self.student.score_tokens(tokens, mask, self.words[rows], self.actions[rows, 1:], mask[:, 1:])
         return scores.expected.float()

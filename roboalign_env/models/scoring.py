@@ -47,11 +47,6 @@ class FrameEncoder(nn.Module):
         """(M, C, h, w) embeddings of frames and of their previous frames -> (M, dim)."""
         return self.proj(self.cnn(torch.cat([embedded, (embedded - previous) * 2], dim=1)).flatten(1))
 
-    def forward(self, seq: torch.Tensor, prev_index: torch.Tensor) -> torch.Tensor:
-        """seq (N, S, 3, H, W) in [0, 1]; frame k's previous frame is ``seq[:, prev_index[k]]`` -> (N, S, dim)."""
-        e = self.embed(seq.flatten(0, 1)).unflatten(0, seq.shape[:2])
-        return self.tokens(e.flatten(0, 1), e[:, prev_index].flatten(0, 1)).unflatten(0, seq.shape[:2])
-
 
 class PatchFrameEncoder(FrameEncoder):
     """The cheap frame encoder: its embedding is a linear ``patch`` x ``patch`` patch embedding
@@ -66,7 +61,8 @@ class PatchFrameEncoder(FrameEncoder):
         self.proj = nn.Linear(cin * 16, dim)
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
-        return self.patch(frames * 2 - 1)
+        # patch(2 x - 1) without a full-resolution pass for the affine map (the patch embedding has no bias)
+        return self.patch(frames) * 2 - self.patch.weight.sum((1, 2, 3))[:, None, None]
 
 
 def _conv_stack(cin: int, widths: Sequence[int], size: int) -> tuple[nn.Sequential, int]:
@@ -100,11 +96,17 @@ class VideoTower(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def frame_tokens(self, video: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
-        """video (N, T, 3, H, W), initial (N, 3, H, W) -> (N, T + 1, dim): the initial frame's token, then the frames'."""
-        t = video.shape[1]
-        seq = torch.cat([initial[:, None], video], dim=1)
-        prev_index = torch.cat([torch.tensor([0, 1]), torch.arange(1, t)])[: t + 1].to(video.device)
-        return self.frames(seq, prev_index)
+        """video (N, T, 3, H, W), initial (N, 3, H, W) -> (N, T + 1, dim): the initial frame's token, then the frames'.
+
+        Frames are embedded where they are (no full-resolution copy); the initial frame and frame 0 are
+        their own previous frames, frame k's is frame k - 1.
+        """
+        n, t = video.shape[:2]
+        embedded = self.frames.embed(video.flatten(0, 1)).unflatten(0, (n, t))
+        first = self.frames.embed(initial)[:, None]
+        seq = torch.cat([first, embedded], dim=1)
+        previous = torch.cat([first, embedded[:, :1], embedded[:, :-1]], dim=1)
+        return self.frames.tokens(seq.flatten(0, 1), previous.flatten(0, 1)).unflatten(0, (n, t + 1))
 
     def fuse(self, tokens: torch.Tensor, mask: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """Frame tokens (N, T + 1, dim) from :meth:`frame_tokens`, mask (N, T), prefix (N, P, dim) -> (N, P, dim)."""
@@ -117,6 +119,50 @@ class VideoTower(nn.Module):
     def forward(self, video: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """video (N, T, 3, H, W), mask (N, T), initial (N, 3, H, W), prefix (N, P, dim) -> (N, P, dim)."""
         return self.fuse(self.frame_tokens(video, initial), mask, prefix)
+
+
+ACTION_DIM = 7
+
+
+class StepActions(nn.Module):
+    """Per-frame action embeddings, added to a video tower's frame tokens so that each frame is
+    read beside the command that led to it (what Action-Outcome Consistency asks).
+
+    Tokens are ``[initial, frame_0, ..., frame_{T-1}]``; the A actions of a T-frame video span its
+    T - 1 transitions (A = (T - 1) x stride for a strided clip), action j belonging to the
+    transition into frame ``1 + floor(j (T - 1) / A)``. A frame gets the mean embedding of its
+    actions. A video given without actions gets the learned ``absent`` embedding on every frame
+    after the first, so the scorer knows it cannot compare.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(ACTION_DIM, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.absent = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, actions: torch.Tensor | None, action_mask: torch.Tensor | None, frame_mask: torch.Tensor) -> torch.Tensor:
+        """actions (N, A, 7) with mask (N, A) (or None), frame mask (N, T) -> (N, T + 1, dim)."""
+        n, t = frame_mask.shape
+        frames = frame_mask.sum(1)
+        after_first = (torch.arange(t + 1, device=frame_mask.device)[None] >= 2) & \
+            (torch.arange(t + 1, device=frame_mask.device)[None] <= frames[:, None])
+        out = torch.zeros(n, t + 1, self.absent.shape[0], device=frame_mask.device, dtype=self.absent.dtype)
+        count = torch.zeros(n, t + 1, device=frame_mask.device, dtype=self.absent.dtype)
+        given = torch.zeros(n, dtype=torch.bool, device=frame_mask.device)
+        if actions is not None and actions.shape[1] > 0:
+            action_mask = action_mask.bool()
+            num = action_mask.sum(1)
+            given = num > 0
+            j = torch.arange(actions.shape[1], device=actions.device)[None]
+            slot = 1 + torch.div(j * (frames[:, None] - 1).clamp(min=1), num[:, None].clamp(min=1), rounding_mode="floor")
+            slot = torch.where(action_mask, slot.clamp(max=t) + 1, 0)  # token index; masked actions land on 0, dropped below
+            weight = action_mask.to(out.dtype)
+            out.scatter_add_(1, slot[..., None].expand(-1, -1, out.shape[-1]), self.mlp(actions.to(out.dtype)) * weight[..., None])
+            count.scatter_add_(1, slot, weight)
+            out[:, 0] = 0
+            out = out / count.clamp(min=1)[..., None]
+        absent = (~given)[:, None] & after_first
+        return out + absent[..., None].to(out.dtype) * self.absent
 
 
 class ScoreHeads(nn.Module):

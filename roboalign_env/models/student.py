@@ -2,13 +2,17 @@
 
 Following the paper: a text encoder that is a 4-layer pre-norm Transformer with learnable [CLS] and
 positional embeddings (256-d, GELU, dropout 0.2; :class:`~roboalign_env.models.text.TextEncoder`), a
-compact video encoder (a linear 4x4 patch embedding per frame, a 2-layer CNN on the embedding and its
+compact video encoder (a linear ``patch`` x ``patch`` patch embedding per frame, a small CNN on the embedding and its
 difference to the previous frame's, one Transformer layer over time), fusion by joint attention (the instruction
 enters the temporal Transformer as a token next to a [CLS] token) followed by an MLP over the
 [CLS] output and the instruction vector, and six heads (categoricals over each dimension's levels,
 like the teacher's, so it can be distilled from the teacher's soft outputs).
 
-The student reads pixels and the instruction only (no actions): what a GRPO rollout always has.
+With ``read_actions`` (what ``roboalign distill`` trains) each frame's token also gets the
+embedding of the actions that led to it (:class:`~roboalign_env.models.scoring.StepActions`, as in
+the teacher), so a video that does not follow its commands can score low Action-Outcome
+Consistency; videos without actions still score. Without it (students distilled before) actions are
+accepted and not read.
 
 Distillation losses (:func:`distill_loss`):
 
@@ -26,7 +30,14 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
 from roboalign_env.models.judge import register, score_with
-from roboalign_env.models.scoring import PatchFrameEncoder, ScoreHeads, Scores, VideoTower, normalized_scores
+from roboalign_env.models.scoring import (
+    PatchFrameEncoder,
+    ScoreHeads,
+    Scores,
+    StepActions,
+    VideoTower,
+    normalized_scores,
+)
 from roboalign_env.models.text import TextEncoder
 from roboalign_env.rubric import MAX_SCORES, TOTAL
 
@@ -38,8 +49,9 @@ class StudentRewardConfig(PretrainedConfig):
 
     def __init__(self, image_size: int = 64, max_frames: int = 48, widths=(24, 32, 64), video_dim: int = 128,
                  video_layers: int = 1, text_dim: int = 256, text_layers: int = 4, text_ffn: int = 512,
-                 text_vocab: int = 1024, dropout: float = 0.2, **kwargs):
+                 text_vocab: int = 1024, dropout: float = 0.2, read_actions: bool = False, patch: int = 4, **kwargs):
         super().__init__(**kwargs)
+        self.read_actions, self.patch = read_actions, patch
         self.image_size, self.max_frames, self.widths = image_size, max_frames, list(widths)
         self.video_dim, self.video_layers = video_dim, video_layers
         self.text_dim, self.text_layers, self.text_ffn, self.text_vocab = text_dim, text_layers, text_ffn, text_vocab
@@ -55,9 +67,10 @@ class StudentReward(PreTrainedModel):
         super().__init__(config)
         c = config
         self.text = TextEncoder(c.text_vocab, c.text_dim, c.text_layers, 4, c.text_ffn, c.dropout)
-        self.tower = VideoTower(PatchFrameEncoder(c.widths, c.video_dim, c.image_size), c.video_dim, c.video_layers,
+        self.tower = VideoTower(PatchFrameEncoder(c.widths, c.video_dim, c.image_size, c.patch), c.video_dim, c.video_layers,
                                 4, 2 * c.video_dim, 0.1, c.max_frames)
         self.text_token = nn.Linear(c.text_dim, c.video_dim)
+        self.actions = StepActions(c.video_dim) if c.read_actions else None
         self.cls = nn.Parameter(torch.zeros(1, 1, c.video_dim))
         nn.init.normal_(self.cls, std=0.02)
         self.fuse = nn.Sequential(nn.Linear(c.video_dim + c.text_dim, c.text_dim), nn.GELU(), nn.Dropout(c.dropout))
@@ -73,8 +86,8 @@ class StudentReward(PreTrainedModel):
 
     def forward(self, video: torch.Tensor, mask: torch.Tensor, initial: torch.Tensor, text: torch.Tensor,
                 actions=None, action_mask=None) -> Scores:
-        """Same inputs as the teacher's ``forward``; ``actions`` are accepted and not read."""
-        return self.score_tokens(self.tower.frame_tokens(video, initial), mask, self.text_features(text))
+        """Same inputs as the teacher's ``forward``."""
+        return self.score_tokens(self.tower.frame_tokens(video, initial), mask, self.text_features(text), actions, action_mask)
 
     def text_features(self, text: torch.Tensor) -> torch.Tensor:
         """(N, text_dim) instruction vectors from :meth:`encode_text`'s word ids."""
@@ -87,13 +100,16 @@ class StudentReward(PreTrainedModel):
         frames one at a time can build them incrementally) and :meth:`text_features`."""
         n = tokens.shape[0]
         prefix = torch.cat([self.cls.expand(n, -1, -1), self.text_token(words)[:, None]], dim=1)
+        if self.actions is not None:
+            tokens = tokens + self.actions(actions, action_mask, mask)
         out = self.tower.fuse(tokens, mask, prefix)
         return Scores(self.heads(self.fuse(torch.cat([out[:, 0], words], dim=-1))))
 
     @torch.no_grad()
-    def score(self, videos, instructions, initial_frames=None) -> Scores:
-        """Score videos (uint8 (T, H, W, 3) / (N, T, H, W, 3), or float (N, T, 3, H, W)) against instructions."""
-        return score_with(self, videos, instructions, initial_frames)
+    def score(self, videos, instructions, initial_frames=None, actions=None) -> Scores:
+        """Score videos (uint8 (T, H, W, 3) / (N, T, H, W, 3), or float (N, T, 3, H, W)) against
+        instructions; ``actions`` as for the teacher's :meth:`~roboalign_env.models.judge.RoboAlignJudge.score`."""
+        return score_with(self, videos, instructions, initial_frames, actions)
 
 
 def distill_loss(student: Scores, teacher_log_probs: list[torch.Tensor], kind: str = "kl",

@@ -53,7 +53,7 @@ class DistillData:
         parts = []
         for k in np.unique(which):
             idx = picks[which == k] - (sizes[:k].sum() if k else 0)
-            part = cache_batch(self.sets[k], idx, text, with_actions=False)
+            part = cache_batch(self.sets[k], idx, text)
             part["teacher"] = [torch.from_numpy(lp[idx]) for lp in self.targets[k]]
             parts.append(part)
         return _concat(parts)
@@ -64,6 +64,7 @@ def _concat(parts: list[dict]) -> dict:
     out = {}
     frames = max(p["video"].shape[1] for p in parts)
     words = max(p["text"].shape[1] for p in parts) if parts[0]["text"].ndim == 2 and not parts[0]["text"].is_floating_point() else None
+    width = max(p["actions"].shape[1] for p in parts)
     for key in parts[0]:
         if key == "teacher":
             out[key] = [torch.cat([p[key][k] for p in parts]) for k in range(len(parts[0][key]))]
@@ -76,19 +77,21 @@ def _concat(parts: list[dict]) -> dict:
             elif key == "text" and words is not None:
                 v = torch.nn.functional.pad(v, [0, words - v.shape[1]])
             elif key in ("actions", "action_mask"):
-                v = v[:, :1]  # the student does not read actions
+                v = torch.nn.functional.pad(v, [0, 0] * (v.ndim - 2) + [0, width - v.shape[1]])
             values.append(v)
         out[key] = torch.cat(values)
     return out
 
 
 def episode_clips(collection: str | Path, episode_ids: set[str], count: int, seed: int = 0,
-                  degrade: float = 0.4, swap: float = 0.3) -> VideoSet:
-    """``count`` random windows (8-32 frames, stride 1-2) of the named episodes, unlabelled.
+                  degrade: float = 0.4, swap: float = 0.3, mirror: float = 0.15, no_actions: float = 0.25) -> VideoSet:
+    """``count`` random windows (8-32 frames, stride 1-2) of the named episodes, unlabelled, with
+    the window's actions.
 
     A fraction ``degrade`` gets one of the bench's temporal or pixel degradations and a fraction
     ``swap`` a near-miss or other-task instruction, so the teacher's scores on them spread over
-    the levels. The draw is a pure function of ``seed``.
+    the levels; a fraction ``mirror`` comes with its actions negated (commands the video does not
+    follow) and ``no_actions`` without actions. The draw is a pure function of ``seed``.
     """
     from roboalign_env.data.episodes import load_episode, read_manifest
     from roboalign_env.sim import degradations as deg
@@ -100,7 +103,7 @@ def episode_clips(collection: str | Path, episode_ids: set[str], count: int, see
         raise ValueError(f"{collection}: none of the requested episodes is in the manifest")
     rng = np.random.default_rng([seed, 11])
     picks = np.sort(rng.integers(0, len(entries), count))
-    videos, rows = [], []
+    videos, rows, actions = [], [], []
     for e in np.unique(picks):
         ep = load_episode(collection / entries[e]["path"])
         for _ in range(int((picks == e).sum())):
@@ -117,10 +120,15 @@ def episode_clips(collection: str | Path, episode_ids: set[str], count: int, see
                     kind = deg.PIXEL[int(rng.integers(len(deg.PIXEL)))]
                     video, _ = deg.pixel_artifact(video, kind, deg.STRENGTHS[int(rng.integers(2))], rng)
             relation = "correct" if rng.random() >= swap else ("near_miss" if rng.random() < 0.5 else "other_task")
+            given = ep.actions[window.start : window.start + (window.length - 1) * window.stride]
+            draw = rng.random()
+            given, commands = (-given, "mirrored") if draw < mirror else \
+                (given[:0], "none") if draw < mirror + no_actions else (given, "own")
             videos.append(video)
+            actions.append(given)
             rows.append({"instruction": instruction_for(relation, ep.meta["source"], rng), "episode_id": ep.episode_id,
-                         "window": window.as_dict(), "edit": kind, "relation": relation})
-    return VideoSet.from_videos(videos, [r["instruction"] for r in rows], rows)
+                         "window": window.as_dict(), "edit": kind, "relation": relation, "actions": commands})
+    return VideoSet.from_videos(videos, [r["instruction"] for r in rows], rows, actions=actions)
 
 
 def distill(student: StudentReward, data: DistillData, loop: LoopConfig, loss: str = "kl", temperature: float = 2.0,
@@ -158,9 +166,10 @@ def distill(student: StudentReward, data: DistillData, loop: LoopConfig, loss: s
 
 def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: str | Path, loop: LoopConfig,
                        loss: str = "kl", temperature: float = 2.0, extra_clips: int = 3000, batch_size: int = 64,
-                       targets: str | Path = "runs/teacher_targets") -> StudentReward:
-    """Distil the teacher in ``teacher_dir`` into a new student on the bench's train split plus
-    ``extra_clips`` unlabelled clips of its training episodes, validating on the val split.
+                       targets: str | Path = "runs/teacher_targets", config=None) -> StudentReward:
+    """Distil the teacher in ``teacher_dir`` into a new student (``config``: a
+    :class:`~roboalign_env.models.student.StudentRewardConfig`, default one that reads actions) on the
+    bench's train split plus ``extra_clips`` unlabelled clips of its training episodes, validating on the val split.
 
     The teacher's outputs are kept in ``targets`` and reused by later runs with the same teacher.
     """
@@ -181,7 +190,7 @@ def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: s
         data.add(clips, cached_predict(teacher, clips, targets / f"clips_{extra_clips}_{loop.seed}.npz")["log_probs"])
     val = open_split(bench, "val")
     val_pred = cached_predict(teacher, val, targets / "bench_val.npz")
-    return distill(StudentReward(StudentRewardConfig()), data, loop, loss, temperature, batch_size, (val, val_pred))
+    return distill(StudentReward(config or StudentRewardConfig(read_actions=True)), data, loop, loss, temperature, batch_size, (val, val_pred))
 
 
 class OnlineDistiller:

@@ -3,7 +3,10 @@
 ``train_judge`` runs the shared loop (:mod:`roboalign_env.training.loop`) with a cross-entropy per
 dimension against the oracle's levels. Batches are random train pairs drawn from a generator seeded
 by the step; actions are dropped from a fraction of them so the judge also scores videos that come
-without actions. Validation logs the mean per-dimension accuracy and the aggregate's Spearman.
+without actions, except from pairs whose labels depend on them (a video given actions that did not
+make it). With ``augment``, each clip gets the clip-wise photometric and geometric jitter of
+:func:`~roboalign_env.data.clips.augment_clip`, one draw for its frames and its initial frame.
+Validation logs the mean per-dimension accuracy and the aggregate's Spearman.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from roboalign_env.data.bench_cache import VideoSet, open_split
+from roboalign_env.data.clips import augment_clip
 from roboalign_env.models.batch_scoring import TextMemo, cache_batch, model_inputs, predict
 from roboalign_env.models.judge import RoboAlignJudge, RoboAlignJudgeConfig
 from roboalign_env.rubric import DIMENSIONS
@@ -33,26 +37,50 @@ def quick_metrics(pred: dict, labels: np.ndarray) -> dict[str, float]:
 
 
 def train_judge(bench: str | Path, loop: LoopConfig, config: RoboAlignJudgeConfig | None = None,
-                batch_size: int = 32, action_dropout: float = 0.5, eval_pairs: int = 512) -> RoboAlignJudge:
+                batch_size: int = 32, action_dropout: float = 0.5, eval_pairs: int = 512,
+                augment: bool = True) -> RoboAlignJudge:
     """Train (or resume) the teacher on the bench's train split, validating on its val split."""
     val = open_split(bench, "val")
     val_idx = np.random.default_rng(0).permutation(len(val))[:eval_pairs]
     model = RoboAlignJudge(config or RoboAlignJudgeConfig())
-    return fit_judge(model, open_split(bench, "train"), loop, batch_size, action_dropout, (val, val_idx))
+    return fit_judge(model, open_split(bench, "train"), loop, batch_size, action_dropout, (val, val_idx), augment)
+
+
+def needs_actions(rows: list[dict]) -> np.ndarray:
+    """(N,) whether each pair's labels depend on its actions: the bench's ``actions`` family and
+    world-model rollouts (:mod:`roboalign_env.eval.dream_pairs`), always judged against the actions that drove them."""
+    def depends(row: dict) -> bool:
+        p = row.get("provenance", {})
+        return p.get("family") == "actions" or str(p.get("kind", "")).startswith("rollout_")
+
+    return np.array([depends(r) for r in rows], dtype=bool)
+
+
+def augment_batch(batch: dict, rng: np.random.Generator) -> dict:
+    """Clip-wise jitter of a batch's videos and initial frames (one draw per clip, padding stays black)."""
+    video, initial = batch["video"], batch["initial"]
+    jittered = [augment_clip(torch.cat([i[None], v]), torch.Generator().manual_seed(int(rng.integers(2**62))))
+                for v, i in zip(video, initial)]
+    clips = torch.stack(jittered)
+    return {**batch, "initial": clips[:, 0], "video": clips[:, 1:] * batch["mask"][:, :, None, None, None]}
 
 
 def fit_judge(model: RoboAlignJudge, videos: VideoSet, loop: LoopConfig, batch_size: int = 32,
-              action_dropout: float = 0.5, val: tuple[VideoSet, np.ndarray] | None = None) -> RoboAlignJudge:
+              action_dropout: float = 0.5, val: tuple[VideoSet, np.ndarray] | None = None,
+              augment: bool = False) -> RoboAlignJudge:
     """Cross-entropy training of ``model`` on the labelled ``videos`` with the shared loop."""
     if videos.labels is None:
         raise ValueError("fit_judge needs labelled videos (oracle levels)")
     text = TextMemo(model)
     labels = torch.from_numpy(np.array(videos.labels))
+    keep_actions = needs_actions(videos.rows)
 
     def make_batch(step: int, rank: int) -> dict:
         rng = np.random.default_rng(step_seed(loop.seed, step, rank))
         idx = rng.integers(0, len(videos), batch_size)
-        batch = cache_batch(videos, idx, text, rng.random(batch_size) >= action_dropout)
+        batch = cache_batch(videos, idx, text, (rng.random(batch_size) >= action_dropout) | keep_actions[idx])
+        if augment:
+            batch = augment_batch(batch, rng)
         batch["labels"] = labels[idx]
         return batch
 
