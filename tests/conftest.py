@@ -50,3 +50,18 @@ def lift_trace(n: int = 24, grasp_at: int = 8, lift_per_frame: float = 0.02, res
 @pytest.fixture
 def clean_lift():
     return lift_trace()
+
+
+def tiny_world_model(folder):
+    """An untrained 64x64 world model saved in ``folder`` (returns the folder)."""
+    import torch
+
+    from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
+    from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
+    from roboalign_env.models.world_model import WorldModel
+
+    torch.manual_seed(0)
+    tok = VideoTokenizer(TokenizerConfig(image_size=64, channels=(8, 16, 32), dynamics_channels=32, levels=(5, 5, 3)))
+    tf = DynamicsTransformer(DynamicsTransformerConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2,
+                                                       intermediate_size=64))
+    return WorldModel(tok, tf).eval().save(folder)

@@ -55,7 +55,27 @@ def test_degradations_have_their_known_effect(bench):
             assert lab["manipulation_success"] == 0 and lab["temporal_consistency"] == 0
             assert lab["physics_adherence"] <= 1
     families = {r["provenance"]["family"] for r in rows}
-    assert {"clean", "swap", "temporal", "pixel", "physics", "contact", "aoc", "dream"} <= families
+    assert {"clean", "swap", "temporal", "pixel", "physics", "contact", "aoc", "dream", "actions"} <= families
+
+
+def test_videos_paired_with_actions_that_did_not_make_them(bench):
+    rows = read_index(bench)
+    by_episode = {}
+    for row in rows:
+        by_episode.setdefault(row["episode_id"], []).append(row)
+    paired = [r for r in rows if r["provenance"]["family"] == "actions"]
+    assert {r["provenance"]["kind"] for r in paired} == {"other_episode", "mirrored"}
+    for row in paired:
+        own = next(r for r in by_episode[row["episode_id"]] if r["provenance"]["kind"] == "full")
+        given, real = load_pair(bench, row), load_pair(bench, own)
+        assert np.array_equal(given["video"], real["video"])  # the real video...
+        assert given["actions"].shape == real["actions"].shape and not np.allclose(given["actions"], real["actions"])
+        if row["provenance"]["kind"] == "mirrored":
+            assert np.allclose(given["actions"], -real["actions"])
+        # ...with other actions is inconsistent in AOC only (these scripted episodes always move the arm)
+        assert row["labels"]["action_outcome_consistency"] == 0
+        assert {d: v for d, v in row["labels"].items() if d != "action_outcome_consistency"} == \
+            {d: v for d, v in own["labels"].items() if d != "action_outcome_consistency"}
 
 
 def test_state_edits_change_the_rendered_pixels(bench):
@@ -112,3 +132,52 @@ def test_external_videos_are_ingested_and_validated(bench):
     with pytest.raises(ValueError, match="instruction"):
         add_external(bench, "no_text", [{**item, "instruction": " "}])
     assert len(read_index(bench)) == n + 1  # rejected batches leave the bench untouched
+
+
+def test_dream_rollouts_join_the_bench_labelled_from_their_frames(bench, collection, tmp_path):
+    """World-model rollouts (an untrained tiny model) go into the bench under each action kind, in
+    their episode's split, with labels from the probe and robosuite."""
+    import shutil
+
+    from conftest import tiny_world_model
+
+    from roboalign_env.eval.dream_pairs import ACTION_KINDS, dream_pairs
+
+    copy = tmp_path / "bench"
+    shutil.copytree(bench, copy)
+    new = dream_pairs(tiny_world_model(tmp_path / "wm"), "checkpoints/probe", collection, copy, "tiny", per_source=1,
+                      steps=7, progress=False)
+    split = {r["episode_id"]: r["split"] for r in read_index(bench)}
+    assert len(new) == 4 * len(ACTION_KINDS)  # one episode of each of the four sources
+    assert {r["provenance"]["kind"] for r in new} == {f"rollout_{k}" for k in ACTION_KINDS}
+    for row in new:
+        params = row["provenance"]["params"]
+        assert row["split"] == split[params["episode_id"]] and row["num_frames"] == 8
+        pair = load_pair(copy, row)
+        assert pair["actions"].shape == (7, 7) and pair["video"].shape == (8, 64, 64, 3)
+        if params["labelled_by"].endswith("strays from robosuite"):
+            assert params["eef_error_cm"] >= 8.0 and row["labels"]["action_outcome_consistency"] == 0
+    assert len(read_index(copy)) == len(read_index(bench)) + len(new)
+
+
+def test_a_dream_equal_to_robosuite_takes_robosuites_labels_and_a_frozen_one_strays(collection):
+    from roboalign_env.data.episodes import load_episode, read_manifest
+    from roboalign_env.eval.dream_pairs import label_rollout
+    from roboalign_env.models.registry import load_scorer
+    from roboalign_env.sim.oracle import label_trace
+    from roboalign_env.sim.replay import replay
+
+    probe = load_scorer("checkpoints/probe")
+    entry = next(e for e in read_manifest(collection) if e["source"] == "lift_panda" and e["failure"] == "nominal")
+    ep = load_episode(collection / entry["path"])
+    frames, trace = replay("lift_panda", int(ep.meta["seed"]), ep.actions[:24], 64)
+    assert np.abs(frames.astype(int) - ep.frames[:25]).max() <= 2  # the replay is the episode
+    labels, why = label_rollout(probe, frames, ep.meta["instruction"], trace, "nominal")
+    assert why["labelled_by"] == "robosuite" and why["eef_error_cm"] < 4.0
+    real = label_trace(trace, trace["object_pos"][0, :, 2]).as_dict()
+    assert {d: v for d, v in labels.items() if d != "temporal_consistency"} == \
+        {d: v for d, v in real.items() if d != "temporal_consistency"}
+    frozen = np.repeat(frames[:1], len(frames), 0)  # a dream that ignores the approach the actions command
+    labels, why = label_rollout(probe, frozen, ep.meta["instruction"], trace, "nominal")
+    assert why["eef_error_cm"] >= 8.0 and labels["action_outcome_consistency"] == 0
+    assert labels["manipulation_success"] == 0

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_world_model
 
 from roboalign_env.eval.control import (
     DIRECTIONS,
@@ -72,18 +73,6 @@ def test_command_actions_and_position_error():
     objects = np.zeros((2, 2, 3))
     objects[:, 1, 0] = 0.02  # two objects: 0 and 2 cm off -> 1 cm
     assert position_error_cm(objects, np.zeros((2, 2, 3))).tolist() == pytest.approx([1.0, 1.0])
-
-
-def tiny_world_model(folder):
-    from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
-    from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
-    from roboalign_env.models.world_model import WorldModel
-
-    torch.manual_seed(0)
-    tok = VideoTokenizer(TokenizerConfig(image_size=64, channels=(8, 16, 32), dynamics_channels=32, levels=(5, 5, 3)))
-    tf = DynamicsTransformer(DynamicsTransformerConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2,
-                                                       intermediate_size=64))
-    return WorldModel(tok, tf).eval().save(folder)
 
 
 def check_report(res: dict, steps: int, sources: tuple[str, ...], probe: bool):

@@ -1,10 +1,11 @@
-"""Data-engine commands: ``collect``, ``build-bench``, ``bench-stats``."""
+"""Data-engine commands: ``collect``, ``build-bench``, ``bench-stats``, ``add-dream-pairs``."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
+from roboalign_env.assets import DEFAULT_MODEL
 from roboalign_env.data.splits import HELDOUT_SOURCE
 from roboalign_env.sim.exploration import EXPLORATION_MODES
 from roboalign_env.sim.sources import ALL_SOURCES
@@ -88,4 +89,41 @@ class BenchStats:
         print(f"{stats['pairs']} pairs; wrote {out}/stats.json, label_histograms.png, contact_sheet.png")
 
 
-COMMANDS = {"collect": Collect, "build-bench": BuildBench, "bench-stats": BenchStats}
+@dataclass(frozen=True)
+class AddDreamPairs:
+    """Add world-model rollouts to the bench as labelled pairs (the paper's generated videos): from bench
+    episodes' first frames under their own, random, constant and zero actions, dreamed and replayed in
+    robosuite; labelled by the state probe and robosuite, never by a judge (see roboalign_env.eval.dream_pairs)."""
+
+    name: str
+    """Name of the new shard (videos/external/<name>.npz), e.g. the model's name."""
+    model: Path = DEFAULT_MODEL / "world_model"
+    """World-model folder, or a packed model folder holding one in world_model/; the default is the shipped model."""
+    probe: Path = Path("checkpoints/probe")
+    """State-probe folder that reads the dreamed frames."""
+    collection: Path = Path("data/episodes")
+    """Collection the bench was built from."""
+    bench: Path = Path("data/bench")
+    """Bench folder written by `roboalign build-bench`."""
+    per_source: int = 30
+    """Episodes per source; each gives one rollout per action kind (own, random, constant, zero)."""
+    steps: int = 16
+    """Dreamed steps per rollout (the video has one frame more: the real first frame)."""
+    temperature: float = 1.0
+    """Sampling temperature of the dream (1: the environment's default; 0: greedy)."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+
+    def run(self) -> None:
+        import json
+
+        from roboalign_env.device import resolve_device
+        from roboalign_env.eval.dream_pairs import dream_pairs, summarize_rows
+
+        rows = dream_pairs(self.model, self.probe, self.collection, self.bench, self.name, self.per_source, self.steps,
+                           self.temperature, device=resolve_device(self.device))
+        print(f"added {len(rows)} dream pairs to {self.bench}:")
+        print(json.dumps(summarize_rows(rows), indent=1))
+
+
+COMMANDS = {"collect": Collect, "build-bench": BuildBench, "bench-stats": BenchStats, "add-dream-pairs": AddDreamPairs}

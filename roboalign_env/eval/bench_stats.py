@@ -87,7 +87,7 @@ def contact_sheet(root: Path, rows: list[dict], path: Path, per_kind: int = 1, f
         ax.imshow(grid([[upscale(video[i], 2) for i in idx]]))
         labels = " ".join(f"{SHORT_NAMES[d]}={row['labels'][d]}" for d in DIMENSIONS)
         ax.set_title(
-            f"{row['source']} / {row['failure']} / {row['provenance']['family']}:{row['provenance']['kind']}  "
+            f"{row['source']} / {row.get('failure', 'generated')} / {row['provenance']['family']}:{row['provenance']['kind']}  "
             f"\"{row['instruction']}\"  {labels}",
             fontsize=7, loc="left",
         )

@@ -192,27 +192,11 @@ def choose_starts(episodes: Path, sources: tuple[str, ...], per_source: int, ste
 
 def simulate(start: Start, image_size: int) -> Real:
     """Restart the episode from its seed once per rollout and step robosuite through its actions."""
-    from roboalign_env.sim.robosuite_env import read_state, reset_env
-    from roboalign_env.sim.sources import SOURCES
-    from roboalign_env.sim.workers import cached_env
+    from roboalign_env.sim.replay import replay
 
-    source = SOURCES[start.source]
-    env, renderer = cached_env(start.source, image_size)
-    frames, eef, objects = [], [], []
-    for name in ROLLOUTS:
-        reset_env(env, start.seed)
-        f, e, o = [], [], []
-        for t in range(len(start.actions[name]) + 1):
-            if t:
-                env.step(start.actions[name][t - 1])
-            state = read_state(env, source)
-            e.append(state["eef_pos"])
-            o.append(state["object_pos"])
-            f.append(renderer.render(env.sim.data._data))
-        frames.append(np.stack(f))
-        eef.append(np.stack(e))
-        objects.append(np.stack(o))
-    return Real(np.stack(frames), np.stack(eef), np.stack(objects))
+    runs = [replay(start.source, start.seed, start.actions[name], image_size) for name in ROLLOUTS]
+    return Real(np.stack([f for f, _ in runs]), np.stack([t["eef_pos"] for _, t in runs]),
+                np.stack([t["object_pos"] for _, t in runs]))
 
 
 def to_float(frames: np.ndarray) -> torch.Tensor:

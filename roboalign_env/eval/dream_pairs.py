@@ -1,0 +1,164 @@
+"""World-model rollouts as RobotWorldBench pairs: the paper's second annotation source, generated videos.
+
+Each rollout starts at a bench episode's first frame under one of :data:`ACTION_KINDS` and runs
+twice from the same state: in the dream (sampled at ``temperature``, the environment's default, SWR
+on) and in robosuite (the episode restarted from its seed). The pair is the dreamed video (the first
+frame, then ``steps`` dreamed frames) with its instruction and actions, in the episode's split.
+
+Labels come from what the dreamed frames show and from robosuite, never from a judge:
+
+- the state probe reads the dreamed frames and the oracle's rules label that trace
+  (:func:`~roboalign_env.models.state_probe.probe_labels`): an object that never leaves its pixels
+  has not been lifted (Manipulation Success 0), an arm that jumps breaks Temporal Consistency;
+- where the dream stays close to robosuite under the same actions (probe-read end effector within
+  :data:`CLOSE_CM` on average and every object within :data:`CLOSE_CM` at every step), robosuite's
+  own trace is labelled instead (exact contacts and success), Temporal Consistency still from the
+  dreamed frames;
+- where the dream's end effector strays from robosuite's by :data:`STRAY_CM` or more on average,
+  the video does not show what its actions command: Action-Outcome Consistency 0. These pairs are
+  read with their actions in training (:func:`~roboalign_env.training.judge.needs_actions`).
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from roboalign_env.data.bench import add_external, read_index
+from roboalign_env.data.episodes import load_episode, read_manifest
+from roboalign_env.eval.control import load_probe, position_error_cm, to_float, to_uint8
+from roboalign_env.models.state_probe import probe_labels
+from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
+from roboalign_env.rubric import DIMENSIONS
+from roboalign_env.sim.oracle import label_trace
+from roboalign_env.sim.replay import replay
+
+ACTION_KINDS = ("own", "random", "constant", "zero")
+"""The episode's recorded actions; random commands held 4 steps; one constant direction at 0.8; no motion."""
+CLOSE_CM = 4.0
+STRAY_CM = 8.0
+
+
+def rollout_actions(kind: str, recorded: np.ndarray, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """(steps, 7) actions of one :data:`ACTION_KINDS` rollout (rotation commands stay 0 but in ``own``)."""
+    gripper = float(np.sign(recorded[0, 6]) or -1.0)
+    out = np.zeros((steps, 7), np.float32)
+    out[:, 6] = gripper
+    if kind == "own":
+        out = recorded[:steps].astype(np.float32)
+    elif kind == "random":
+        for start in range(0, steps, 4):
+            out[start : start + 4, :3] = rng.uniform(-1, 1, 3)
+            out[start : start + 4, 6] = rng.choice([-1.0, 1.0])
+    elif kind == "constant":
+        axis = int(rng.integers(3))
+        out[:, axis] = 0.8 * rng.choice([-1.0, 1.0])
+    elif kind != "zero":
+        raise ValueError(f"rollout kind {kind!r}; expected one of {ACTION_KINDS}")
+    return out
+
+
+def label_rollout(probe, video: np.ndarray, instruction: str, real: dict, failure: str) -> tuple[dict, dict]:
+    """Labels of one dreamed video (see the module's rules) and what decided them.
+
+    ``real`` is robosuite's trace under the same actions (the oracle's fields); ``failure`` the
+    scripted intent behind them (``nominal`` for none).
+    """
+    labels, shown = probe_labels(probe, video, instruction)
+    eef_cm = float(position_error_cm(shown["eef_pos"][1:], real["eef_pos"][1:]).mean())
+    k = min(shown["object_pos"].shape[1], real["object_pos"].shape[1])
+    object_cm = float(position_error_cm(shown["object_pos"][1:, :k], real["object_pos"][1:, :k]).max())
+    by = "probe"
+    out = labels.as_dict()
+    if eef_cm <= CLOSE_CM and object_cm <= CLOSE_CM:
+        exact = label_trace(real, real["object_pos"][0, :, 2], "correct", failure).as_dict()
+        out = {**exact, "temporal_consistency": out["temporal_consistency"]}
+        by = "robosuite"
+    elif eef_cm >= STRAY_CM:
+        out["action_outcome_consistency"] = 0
+        by = "probe, strays from robosuite"
+    return out, {"labelled_by": by, "eef_error_cm": round(eef_cm, 2), "object_error_cm": round(object_cm, 2),
+                 "real_success": bool(real["success"][-1])}
+
+
+def choose_episodes(collection: Path, bench: Path, per_source: int, seed: int) -> list[tuple[dict, str]]:
+    """Up to ``per_source`` bench episodes of each source (random, by ``seed``), with their bench split."""
+    split = {r["episode_id"]: r["split"] for r in read_index(bench)}
+    entries = [e for e in read_manifest(collection) if e["episode_id"] in split]
+    if not entries:
+        raise ValueError(f"{collection}: none of its episodes is in the bench at {bench}; pass the collection it was built from")
+    rng = np.random.default_rng([seed, 13])
+    chosen = []
+    for source in sorted({e["source"] for e in entries}):
+        same = [e for e in entries if e["source"] == source]
+        for i in sorted(rng.permutation(len(same))[:per_source]):
+            chosen.append((same[i], split[same[i]["episode_id"]]))
+    return chosen
+
+
+def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path, name: str, per_source: int = 30,
+                steps: int = 16, temperature: float = 1.0, window: int | None = SWR_WINDOW, batch_size: int = 32,
+                device: str = "cpu", seed: int = 0, progress: bool = True) -> list[dict]:
+    """Dream, replay and label rollouts of bench episodes, and add them to the bench as ``external/<name>``.
+
+    Returns the new index rows. ``model_dir`` is a world-model folder or a packed model folder.
+    """
+    if not 7 <= steps <= 31:
+        raise ValueError(f"steps={steps}: expected 7..31 (a bench video holds 8 to 32 frames)")
+    if temperature < 0:
+        raise ValueError(f"temperature={temperature}: expected >= 0 (0 is greedy)")
+    model_dir, collection, bench = Path(model_dir), Path(collection), Path(bench)
+    if (model_dir / "world_model").is_dir():
+        model_dir = model_dir / "world_model"
+    model = WorldModel.load(model_dir, device)
+    probe = load_probe(Path(probe_dir), model.image_size)
+    plan = []
+    for entry, split in tqdm(choose_episodes(collection, bench, per_source, seed), desc="robosuite", unit="episode",
+                             disable=not progress):
+        ep = load_episode(collection / entry["path"])
+        if ep.num_steps < steps:
+            continue
+        rng = np.random.default_rng([zlib.crc32(ep.episode_id.encode()), seed])
+        for kind in ACTION_KINDS:
+            actions = rollout_actions(kind, ep.actions, steps, rng)
+            frames, trace = replay(ep.meta["source"], int(ep.meta["seed"]), actions, model.image_size)
+            plan.append({"episode": ep, "split": split, "kind": kind, "actions": actions, "first": frames[0], "trace": trace})
+    items = []
+    for start in tqdm(range(0, len(plan), batch_size), desc="dream", unit="batch", disable=not progress):
+        chunk = plan[start : start + batch_size]
+        first = to_float(np.stack([p["first"] for p in chunk])).to(model.tokenizer.device)
+        actions = torch.from_numpy(np.stack([p["actions"] for p in chunk])).to(model.tokenizer.device)
+        generators = [torch.Generator(device=first.device).manual_seed(seed * 100_003 + start + i) for i in range(len(chunk))]
+        with torch.no_grad():
+            roll = model.rollout(first, actions, window=window, temperature=temperature, generators=generators)
+        dreamed = to_uint8(roll.frames)
+        for p, frames in zip(chunk, dreamed):
+            ep = p["episode"]
+            video = np.concatenate([p["first"][None], frames])
+            failure = ep.meta["failure"] if p["kind"] == "own" else "nominal"  # other actions carry no scripted intent
+            labels, why = label_rollout(probe, video, ep.meta["instruction"], p["trace"], failure)
+            items.append({
+                "video": video, "initial_frame": p["first"], "actions": p["actions"], "instruction": ep.meta["instruction"],
+                "labels": labels, "source": ep.meta["source"], "split": p["split"],
+                "provenance": {"family": "dream", "kind": f"rollout_{p['kind']}",
+                               "params": {"episode_id": ep.episode_id, "model": str(model_dir), "temperature": temperature,
+                                          "window": window, **why}},
+            })
+    return add_external(bench, name, items)
+
+
+def summarize_rows(rows: list[dict]) -> dict:
+    """Counts and mean labels of dream rows, per rollout kind and by what labelled them."""
+    out = {}
+    for kind in sorted({r["provenance"]["kind"] for r in rows}):
+        these = [r for r in rows if r["provenance"]["kind"] == kind]
+        out[kind] = {"pairs": len(these),
+                     "labelled_by": {b: sum(r["provenance"]["params"]["labelled_by"] == b for r in these)
+                                     for b in sorted({r["provenance"]["params"]["labelled_by"] for r in these})},
+                     "mean_labels": {d: round(float(np.mean([r["labels"][d] for r in these])), 3) for d in DIMENSIONS},
+                     "real_success": sum(r["provenance"]["params"]["real_success"] for r in these)}
+    return out
