@@ -1,7 +1,8 @@
 """Scoring throughput: teacher judge vs student reward, batched, same process, same CPU, same clips.
 
 Both score the same 16-frame 64x64 uint8 clips with one instruction each (drawn from the bench's
-instruction pool, so batches repeat instructions as a GRPO group does), from input validation and
+instruction pool, so batches repeat instructions as a GRPO group does) and the 15 actions between
+their frames (both judges read actions), from input validation and
 uint8 conversion to the six distributions, text encoding included (each scorer encodes a batch's
 distinct instructions once). The two are timed alternately, in rounds, and the ratio is taken
 per round, so a shared, noisy machine shifts both alike. bf16 autocast is used for both when
@@ -50,11 +51,11 @@ INSTRUCTIONS = ["lift the red cube", "open the door", "stack the red cube on the
                 "place the red cube onto the green cube"]
 
 
-def clips_per_second(model, videos: np.ndarray, texts: list[str], bf16: bool, repeats: int) -> float:
+def clips_per_second(model, videos: np.ndarray, texts: list[str], actions: list, bf16: bool, repeats: int) -> float:
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         start = time.perf_counter()
         for _ in range(repeats):
-            model.score(videos, texts)
+            model.score(videos, texts, actions=actions)
         return repeats * len(videos) / (time.perf_counter() - start)
 
 
@@ -63,18 +64,20 @@ def main(args: Args) -> None:
     rng = np.random.default_rng(0)
     videos = rng.integers(0, 256, (args.batch_size, args.frames, 64, 64, 3), dtype=np.uint8)
     texts = [INSTRUCTIONS[i] for i in rng.integers(0, len(INSTRUCTIONS), args.batch_size)]
+    actions = list(rng.uniform(-1, 1, (args.batch_size, args.frames - 1, 7)).astype(np.float32))
     for model in (teacher, student):  # warm-up (MiniLM load, oneDNN kernels)
-        clips_per_second(model, videos, texts, args.bf16, 1)
+        clips_per_second(model, videos, texts, actions, args.bf16, 1)
     rows = []
     for r in range(args.rounds):
-        t = clips_per_second(teacher, videos, texts, args.bf16, 1)
-        s = clips_per_second(student, videos, texts, args.bf16, 4)
+        t = clips_per_second(teacher, videos, texts, actions, args.bf16, 1)
+        s = clips_per_second(student, videos, texts, actions, args.bf16, 4)
         rows.append({"round": r, "teacher_clips_per_s": round(t, 1), "student_clips_per_s": round(s, 1), "ratio": round(s / t, 2)})
         print(f"round {r}: teacher {t:7.1f} clips/s   student {s:7.1f} clips/s   x{s / t:.1f}")
     summary = {
         "benchmark": "judge_throughput",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}, no GPU",
-        "clip": f"{args.frames} frames of 64x64 uint8", "batch_size": args.batch_size, "bf16_autocast": args.bf16,
+        "clip": f"{args.frames} frames of 64x64 uint8 with {args.frames - 1} actions", "batch_size": args.batch_size,
+        "bf16_autocast": args.bf16,
         "teacher_params_m": round(sum(p.numel() for p in teacher.parameters()) / 1e6, 2),
         "student_params_m": round(sum(p.numel() for p in student.parameters()) / 1e6, 2),
         "rounds": rows,

@@ -4,10 +4,13 @@ From a collection's scripted episodes: each real success as its 17 consecutive f
 step robosuite first reports success, and each real failure (a scripted failure mode that never
 succeeded) as the last 17 frames of its ``ghost_arm`` rendering
 (``roboalign_env.sim.degradations``: the first frame held, the motion drawn as a faded smear, how the
-first dream drew the arm). Reports the student's expected Manipulation Success (0-2) of each group per
+first dream drew the arm). With ``--bench``, also the ghosts the dream draws itself: the bench's
+world-model rollouts (``roboalign add-dream-pairs``) of its test and held-out episodes whose actions
+failed in robosuite and whose frames show no manipulation (label MS 0). Every clip is scored with the
+actions that made it. Reports the student's expected Manipulation Success (0-2) of each group per
 source, and the share of ghosts scored <= 1.0.
 
-    python benchmarks/reward_on_artifacts.py --collection data/episodes
+    python benchmarks/reward_on_artifacts.py --collection data/episodes --bench data/bench
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 import tyro
 
 from roboalign_env.assets import DEFAULT_MODEL
+from roboalign_env.data.bench import load_pair, read_index
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
 from roboalign_env.models.registry import load_scorer
@@ -40,12 +44,14 @@ class Args:
     """Student reward folder."""
     frames: int = 17
     """Frames per clip (the env's reward reads the first frame and the last 16)."""
+    bench: Path | None = None
+    """Bench with dream rollouts (`roboalign add-dream-pairs`); None skips the dream's own ghosts."""
     out: Path = Path("benchmarks/results/reward_on_artifacts.json")
     """Result file."""
 
 
 def clips(collection: Path, frames: int) -> dict[str, dict[str, list]]:
-    """Per source: ``success`` and ``ghost`` lists of (clip (T, H, W, 3) uint8, instruction)."""
+    """Per source: ``success`` and ``ghost`` lists of (clip (T, H, W, 3) uint8, instruction, actions (T - 1, 7))."""
     rng = np.random.default_rng(0)
     out: dict[str, dict[str, list]] = {}
     for row in read_manifest(collection):
@@ -55,37 +61,62 @@ def clips(collection: Path, frames: int) -> dict[str, dict[str, list]]:
         groups = out.setdefault(row["source"], {"success": [], "ghost": []})
         first = row.get("first_success_step")
         if first is not None and first >= frames - 1:
-            groups["success"].append((ep.frames[first - frames + 1 : first + 1], ep.meta["instruction"]))
+            groups["success"].append((ep.frames[first - frames + 1 : first + 1], ep.meta["instruction"],
+                                      ep.actions[first - frames + 1 : first]))
         elif first is None and row["failure"] != "nominal" and len(ep.frames) >= frames:
             video, _ = ghost_arm(ep.frames, rng)
-            groups["ghost"].append((video[-frames:], ep.meta["instruction"]))
+            groups["ghost"].append((video[-frames:], ep.meta["instruction"], ep.actions[-(frames - 1) :]))
+    return out
+
+
+def dream_ghosts(bench: Path) -> dict[str, list]:
+    """Per source: the bench's dream rollouts of test / held-out episodes that failed in robosuite and show no manipulation."""
+    out: dict[str, list] = {}
+    for row in read_index(bench):
+        params = row["provenance"].get("params", {})
+        if (row["provenance"]["kind"].startswith("rollout_") and row["split"] in ("test", "heldout")
+                and not params["real_success"] and row["labels"]["manipulation_success"] == 0):
+            pair = load_pair(bench, row)
+            out.setdefault(row["source"], []).append((pair["video"], row["instruction"], pair["actions"]))
     return out
 
 
 def manipulation_scores(student, group: list) -> np.ndarray:
     if not group:
         return np.zeros(0)
-    videos = np.stack([v for v, _ in group])
+    videos = [v for v, _, _ in group]
     with torch.no_grad():
-        return student.score(videos, [t for _, t in group]).expected[:, MANIPULATION].cpu().numpy()
+        return student.score(videos, [t for _, t, _ in group], actions=[a for _, _, a in group]
+                             ).expected[:, MANIPULATION].cpu().numpy()
+
+
+def ghost_summary(scores: np.ndarray, name: str) -> dict:
+    return {f"{name}": len(scores), f"{name}_ms_mean": float(scores.mean()) if len(scores) else None,
+            f"{name}_share_at_most_1": float((scores <= 1.0).mean()) if len(scores) else None}
 
 
 def main(args: Args) -> dict:
     student = load_scorer(args.student)
-    per_source = {}
+    dreams = dream_ghosts(args.bench) if args.bench is not None else {}
+    per_source, pooled = {}, {"real": [], "ghost": [], "dream": []}
     for source, groups in sorted(clips(args.collection, args.frames).items()):
         real, ghost = manipulation_scores(student, groups["success"]), manipulation_scores(student, groups["ghost"])
-        per_source[source] = {
-            "real_successes": len(real), "real_success_ms_mean": float(real.mean()) if len(real) else None,
-            "ghosts_of_failures": len(ghost), "ghost_ms_mean": float(ghost.mean()) if len(ghost) else None,
-            "ghost_share_at_most_1": float((ghost <= 1.0).mean()) if len(ghost) else None,
-        }
+        dream = manipulation_scores(student, dreams.get(source, []))
+        for key, value in (("real", real), ("ghost", ghost), ("dream", dream)):
+            pooled[key].append(value)
+        per_source[source] = {"real_successes": len(real), "real_success_ms_mean": float(real.mean()) if len(real) else None,
+                              **ghost_summary(ghost, "ghosts_of_failures"), **ghost_summary(dream, "dream_ghosts")}
+    pooled = {k: np.concatenate(v) for k, v in pooled.items()}
+    overall = {"real_successes": len(pooled["real"]), "real_success_ms_mean": float(pooled["real"].mean()),
+               **ghost_summary(pooled["ghost"], "ghosts_of_failures"), **ghost_summary(pooled["dream"], "dream_ghosts")}
     result = {"command": "python benchmarks/reward_on_artifacts.py " + " ".join(sys.argv[1:]),
-              "student": str(args.student), "frames": args.frames, "per_source": per_source}
+              "student": str(args.student), "frames": args.frames, "overall": overall, "per_source": per_source}
     atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1)), mode="w")
-    for source, r in per_source.items():
-        print(f"{source}: real successes MS {r['real_success_ms_mean']} (n={r['real_successes']}), ghosts of failures "
-              f"MS {r['ghost_ms_mean']} (n={r['ghosts_of_failures']}, share <= 1.0: {r['ghost_share_at_most_1']})")
+    for source, r in {**per_source, "overall": overall}.items():
+        print(f"{source}: real successes MS {r['real_success_ms_mean']} (n={r['real_successes']}); pixel ghosts of "
+              f"failures MS {r['ghosts_of_failures_ms_mean']} (n={r['ghosts_of_failures']}, share <= 1.0: "
+              f"{r['ghosts_of_failures_share_at_most_1']}); the dream's own ghosts MS {r['dream_ghosts_ms_mean']} "
+              f"(n={r['dream_ghosts']}, share <= 1.0: {r['dream_ghosts_share_at_most_1']})")
     print(f"wrote {args.out}\nreproduce: {result['command']}")
     return result
 
