@@ -76,7 +76,8 @@ class StateProbe(PreTrainedModel):
 
     def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """frames (M, 3, H, W) in [0, 1] -> raw outputs (positions normalized, flags as logits)."""
-        out = self.head(self.trunk(self.encoder(frames[:, None], torch.zeros(1, dtype=torch.long))[:, 0])).float()
+        embedded = self.encoder.embed(frames)  # each frame is its own previous frame: a still image
+        out = self.head(self.trunk(self.encoder.tokens(embedded, embedded))).float()
         parts = torch.split(out, self.sizes, dim=-1)
         names = ("source", "eef", "gripper", "objects", "flags", "success", "progress")
         raw = dict(zip(names, parts))
