@@ -113,8 +113,8 @@ def calibrate(collection: Path, frames: int) -> dict:
     def verdict(video: np.ndarray, instruction: str) -> dict:
         clip = video.transpose(0, 3, 1, 2)
         monitor.reset_rows([0], clip[:1], [instruction])
-        for t in range(1, len(clip)):
-            out = monitor.step(clip[t : t + 1], np.array([t == len(clip) - 1]))
+        for t in range(1, len(clip)):  # the probe does not read actions
+            out = monitor.step(clip[t : t + 1], np.zeros((1, 7), np.float32), np.array([t == len(clip) - 1]))
         return out[0]
 
     per_source: dict[str, dict] = {}

@@ -198,6 +198,9 @@ class DreamSettings(JudgeSettings):
     """Reward-hacking monitor: check every success the student calls against the state probe (the model
     folder's probe/ or the default's); info then has probe_success and success_contradicted
     (see roboalign_env.envs.monitor)."""
+    monitor_teacher: str | Path | None = None
+    """A teacher judge folder (e.g. checkpoints/judge) the monitor also checks success calls with
+    (info then has teacher_success); None: the probe only."""
     int8: bool = False
     """Decode with int8 transformer weights (CPU only; a quarter of the weight bytes each decoded
     token reads; see roboalign_env.models.decoding). Takes precedence over bf16 for the transformer."""
@@ -219,6 +222,8 @@ class DreamSettings(JudgeSettings):
                 f"None or one of {list(ALL_SOURCES)}")
         expect(isinstance(self.int8, bool), "int8", self.int8, "True or False")
         expect(isinstance(self.monitor, bool), "monitor", self.monitor, "True or False")
+        expect(self.monitor_teacher is None or (isinstance(self.monitor_teacher, (str, Path)) and self.monitor),
+               "monitor_teacher", self.monitor_teacher, "None or a teacher folder, with monitor=True")
 
     @property
     def precision(self) -> str:
@@ -269,7 +274,8 @@ class DreamCore:
         if self.model.image_size != IMAGE_SIZE:
             raise ValueError(f"{model_dir}: image size {self.model.image_size}; the environment uses {IMAGE_SIZE}")
         self.judge = settings.load_judge(num_envs, self.device, base)
-        self.monitor = HackMonitor(settings.probe_folder(), num_envs, settings.reward.frames, self.device) \
+        self.monitor = HackMonitor(settings.probe_folder(), num_envs, settings.reward.frames, self.device,
+                                   settings.monitor_teacher, settings.reward.success_threshold) \
             if settings.monitor else None
         self.seeds = SeedClips.load(seeds_dir)
         self.dream = None
@@ -311,7 +317,7 @@ class DreamCore:
         if self.monitor is not None:
             self.monitor.reset_rows(rows, self.frames[rows], [s["instruction"] for s in starts])
             for info in infos:
-                info.update(probe_success=None, success_contradicted=False)
+                info.update(self.monitor.empty_verdict)
         return infos
 
     def step(self, actions: np.ndarray, truncating: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[dict]]:
@@ -326,7 +332,7 @@ class DreamCore:
         scores = scores.cpu().numpy()
         infos = [self._info(r, scores[r], bool(success[r])) for r in range(self.num_envs)]
         if self.monitor is not None:
-            for info, verdict in zip(infos, self.monitor.step(self.frames, success)):
+            for info, verdict in zip(infos, self.monitor.step(self.frames, actions, success)):
                 info.update(verdict)
         return reward.cpu().numpy().astype(np.float32), success, infos
 

@@ -11,11 +11,14 @@ object just before, so the student's extra copy of the first frame is left out. 
 episode the student judged successful, ``info`` reports:
 
 - ``probe_success``: the probe's reading of the frames reaches full Manipulation Success;
-- ``success_contradicted``: the student called success and the probe does not see it.
+- ``teacher_success`` (only with a teacher loaded): the teacher judge, given the same window as the
+  student (the episode's first frame as the initial frame, the actions between the frames), scores
+  Manipulation Success at or above the same share of its maximum that made the student call it;
+- ``success_contradicted``: the student called success and the probe (or the teacher) does not see it.
 
-Steps without a success call report ``probe_success = None`` and ``success_contradicted = False``:
-the probe only runs when the student claims success (an episode's last step), so the monitor costs
-nothing on the other steps but keeping the frames.
+Steps without a success call report ``None`` for the checks and ``success_contradicted = False``:
+the checkers only run when the student claims success (an episode's last step), so the monitor
+costs nothing on the other steps but keeping the frames and actions.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ MANIPULATION = DIMENSIONS.index("manipulation_success")
 class HackMonitor:
     """Per-environment frame windows and the probe's verdict on the student's success calls."""
 
-    def __init__(self, probe_folder: str | Path, num_envs: int, frames: int, device="cpu"):
+    def __init__(self, probe_folder: str | Path, num_envs: int, frames: int, device="cpu",
+                 teacher_folder: str | Path | None = None, success_threshold: float = 0.8):
+        from roboalign_env.models.judge import RoboAlignJudge
         from roboalign_env.models.registry import load_scorer
         from roboalign_env.models.state_probe import StateProbe
 
@@ -43,28 +48,52 @@ class HackMonitor:
             raise ValueError(f"monitor probe {probe_folder}: expected a state-probe folder (roboalign train-probe), "
                              f"got a {type(probe).__name__}")
         self.probe = probe.to(device).eval()
+        self.teacher = None
+        if teacher_folder is not None:
+            teacher = load_scorer(teacher_folder)
+            if not isinstance(teacher, RoboAlignJudge):
+                raise ValueError(f"monitor teacher {teacher_folder}: expected a teacher judge folder (roboalign "
+                                 f"train-judge), got a {type(teacher).__name__}")
+            self.teacher = teacher.to(device).eval()
+        self.success_threshold = success_threshold
         self.recent = [deque(maxlen=frames) for _ in range(num_envs)]
+        self.actions = [deque(maxlen=frames - 1) for _ in range(num_envs)]
+        self.first = [None] * num_envs
         self.instructions = [""] * num_envs
+
+    @property
+    def empty_verdict(self) -> dict:
+        """What a step without a success call reports."""
+        checks = {"probe_success": None} | ({"teacher_success": None} if self.teacher is not None else {})
+        return {**checks, "success_contradicted": False}
 
     def reset_rows(self, rows: Sequence[int], frames: np.ndarray, instructions: Sequence[str]) -> None:
         """Start episodes ``rows`` at ``frames`` (b, 3, H, W) uint8 with their instructions."""
         for r, frame, text in zip(rows, frames, instructions):
-            self.instructions[r] = text
+            self.instructions[r], self.first[r] = text, frame
             self.recent[r].clear()
+            self.actions[r].clear()
             self.recent[r].append(frame)
 
-    def step(self, frames: np.ndarray, success: np.ndarray) -> list[dict]:
-        """Append every environment's new frame (N, 3, H, W) uint8; check the rows judged successful."""
+    def step(self, frames: np.ndarray, actions: np.ndarray, success: np.ndarray) -> list[dict]:
+        """Append every environment's new frame (N, 3, H, W) uint8 and the action (N, 7) that led to
+        it; check the rows judged successful."""
         from roboalign_env.models.state_probe import probe_labels
 
         out = []
-        for r, frame in enumerate(frames):
+        for r, (frame, action) in enumerate(zip(frames, actions)):
             self.recent[r].append(frame)
-            verdict = {"probe_success": None, "success_contradicted": False}
+            self.actions[r].append(action)
+            verdict = self.empty_verdict
             if success[r]:
                 video = np.stack(self.recent[r]).transpose(0, 2, 3, 1)  # (T, H, W, 3)
                 labels, _ = probe_labels(self.probe, video, self.instructions[r])
-                seen = labels.manipulation_success >= MAX_SCORES[MANIPULATION]
-                verdict = {"probe_success": bool(seen), "success_contradicted": not seen}
+                verdict["probe_success"] = bool(labels.manipulation_success >= MAX_SCORES[MANIPULATION])
+                if self.teacher is not None:
+                    between = np.stack(self.actions[r])[-(len(video) - 1) :]
+                    scores = self.teacher.score(video, self.instructions[r], initial_frames=[self.first[r].transpose(1, 2, 0)],
+                                                actions=[between]).expected[0, MANIPULATION]
+                    verdict["teacher_success"] = bool(scores / MAX_SCORES[MANIPULATION] >= self.success_threshold)
+                verdict["success_contradicted"] = not all(v for k, v in verdict.items() if k.endswith("_success"))
             out.append(verdict)
         return out
