@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
 # what each degradation family must lower, compared with the clean full clip of the same episode
 AFFECTS = {"swap": "instruction_following", "temporal": "temporal_consistency", "physics": "physics_adherence",
-           "contact": "contact_realism", "aoc": "action_outcome_consistency"}
+           "contact": "contact_realism", "aoc": "action_outcome_consistency", "actions": "action_outcome_consistency"}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,50 @@ def judge():
     from roboalign_env.models.registry import load_scorer
 
     return load_scorer(Path(__file__).parents[1] / "checkpoints" / "judge")
+
+
+@pytest.fixture(scope="module")
+def student():
+    from roboalign_env.assets import DEFAULT_MODEL
+    from roboalign_env.models.registry import load_scorer
+
+    return load_scorer(DEFAULT_MODEL / "student")
+
+
+def test_the_student_scores_a_clip_lower_on_aoc_under_actions_that_did_not_make_it(student, bench):
+    rows = [r for r in read_index(bench) if r["split"] != "heldout"]
+    own = {r["episode_id"]: r for r in rows if r["provenance"]["kind"] == "full"}
+    wrong = [r for r in rows if r["provenance"]["family"] == "actions" and r["labels"]["action_outcome_consistency"] == 0]
+    assert len(wrong) >= 6
+    k = DIMENSIONS.index("action_outcome_consistency")
+    for row in wrong:
+        a, b = load_pair(bench, own[row["episode_id"]]), load_pair(bench, row)
+        scores = student.score([a["video"], b["video"]], [row["instruction"]] * 2, actions=[a["actions"], b["actions"]])
+        assert scores.expected[1, k] < scores.expected[0, k], row["pair_id"]
+
+
+def test_the_student_calls_a_real_success_but_not_the_ghost_of_a_failure(student, collection):
+    """17 frames ending where robosuite reports success vs the ghost-arm rendering of a failure's
+    last 17 frames (the first frame held, the motion smeared), per source trained on."""
+    import numpy as np
+
+    from roboalign_env.data.episodes import load_episode, read_manifest
+    from roboalign_env.sim.degradations import ghost_arm
+
+    k = DIMENSIONS.index("manipulation_success")
+    checked = 0
+    for source in ("lift_panda", "stack_sawyer", "door_kinova3"):
+        entries = [e for e in read_manifest(collection) if e["source"] == source]
+        win = next(e for e in entries if e.get("first_success_step") is not None and e["first_success_step"] >= 16)
+        lose = next(e for e in entries if e.get("first_success_step") is None)
+        real, failed = load_episode(collection / win["path"]), load_episode(collection / lose["path"])
+        end = win["first_success_step"]
+        ghost, _ = ghost_arm(failed.frames, np.random.default_rng(0))
+        scores = student.score([real.frames[end - 16 : end + 1], ghost[-17:]], [real.meta["instruction"]] * 2,
+                               actions=[real.actions[end - 16 : end], failed.actions[-16:]]).expected[:, k]
+        assert scores[0] >= 1.0 and scores[1] <= 0.5, (source, scores.tolist())
+        checked += 1
+    assert checked == 3
 
 
 def test_clean_success_scores_above_its_degraded_twins(judge, bench):
