@@ -25,7 +25,6 @@ import torch
 import tyro
 from scipy.stats import mannwhitneyu
 
-from roboalign_env.assets import DEFAULT_MODEL
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
 from roboalign_env.models.registry import load_scorer, scorer_kind
@@ -39,8 +38,8 @@ MANIPULATION = DIMENSIONS.index("manipulation_success")
 class Args:
     collection: Path = Path("data/fresh")
     """Collection of fresh episodes (`roboalign collect --first-seed ...`)."""
-    scorers: tuple[str, ...] = (f"student={DEFAULT_MODEL / 'student'}", "teacher=checkpoints/judge",
-                                f"probe={DEFAULT_MODEL / 'probe'}")
+    scorers: tuple[str, ...] = ("student=roboalign_env/assets/default/student", "teacher=checkpoints/judge",
+                                "probe=roboalign_env/assets/default/probe")
     """Scorers as name=folder (a student, a teacher or a state probe)."""
     steps: int = 32
     """Steps per scored window (the video has one frame more)."""

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import tyro
 
-from roboalign_env.assets import DEFAULT_MODEL
 from roboalign_env.data.bench import load_pair, read_index
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
@@ -40,7 +39,7 @@ MANIPULATION = DIMENSIONS.index("manipulation_success")
 class Args:
     collection: Path = Path("data/episodes")
     """Collection folder (`roboalign collect`); its scripted episodes are used."""
-    student: Path = DEFAULT_MODEL / "student"
+    student: Path = Path("roboalign_env/assets/default/student")
     """Student reward folder."""
     frames: int = 17
     """Frames per clip (the env's reward reads the first frame and the last 16)."""
