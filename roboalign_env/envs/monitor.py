@@ -40,21 +40,11 @@ class HackMonitor:
     def __init__(self, probe_folder: str | Path, num_envs: int, frames: int, device="cpu",
                  teacher_folder: str | Path | None = None, success_threshold: float = 0.8):
         from roboalign_env.models.judge import RoboAlignJudge
-        from roboalign_env.models.registry import load_scorer
         from roboalign_env.models.state_probe import StateProbe
 
-        probe = load_scorer(probe_folder)
-        if not isinstance(probe, StateProbe):
-            raise ValueError(f"monitor probe {probe_folder}: expected a state-probe folder (roboalign train-probe), "
-                             f"got a {type(probe).__name__}")
-        self.probe = probe.to(device).eval()
-        self.teacher = None
-        if teacher_folder is not None:
-            teacher = load_scorer(teacher_folder)
-            if not isinstance(teacher, RoboAlignJudge):
-                raise ValueError(f"monitor teacher {teacher_folder}: expected a teacher judge folder (roboalign "
-                                 f"train-judge), got a {type(teacher).__name__}")
-            self.teacher = teacher.to(device).eval()
+        self.probe = _load(probe_folder, StateProbe, "probe", "a state-probe folder (roboalign train-probe)", device)
+        self.teacher = None if teacher_folder is None else \
+            _load(teacher_folder, RoboAlignJudge, "teacher", "a teacher judge folder (roboalign train-judge)", device)
         self.success_threshold = success_threshold
         self.recent = [deque(maxlen=frames) for _ in range(num_envs)]
         self.actions = [deque(maxlen=frames - 1) for _ in range(num_envs)]
@@ -97,3 +87,13 @@ class HackMonitor:
                 verdict["success_contradicted"] = not all(v for k, v in verdict.items() if k.endswith("_success"))
             out.append(verdict)
         return out
+
+
+def _load(folder: str | Path, cls, role: str, expected: str, device):
+    """The scorer in ``folder``, in eval mode on ``device``, refused unless it is a ``cls``."""
+    from roboalign_env.models.registry import load_scorer
+
+    model = load_scorer(folder)
+    if not isinstance(model, cls):
+        raise ValueError(f"monitor {role} {folder}: expected {expected}, got a {type(model).__name__}")
+    return model.to(device).eval()
