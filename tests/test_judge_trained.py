@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.sim, pytest.mark.slow]
 
 # what each degradation family must lower, compared with the clean full clip of the same episode
 AFFECTS = {"swap": "instruction_following", "temporal": "temporal_consistency", "physics": "physics_adherence",
-           "contact": "contact_realism", "aoc": "action_outcome_consistency", "actions": "action_outcome_consistency"}
+           "contact": "contact_realism", "aoc": "action_outcome_consistency"}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,22 @@ def judge():
     from roboalign_env.models.registry import load_scorer
 
     return load_scorer(Path(__file__).parents[1] / "checkpoints" / "judge")
+
+
+def test_the_teacher_reads_actions_that_did_not_make_the_clip(judge, bench):
+    """Clean clips with their own actions vs the same clips with another episode's or mirrored
+    actions: lower AOC on average, and on at least three quarters of the pairs."""
+    rows = [r for r in read_index(bench) if r["split"] != "heldout"]
+    own = {r["episode_id"]: r for r in rows if r["provenance"]["kind"] == "full"}
+    wrong = [r for r in rows if r["provenance"]["family"] == "actions" and r["labels"]["action_outcome_consistency"] == 0]
+    pairs = [(load_pair(bench, own[r["episode_id"]]), load_pair(bench, r)) for r in wrong]
+    videos = [p["video"] for pair in pairs for p in pair]
+    actions = [p["actions"] for pair in pairs for p in pair]
+    texts = [r["instruction"] for r in wrong for _ in range(2)]
+    aoc = judge.score(videos, texts, actions=actions).expected[:, DIMENSIONS.index("action_outcome_consistency")]
+    own_aoc, wrong_aoc = aoc[0::2], aoc[1::2]
+    assert len(wrong) >= 6 and wrong_aoc.mean() < own_aoc.mean() - 0.2
+    assert (wrong_aoc < own_aoc).float().mean() >= 0.75
 
 
 @pytest.fixture(scope="module")
