@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import tyro
 
-from roboalign_env.data.bench import load_pair, read_index
+from roboalign_env.data.bench import is_rollout, load_pair, read_index
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
 from roboalign_env.models.registry import load_scorer
@@ -73,7 +73,7 @@ def dream_ghosts(bench: Path) -> dict[str, list]:
     out: dict[str, list] = {}
     for row in read_index(bench):
         params = row["provenance"].get("params", {})
-        if (row["provenance"]["kind"].startswith("rollout_") and row["split"] in ("test", "heldout")
+        if (is_rollout(row) and row["split"] in ("test", "heldout")
                 and not params["real_success"] and row["labels"]["manipulation_success"] == 0):
             pair = load_pair(bench, row)
             out.setdefault(row["source"], []).append((pair["video"], row["instruction"], pair["actions"]))

@@ -181,3 +181,14 @@ def test_a_dream_equal_to_robosuite_takes_robosuites_labels_and_a_frozen_one_str
     labels, why = label_rollout(probe, frozen, ep.meta["instruction"], trace, "nominal")
     assert why["eef_error_cm"] >= 8.0 and labels["action_outcome_consistency"] == 0
     assert labels["manipulation_success"] == 0
+
+
+def test_which_pairs_keep_their_actions_in_training():
+    from roboalign_env.data.bench import is_rollout, labels_need_actions
+
+    def row(family, kind):
+        return {"provenance": {"family": family, "kind": kind}}
+
+    assert labels_need_actions(row("actions", "mirrored")) and labels_need_actions(row("dream", "rollout_own"))
+    assert is_rollout(row("dream", "rollout_zero")) and not is_rollout(row("dream", "ghost_arm"))
+    assert not labels_need_actions(row("dream", "ghost_arm")) and not labels_need_actions(row("clean", "full"))

@@ -58,6 +58,21 @@ def check_labels(labels: dict) -> dict[str, int]:
     return out
 
 
+ROLLOUT_KIND = "rollout_{}"
+"""Provenance kind of a world-model rollout pair driven by actions of one kind (``roboalign add-dream-pairs``)."""
+
+
+def is_rollout(row: dict) -> bool:
+    """Whether an index row is a world-model rollout (see :data:`ROLLOUT_KIND`)."""
+    return str(row.get("provenance", {}).get("kind", "")).startswith(ROLLOUT_KIND.format(""))
+
+
+def labels_need_actions(row: dict) -> bool:
+    """Whether a pair's labels depend on its actions: a real video given actions that did not make it
+    (the ``actions`` family) or a rollout, always judged against the actions that drove it."""
+    return row.get("provenance", {}).get("family") == "actions" or is_rollout(row)
+
+
 def episodes_by_split(rows: list[dict]) -> dict[str, set[str]]:
     """Which episodes appear in each split (a leak shows as an episode in two of them)."""
     found = defaultdict(set)

@@ -16,7 +16,7 @@ Labels come from what the dreamed frames show and from robosuite, never from a j
   dreamed frames;
 - where the dream's end effector strays from robosuite's by :data:`STRAY_CM` or more on average,
   the video does not show what its actions command: Action-Outcome Consistency 0. These pairs are
-  read with their actions in training (:func:`~roboalign_env.training.judge.needs_actions`).
+  read with their actions in training (:func:`~roboalign_env.data.bench.labels_need_actions`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from roboalign_env.data.bench import add_external, read_index
+from roboalign_env.data.bench import ROLLOUT_KIND, add_external, read_index
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.eval.control import load_probe, position_error_cm, to_float, to_uint8
 from roboalign_env.models.state_probe import probe_labels
@@ -144,7 +144,7 @@ def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path,
             items.append({
                 "video": video, "initial_frame": p["first"], "actions": p["actions"], "instruction": ep.meta["instruction"],
                 "labels": labels, "source": ep.meta["source"], "split": p["split"],
-                "provenance": {"family": "dream", "kind": f"rollout_{p['kind']}",
+                "provenance": {"family": "dream", "kind": ROLLOUT_KIND.format(p["kind"]),
                                "params": {"episode_id": ep.episode_id, "model": str(model_dir), "temperature": temperature,
                                           "window": window, **why}},
             })

@@ -19,7 +19,7 @@ def read_actions(video: str | Path, key: str, frames: int):
         if key not in data.files:
             return None
         actions = np.asarray(data[key], np.float32)
-    if actions.ndim != 2 or actions.shape[1] != 7 or not 1 <= len(actions):
+    if actions.ndim != 2 or actions.shape[1] != 7 or len(actions) == 0:
         raise ValueError(f"{video}: array {key!r} has shape {actions.shape}; expected (A, 7) actions, A >= 1 "
                          f"(one per transition between the video's {frames} frames, or a multiple)")
     return actions

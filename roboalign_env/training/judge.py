@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from roboalign_env.data.bench import labels_need_actions
 from roboalign_env.data.bench_cache import VideoSet, open_split
 from roboalign_env.data.clips import augment_clip
 from roboalign_env.models.batch_scoring import TextMemo, cache_batch, model_inputs, predict
@@ -46,16 +47,6 @@ def train_judge(bench: str | Path, loop: LoopConfig, config: RoboAlignJudgeConfi
     return fit_judge(model, open_split(bench, "train"), loop, batch_size, action_dropout, (val, val_idx), augment)
 
 
-def needs_actions(rows: list[dict]) -> np.ndarray:
-    """(N,) whether each pair's labels depend on its actions: the bench's ``actions`` family and
-    world-model rollouts (:mod:`roboalign_env.eval.dream_pairs`), always judged against the actions that drove them."""
-    def depends(row: dict) -> bool:
-        p = row.get("provenance", {})
-        return p.get("family") == "actions" or str(p.get("kind", "")).startswith("rollout_")
-
-    return np.array([depends(r) for r in rows], dtype=bool)
-
-
 def augment_batch(batch: dict, rng: np.random.Generator) -> dict:
     """Clip-wise jitter of a batch's videos and initial frames (one draw per clip, padding stays black)."""
     video, initial = batch["video"], batch["initial"]
@@ -73,7 +64,7 @@ def fit_judge(model: RoboAlignJudge, videos: VideoSet, loop: LoopConfig, batch_s
         raise ValueError("fit_judge needs labelled videos (oracle levels)")
     text = TextMemo(model)
     labels = torch.from_numpy(np.array(videos.labels))
-    keep_actions = needs_actions(videos.rows)
+    keep_actions = np.array([labels_need_actions(r) for r in videos.rows], dtype=bool)
 
     def make_batch(step: int, rank: int) -> dict:
         rng = np.random.default_rng(step_seed(loop.seed, step, rank))
