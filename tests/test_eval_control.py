@@ -104,6 +104,21 @@ def check_report(res: dict, steps: int, sources: tuple[str, ...], probe: bool):
     assert all(s["other_episode_id"] not in (None, s["episode_id"]) for s in res["starts"])
 
 
+def test_the_tokenizer_ceiling_decodes_each_frame_against_its_windows_real_first_frame():
+    """A tokenizer that draws every frame as its context shows which real frame each one was decoded against."""
+    from types import SimpleNamespace
+
+    from roboalign_env.eval.control import reconstruct_all
+
+    tok = SimpleNamespace(device=torch.device("cpu"), context_features=lambda c: [],
+                          encode_dynamics=lambda frames, context: torch.zeros(len(frames), 16, dtype=torch.long),
+                          decode_dynamics=lambda codes, context, skips: context)
+    frames = np.broadcast_to(np.arange(7, dtype=np.uint8)[None, :, None, None, None], (2, 7, 4, 4, 3))
+    for window, first in ((3, [0, 0, 2, 2, 4, 4]), (None, [0] * 6), (6, [0] * 5 + [5])):
+        out = reconstruct_all(SimpleNamespace(tokenizer=tok), frames, window, batch_size=1)
+        assert out.shape == (2, 6, 4, 4, 3) and out[:, :, 0, 0, 0].tolist() == [first, first], window
+
+
 @pytest.mark.sim
 def test_eval_control_runs_end_to_end_on_a_tiny_model(collection, tmp_path, capsys, monkeypatch):
     from roboalign_env.cli import main
@@ -111,8 +126,9 @@ def test_eval_control_runs_end_to_end_on_a_tiny_model(collection, tmp_path, caps
 
     model = tiny_world_model(tmp_path / "wm")
     res = evaluate_control(model, collection, tmp_path / "a", starts_per_source=1, steps=2, sources=("door_kinova3",),
-                           window=2, progress=False)
+                           window=2, progress=False, tokenizer_only=True)
     check_report(res, 2, ("door_kinova3",), probe=False)
+    assert res["settings"]["decoding"] == "tokenizer only"
     for png in ("control_per_step.png", "contact_sheet.png"):
         assert (tmp_path / "a" / png).stat().st_size > 20_000
 

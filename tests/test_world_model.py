@@ -21,20 +21,23 @@ def tiny_transformer(seed: int = 0, **kw) -> DynamicsTransformer:
     return DynamicsTransformer(cfg).eval()
 
 
-@pytest.fixture(scope="module", params=["bins", "embed", "guided"])
+@pytest.fixture(scope="module", params=["bins", "embed", "guided", "parallel"])
 def world_model(request) -> WorldModel:
     """``guided``: binned actions also added to every dynamics code, with a "no action" input and a
-    default classifier-free guidance scale of 2 (every rollout decodes a guided batch)."""
-    if request.param == "guided":
-        tf = tiny_transformer(action_to_codes=True, action_dropout=0.1, guidance=2.0)
+    default classifier-free guidance scale of 2 (every rollout decodes a guided batch). ``parallel``:
+    the same, with each frame's codes decoded together in one forward pass."""
+    if request.param in ("guided", "parallel"):
+        tf = tiny_transformer(action_to_codes=True, action_dropout=0.1, guidance=2.0,
+                              parallel_frames=request.param == "parallel")
     else:
         tf = tiny_transformer(action_mode=request.param)
     with torch.no_grad():  # make actions matter (the projections start at zero)
         for name in ("action_proj", "code_action_proj"):
             if hasattr(tf, name):
                 getattr(tf, name).weight.normal_(std=0.5)
-        if hasattr(tf, "null_codes"):
-            tf.null_codes.normal_(std=0.5)
+        for name in ("null_codes", "start_codes"):
+            if hasattr(tf, name):
+                getattr(tf, name).normal_(std=0.5)
     return WorldModel(tiny_tokenizer(), tf).eval()
 
 
@@ -143,8 +146,9 @@ def test_swr_bounds_the_sequence_and_reencodes(world_model):
     cfg = world_model.transformer.config
     default = world_model.rollout(x, a, window=None)
     swr = world_model.rollout(x, a, window=3)
-    assert default.peak_sequence == cfg.sequence_length(13) - 1
-    assert swr.peak_sequence == cfg.sequence_length(3) - 1
+    unfed = 0 if cfg.parallel_frames else 1  # one by one, the last code is only fed with the next action
+    assert default.peak_sequence == cfg.sequence_length(13) - unfed
+    assert swr.peak_sequence == cfg.sequence_length(3) - unfed
     assert torch.equal(default.codes[:, :2], swr.codes[:, :2])  # identical until the first boundary
     assert not torch.equal(default.codes, swr.codes)
 
@@ -217,9 +221,12 @@ def test_decoding_by_cache_slices_equals_decoding_by_row_indices(world_model, pr
     fast, general = decoder.new_cache(3, 16), decoder.new_cache(3, 16)
     rows = torch.arange(3)
     torch.testing.assert_close(decoder(embeds[:, :8], fast), decoder(embeds[:, :8], general, rows), atol=1e-5, rtol=0)
-    for i in range(8, 12):
+    for i in range(8, 10):
         torch.testing.assert_close(decoder(embeds[:, i : i + 1], fast), decoder(embeds[:, i : i + 1], general, rows),
                                    atol=1e-5, rtol=0)
+    block = dict(keep=2, causal=False)  # a block whose positions see each other (parallel_frames)
+    torch.testing.assert_close(decoder(embeds[:, 10:], fast, **block), decoder(embeds[:, 10:], general, rows, **block),
+                               atol=1e-5, rtol=0)
     assert fast.lengths.tolist() == general.lengths.tolist() == [12, 12, 12]
     torch.testing.assert_close(fast.keys, general.keys, atol=1e-5, rtol=0)
 
@@ -306,15 +313,17 @@ def test_committed_checkpoint_loads_and_dreams():
     assert roll.frames.shape == (2, 2, 3, 64, 64) and torch.isfinite(roll.frames).all()
 
 
-def test_a_transformer_trained_where_the_action_decides_the_next_frame_follows_it():
+@pytest.mark.parametrize("parallel_frames", [False, True])
+def test_a_transformer_trained_where_the_action_decides_the_next_frame_follows_it(parallel_frames):
     """A toy world: each frame's 4 dynamics codes spell the sign pattern of the action's x, y, z and
     gripper. A transformer that ignores actions cannot beat 1/16 per frame; this one must follow
-    new actions it never saw, greedily, from a context it never saw."""
+    new actions it never saw, greedily, from a context it never saw (codes one by one, or a frame's
+    codes together)."""
     from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
 
     torch.manual_seed(0)
     config = DynamicsTransformerConfig(codebook_size=8, context_tokens=4, dynamics_tokens=4, hidden_size=48,
-                                       num_layers=2, num_heads=4, intermediate_size=96)
+                                       num_layers=2, num_heads=4, intermediate_size=96, parallel_frames=parallel_frames)
     model = DynamicsTransformer(config)
     gen = torch.Generator().manual_seed(1)
 

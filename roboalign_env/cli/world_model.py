@@ -20,6 +20,8 @@ class TrainTokenizer:
     """Collection folder written by `roboalign collect` (its "train" episodes are used)."""
     batch_size: int = 8
     """Clips per step (each 8 frames)."""
+    dynamics_grid: int = 4
+    """Side of each later frame's dynamics-code grid (4: 16 codes per frame; 8: 64, one per 8x8 pixels at 64x64)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/tokenizer", steps=3000, lr=1e-3, every=250, warmup_steps=200)
     """The training loop (run folder: model/, metrics.jsonl, curves.png)."""
 
@@ -27,7 +29,7 @@ class TrainTokenizer:
         from roboalign_env.models.tokenizer import TokenizerConfig
         from roboalign_env.training.tokenizer import train_tokenizer
 
-        train_tokenizer(self.episodes, self.loop, self.batch_size, TokenizerConfig())
+        train_tokenizer(self.episodes, self.loop, self.batch_size, TokenizerConfig(dynamics_grid=self.dynamics_grid))
         print(f"tokenizer in {self.loop.out / 'model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
 
 
@@ -54,6 +56,9 @@ class TrainWorldModel:
     classifier-free guidance possible)."""
     guidance: float = 1.0
     """The model's default classifier-free guidance scale at decoding (1: none; > 1 needs --action-dropout > 0)."""
+    parallel_frames: bool = False
+    """Predict all of a frame's dynamics codes in one forward pass, each from the previous frame's code at
+    its position, the action and everything before (block-causal attention), instead of one code per pass."""
     change_weight: float = 1.0
     """Loss weight on the dynamics codes that change from the previous frame (1: plain cross-entropy)."""
     init_from: Path | None = None
@@ -73,7 +78,7 @@ class TrainWorldModel:
         config = DynamicsTransformerConfig(action_mode=self.action_mode, num_layers=self.layers,
                                            hidden_size=self.hidden_size, intermediate_size=3 * self.hidden_size,
                                            action_to_codes=self.action_to_codes, action_dropout=self.action_dropout,
-                                           guidance=self.guidance)
+                                           guidance=self.guidance, parallel_frames=self.parallel_frames)
         train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from,
                           change_weight=self.change_weight)
         print(f"world model in {self.loop.out / 'world_model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
@@ -149,6 +154,9 @@ class EvalControl:
     """Perceptual distance ('lpips' needs torchvision's AlexNet weights on disk)."""
     guidance: float | None = None
     """Classifier-free guidance scale on the actions (None: the model's default, as the environment uses)."""
+    tokenizer_only: bool = False
+    """Replace the dream by the model's tokenizer encoding and decoding the real frames (each SWR window against its
+    real first frame): the ceiling the tokenizer sets, what a perfect transformer would reach."""
 
     def run(self) -> None:
         from roboalign_env.cli.options import command_line
@@ -157,7 +165,8 @@ class EvalControl:
 
         res = evaluate_control(self.model, self.episodes, self.out, self.probe, self.starts_per_source, self.steps,
                                self.magnitude, self.sources, device=resolve_device(self.device),
-                               perceptual=self.perceptual, command=command_line(), guidance=self.guidance)
+                               perceptual=self.perceptual, command=command_line(), guidance=self.guidance,
+                               tokenizer_only=self.tokenizer_only)
         h = res["headline"]
         fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         print(f"direction accuracy {fmt(h['direction_accuracy'])} (chance {1 / 6:.3f}; by direction of change "

@@ -222,6 +222,25 @@ def dream_all(model: WorldModel, first: np.ndarray, actions: np.ndarray, window:
     return np.concatenate(out)
 
 
+@torch.no_grad()
+def reconstruct_all(model: WorldModel, frames: np.ndarray, window: int | None, batch_size: int) -> np.ndarray:
+    """The tokenizer's own reconstruction of real videos (N, steps + 1, H, W, 3) uint8: every later frame encoded
+    to dynamics codes and decoded against the real frame that starts its SWR window (frame 0 without SWR).
+    Returns (N, steps, H, W, 3) uint8: what a transformer that predicted every code exactly would draw."""
+    tok = model.tokenizer
+    span = window - 1 if window is not None else frames.shape[1]
+    out = []
+    for s in range(0, len(frames), batch_size):
+        video = to_float(frames[s : s + batch_size]).to(tok.device)
+        decoded = []
+        for t in range(1, video.shape[1]):
+            context = video[:, ((t - 1) // span) * span]
+            codes = tok.encode_dynamics(video[:, t], context)
+            decoded.append(tok.decode_dynamics(codes, context, tok.context_features(context)).float().clamp(0, 1))
+        out.append(to_uint8(torch.stack(decoded, 1)))
+    return np.concatenate(out)
+
+
 # --- the report ---------------------------------------------------------------------------------------------------
 
 def _mean(x) -> float | None:
@@ -353,13 +372,15 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
                      starts_per_source: int = 8, steps: int = 16, magnitude: float = 0.8,
                      sources: tuple[str, ...] = (), window: int | None = SWR_WINDOW, device: str = "cpu",
                      perceptual: str = "st-lpips", batch_size: int = 64, progress: bool = True,
-                     command: str | None = None, guidance: float | None = None) -> dict:
+                     command: str | None = None, guidance: float | None = None, tokenizer_only: bool = False) -> dict:
     """Run the controllability report; write ``control.json``, ``control_per_step.png``, ``contact_sheet.png``.
 
     ``sources`` empty means every source with held-out episodes in ``episodes``; ``probe_dir`` None
     skips the probe-based numbers (tracking, and the action swap's end-effector error). ``guidance`` is
     the classifier-free guidance scale (None: the model's default, what the environment uses). ``model_dir`` is a
-    world-model folder, or a packed model folder holding one in ``world_model/``.
+    world-model folder, or a packed model folder holding one in ``world_model/``. ``tokenizer_only`` replaces the
+    dream by the tokenizer's reconstruction of the real frames (:func:`reconstruct_all`): the ceiling that the
+    model's tokenizer sets on every number.
     """
     if starts_per_source < 1:
         raise ValueError(f"starts_per_source must be >= 1, got {starts_per_source}")
@@ -378,7 +399,10 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
     own = ROLLOUTS.index("own")
     first = np.concatenate([np.repeat(r.frames[own : own + 1, 0], len(ROLLOUTS), 0) for r in real])
     actions = np.stack([s.actions[name] for s in starts for name in ROLLOUTS])
-    dream = dream_all(model, first, actions, window, batch_size, progress, guidance)
+    if tokenizer_only:
+        dream = reconstruct_all(model, np.concatenate([r.frames for r in real]), window, batch_size)
+    else:
+        dream = dream_all(model, first, actions, window, batch_size, progress, guidance)
     dream = dream.reshape(len(starts), len(ROLLOUTS), *dream.shape[1:])
     m = per_start_metrics(real, dream, perceptual, probe)
     names = np.array([s.source for s in starts])
@@ -387,7 +411,8 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
         "command": command,
         "settings": {"model": str(model_dir), "episodes": str(episodes), "probe": str(probe_dir) if probe_dir else None,
                      "starts_per_source": starts_per_source, "steps": steps, "magnitude": magnitude,
-                     "sources": sorted(set(names)), "window": window, "decoding": "greedy", "guidance": guidance,
+                     "sources": sorted(set(names)), "window": window, "decoding": "tokenizer only" if tokenizer_only else "greedy",
+                     "guidance": guidance,
                      "device": str(device),
                      "perceptual_metric": perceptual_name(perceptual), "motion_threshold": MOTION_THRESHOLD},
         "starts": [{"episode_id": s.episode_id, "source": s.source, "seed": s.seed, "other_episode_id": s.other_id,

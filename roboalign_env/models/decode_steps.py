@@ -52,14 +52,15 @@ def finish_layer(x: Tensor, o: Tensor, out: Weight, gate_up: Weight, down: Weigh
     return x + linear(F.silu(gate) * up, down)
 
 
-def logits(x: Tensor, head: Weight, eps: float) -> Tensor:
-    return linear(norm(x[:, -1], eps), head).float()
+def logits(x: Tensor, head: Weight, eps: float, keep: int) -> Tensor:
+    return linear(norm(x[:, x.shape[1] - keep:], eps), head).float()
 
 
 def decode(x: Tensor, layers: List[Layer], head: Weight, rotary: Tensor, keys: Tensor, values: Tensor,
            start: int, end: int, rows: Optional[Tensor], positions: Optional[Tensor], mask: Optional[Tensor],
-           eps: float, heads: int) -> Tensor:
-    """Feed x (b, n, hidden) into the cache (layers, B, heads, capacity, head_dim); return the last logits.
+           eps: float, heads: int, keep: int) -> Tensor:
+    """Feed x (b, n, hidden) into the cache (layers, B, heads, capacity, head_dim); return the logits
+    (b, keep, K) of the last ``keep`` positions.
 
     ``rows is None``: every cache row, all at length ``start`` (a batch that steps together; plain
     slices). Otherwise ``rows`` (b,) are the cache rows fed and ``positions`` (b, n) each token's
@@ -79,7 +80,7 @@ def decode(x: Tensor, layers: List[Layer], head: Weight, rotary: Tensor, keys: T
             row_keys, row_values = keys[i][rows, :, :end], values[i][rows, :, :end]
         o = F.scaled_dot_product_attention(q, row_keys, row_values, attn_mask=mask)
         x = finish_layer(x, o, out, gate_up, down, eps)
-    return logits(x, head, eps)
+    return logits(x, head, eps, keep)
 
 
 @functools.cache

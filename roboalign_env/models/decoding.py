@@ -108,9 +108,12 @@ class IncrementalDecoder:
         return KVCache(torch.zeros(shape, **zeros), torch.zeros(shape, **zeros),
                        torch.zeros(batch_size, dtype=torch.long, device=self.device))
 
-    def __call__(self, embeds: torch.Tensor, cache: KVCache, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def __call__(self, embeds: torch.Tensor, cache: KVCache, rows: torch.Tensor | None = None, keep: int | None = None,
+                 causal: bool = True) -> torch.Tensor:
         """Feed ``embeds`` (b, n, hidden) after what ``cache`` holds for ``rows`` (default: every
-        row); return the code logits (b, K) at the last position, in float32.
+        row); return the code logits in float32: (b, K) at the last position, or (b, keep, K) at the
+        last ``keep`` positions. ``causal=False`` lets the fed positions see each other (a block of
+        a ``parallel_frames`` transformer).
 
         Rows may hold different lengths (an environment resets one rollout while the others go
         on): each row then gets its own rotary positions and attention mask. The decoder's own
@@ -119,10 +122,11 @@ class IncrementalDecoder:
         # inference_mode skips autograd's bookkeeping (~15% of a single-token call on a CPU); the
         # clone outside it makes the logits an ordinary tensor that training code may use.
         with torch.inference_mode(), torch.autocast(self.device.type, enabled=False):
-            logits = self._decode(embeds, cache, rows)
-        return logits.clone()
+            logits = self._decode(embeds, cache, rows, 1 if keep is None else keep, causal)
+        return (logits[:, 0] if keep is None else logits).clone()
 
-    def _decode(self, embeds: torch.Tensor, cache: KVCache, rows: torch.Tensor | None) -> torch.Tensor:
+    def _decode(self, embeds: torch.Tensor, cache: KVCache, rows: torch.Tensor | None, keep: int,
+                causal: bool) -> torch.Tensor:
         b, n, _ = embeds.shape
         index = slice(None) if rows is None else rows
         starts = cache.lengths[index]
@@ -132,16 +136,17 @@ class IncrementalDecoder:
             raise ValueError(f"KV cache holds {cache.capacity} positions; {end} needed")
         rotary = self.rotary[positions][:, None]  # (b, 1, n, head_dim/2)
         aligned = bool((starts == starts[0]).all())
-        if aligned:  # no mask for a single token
-            mask = None if n == 1 else torch.arange(end, device=embeds.device)[None, :] <= positions[0][:, None]
+        seen = positions if causal else positions[:, -1:].expand(b, n)  # the last position each token sees
+        if aligned:  # no mask where every token sees the whole cache
+            mask = None if n == 1 or not causal else torch.arange(end, device=embeds.device)[None, :] <= seen[0][:, None]
         else:
-            mask = (torch.arange(end, device=embeds.device) <= positions[:, :, None])[:, None]
+            mask = (torch.arange(end, device=embeds.device) <= seen[:, :, None])[:, None]
         if aligned and rows is None:  # a batch that steps together: plain slices of the cache
             token_rows = token_positions = None
         else:
             token_rows = torch.arange(len(cache.lengths), device=starts.device) if rows is None else rows
             token_positions = positions
         logits = scripted()(embeds.to(self.dtype), self.layers, self.head, rotary, cache.keys, cache.values,
-                            int(starts[0]), end, token_rows, token_positions, mask, self.eps, self.heads)
+                            int(starts[0]), end, token_rows, token_positions, mask, self.eps, self.heads, keep)
         cache.lengths[index] = starts + n
         return logits

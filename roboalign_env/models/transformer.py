@@ -29,6 +29,18 @@ alone learns to guess the motion from the frames and ignore the action slots):
   ``logits = uncond + guidance * (cond - uncond)``; ``guidance`` in the config is the model's
   default scale (1: plain conditional decoding).
 
+Codes are predicted one at a time by default: the code at a position comes from the output one
+position before it. With ``parallel_frames`` a frame's codes are predicted together instead, in one
+forward pass (so more codes per frame do not cost more sequential steps)::
+
+    [ ctx | act_0 | start (16 learned inputs) | act_1 | dyn_1 | ... | act_{T-2} | dyn_{T-2} ]
+
+Each frame's block holds its action slots and, at each dynamics position, the code the *previous*
+frame had there (a learned start input for the first frame); attention is block-causal (a position
+sees the context, every earlier block and its whole own block) and the output at dynamics position j
+of a block predicts code j of the frame that block leads to. The codes of a frame are then
+independent given the past, so a frame's log-probability is still the exact sum of its codes'.
+
 Only dynamics codes are predicted (cross-entropy over the code range); context and actions are
 given. Positions are plain token indices fed to LLaMA's rotary embedding, so a sequence longer than
 the training clips simply uses positions the model never saw (how default autoregression drifts);
@@ -60,11 +72,12 @@ class DynamicsTransformerConfig(PretrainedConfig):
         num_layers: int = 4,
         num_heads: int = 4,
         intermediate_size: int = 768,
-        max_positions: int = 4096,
+        max_positions: int = 8192,
         dropout: float = 0.0,
         action_to_codes: bool = False,
         action_dropout: float = 0.0,
         guidance: float = 1.0,
+        parallel_frames: bool = False,
         **kwargs,
     ):
         if action_mode not in ("embed", "bins"):
@@ -91,6 +104,7 @@ class DynamicsTransformerConfig(PretrainedConfig):
         self.action_to_codes = action_to_codes
         self.action_dropout = action_dropout
         self.guidance = guidance
+        self.parallel_frames = parallel_frames
         super().__init__(**kwargs)
 
     @property
@@ -151,6 +165,8 @@ class DynamicsTransformer(PreTrainedModel):
         if config.guidable:
             self.null_slots = nn.Parameter(torch.zeros(config.action_slots, config.hidden_size))
             self.null_codes = nn.Parameter(torch.zeros(config.hidden_size))
+        if config.parallel_frames:
+            self.start_codes = nn.Parameter(torch.zeros(config.dynamics_tokens, config.hidden_size))
         self.post_init()
 
     #: Modules that a checkpoint trained without the conditioning options lacks; they start at
@@ -163,7 +179,7 @@ class DynamicsTransformer(PreTrainedModel):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, DynamicsTransformer):
-            for name in ("action_slot", "null_slots"):
+            for name in ("action_slot", "null_slots", "start_codes"):
                 if hasattr(module, name):
                     nn.init.normal_(getattr(module, name), std=0.02)
 
@@ -248,13 +264,26 @@ class DynamicsTransformer(PreTrainedModel):
         b, f, n = dynamics_codes.shape
         cfg = self.config
         slots, code_terms = self.action_inputs(actions, None if null is None else null[:, None].expand(b, f))
-        blocks = torch.cat([slots, self.embed_codes(dynamics_codes) + code_terms[:, :, None]], 2)
+        codes = self.embed_codes(dynamics_codes)
+        if cfg.parallel_frames:  # each block holds the previous frame's codes
+            codes = torch.cat([self.start_codes.expand(b, 1, n, -1).to(codes.dtype), codes[:, :-1]], 1)
+        blocks = torch.cat([slots, codes + code_terms[:, :, None]], 2)
         embeds = torch.cat([self.embed_codes(context_codes), blocks.flatten(1, 2)], 1)
-        logits = self.llama(inputs_embeds=embeds, use_cache=False, logits_to_keep=0).logits
-        # The code at position p is predicted by the output at p - 1.
+        mask = self.block_mask(f, embeds.device) if cfg.parallel_frames else None
+        logits = self.llama(inputs_embeds=embeds, attention_mask=mask, use_cache=False, logits_to_keep=0).logits
+        # One at a time, the code at position p is predicted by the output at p - 1; in parallel, by the output at p.
         starts = cfg.context_tokens + torch.arange(f, device=embeds.device) * cfg.frame_tokens + cfg.action_slots
-        where = (starts[:, None] + torch.arange(n, device=embeds.device)[None, :] - 1).flatten()
+        shift = 0 if cfg.parallel_frames else 1
+        where = (starts[:, None] + torch.arange(n, device=embeds.device)[None, :] - shift).flatten()
         return self.code_logits(logits[:, where]).view(b, f, n, -1)
+
+    def block_mask(self, frames: int, device: torch.device) -> torch.Tensor:
+        """Bool attention mask (1, 1, L, L) of a ``parallel_frames`` sequence: a position sees every
+        position of its own block and of the blocks before it (the context is block 0)."""
+        cfg = self.config
+        block = torch.cat([torch.zeros(cfg.context_tokens, dtype=torch.long, device=device),
+                           torch.arange(1, frames + 1, device=device).repeat_interleave(cfg.frame_tokens)])
+        return (block[None, :] <= block[:, None])[None, None]
 
     def loss(self, context_codes, actions, dynamics_codes) -> torch.Tensor:
         logits = self(context_codes, actions, dynamics_codes)
@@ -269,7 +298,7 @@ class DynamicsTransformer(PreTrainedModel):
 
 def sample_codes(logits: torch.Tensor, temperature: float, top_k: int | None,
                  generators: list[torch.Generator] | torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one code per row of ``logits`` (B, K) and return (codes, log-probabilities).
+    """Draw one code per vector of ``logits`` (B, ..., K) and return (codes, log-probabilities), (B, ...).
 
     ``temperature == 0`` is greedy. Otherwise codes are drawn from softmax(logits / temperature)
     restricted to the ``top_k`` largest (Gumbel-max with noise from ``generators``: one generator
@@ -280,22 +309,22 @@ def sample_codes(logits: torch.Tensor, temperature: float, top_k: int | None,
     logits = logits.float()
     if temperature == 0:
         codes = logits.argmax(-1)
-        return codes, logits.log_softmax(-1).gather(-1, codes[:, None]).squeeze(-1)
+        return codes, logits.log_softmax(-1).gather(-1, codes[..., None]).squeeze(-1)
     scaled = logits / temperature
     masked = scaled
     if top_k is not None and top_k < scaled.shape[-1]:
-        kth = scaled.topk(top_k, -1).values[:, -1:]
+        kth = scaled.topk(top_k, -1).values[..., -1:]
         masked = scaled.masked_fill(scaled < kth, float("-inf"))
     if isinstance(generators, (list, tuple)):
         if len(generators) != len(logits):
             raise ValueError(f"got {len(generators)} generators for a batch of {len(logits)}")
-        uniform = torch.stack([torch.rand(scaled.shape[-1], generator=g) for g in generators])
+        uniform = torch.stack([torch.rand(scaled.shape[1:], generator=g) for g in generators])
     else:
         uniform = torch.rand(scaled.shape, generator=generators)
     exponential = -torch.log(uniform.clamp_min(1e-20))
     gumbel = -torch.log(exponential.clamp_min(1e-20)).to(scaled.device)
     codes = (masked + gumbel).argmax(-1)
-    return codes, scaled.log_softmax(-1).gather(-1, codes[:, None]).squeeze(-1)
+    return codes, scaled.log_softmax(-1).gather(-1, codes[..., None]).squeeze(-1)
 
 
 def _register() -> None:

@@ -8,8 +8,10 @@ A checkpoint is a folder::
 
 :class:`Dream` advances a batch of N rollouts one frame per :meth:`Dream.step`, all N in one
 forward pass, with a KV cache. Each step feeds the previous frame's last sampled code together with
-the new action, samples the next frame's 16 dynamics codes one by one, and decodes them to pixels
-against the current context frame's features.
+the new action, samples the next frame's dynamics codes one by one, and decodes them to pixels
+against the current context frame's features. A ``parallel_frames`` transformer instead gets the
+action and the previous frame's codes as one block and samples all of the new frame's codes from
+that one forward pass.
 
 Sliding Window Re-encoding (SWR): a window holds ``window`` frames, the context plus
 ``window - 1`` generated ones. When a window is full, the last generated frame (already decoded to
@@ -253,8 +255,13 @@ class Dream:
         cache_rows = torch.cat([rows + h * self.batch_size for h in range(self._halves)])
         self._cache.lengths[cache_rows] = 0
         context_codes = context_codes.repeat(self._halves, 1)
-        self._decoder(tf.embed_codes(context_codes[:, :-1]), self._cache, None if everyone else cache_rows)
-        last = tf.embed_codes(context_codes[:, -1:])
+        embeds = tf.embed_codes(context_codes)
+        if tf.config.parallel_frames:  # the whole context now; the next block starts from the learned inputs
+            self._decoder(embeds, self._cache, None if everyone else cache_rows, causal=False)
+            last = tf.start_codes.expand(len(cache_rows), -1, -1).to(embeds.dtype)
+        else:
+            self._decoder(embeds[:, :-1], self._cache, None if everyone else cache_rows)
+            last = embeds[:, -1:]
         if self._pending is None:
             self._pending = last
         else:
@@ -277,27 +284,42 @@ class Dream:
                              "make a new one with a longer horizon or turn SWR on")
         actions = actions.to(tf.device).repeat(self._halves, 1)
         slots, code_terms = tf.action_inputs(actions, torch.arange(len(actions), device=tf.device) >= self.batch_size)
-        embeds = torch.cat([self._pending, slots], 1)
-        codes, log_probs = [], []
-        for _ in range(tf.config.dynamics_tokens):
-            logits = self._forward(embeds)
-            if self._halves == 2:
-                cond, uncond = logits.chunk(2)
-                logits = uncond + self.guidance * (cond - uncond)
-            code, log_prob = sample_codes(logits, self.temperature, self.top_k, self.generators)
-            codes.append(code)
-            log_probs.append(log_prob)
-            embeds = tf.embed_codes(code.repeat(self._halves)[:, None]) + code_terms[:, None]
-        self._pending = embeds  # the last code is fed with the next action
-        codes = torch.stack(codes, 1)
+        if tf.config.parallel_frames:
+            codes, log_probs = self._sample_block(torch.cat([slots, self._pending + code_terms[:, None]], 1))
+            self._pending = tf.embed_codes(codes.repeat(self._halves, 1))  # the next block's input
+        else:
+            codes, log_probs = self._sample_one_by_one(torch.cat([self._pending, slots], 1), code_terms)
         if self.record:
             self.codes.append(codes)
-            self.log_probs.append(torch.stack(log_probs, 1))
+            self.log_probs.append(log_probs)
         self._last_frame = self.model.tokenizer.decode_dynamics(codes, self._context, self._skips).float().clamp(0, 1)
         self._frames_in_window += 1
         return self._last_frame
 
-    def _forward(self, embeds: torch.Tensor) -> torch.Tensor:
-        logits = self._decoder(embeds, self._cache)
+    def _sample_one_by_one(self, embeds: torch.Tensor, code_terms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample a frame's codes one per forward pass, starting from ``embeds`` (the previous frame's
+        last code and the action slots); keep the new last code pending for the next step."""
+        tf = self.model.transformer
+        codes, log_probs = [], []
+        for _ in range(tf.config.dynamics_tokens):
+            code, log_prob = self._sample(self._forward(embeds))
+            codes.append(code)
+            log_probs.append(log_prob)
+            embeds = tf.embed_codes(code.repeat(self._halves)[:, None]) + code_terms[:, None]
+        self._pending = embeds  # the last code is fed with the next action
+        return torch.stack(codes, 1), torch.stack(log_probs, 1)
+
+    def _sample_block(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample all of a frame's codes from one forward pass over its block (``parallel_frames``)."""
+        return self._sample(self._forward(block, keep=self.model.transformer.config.dynamics_tokens, causal=False))
+
+    def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._halves == 2:
+            cond, uncond = logits.chunk(2)
+            logits = uncond + self.guidance * (cond - uncond)
+        return sample_codes(logits, self.temperature, self.top_k, self.generators)
+
+    def _forward(self, embeds: torch.Tensor, **kw) -> torch.Tensor:
+        logits = self._decoder(embeds, self._cache, **kw)
         self.peak_sequence = max(self.peak_sequence, self._cache.length)
         return logits
