@@ -31,6 +31,8 @@ def tiny_world_model(seed: int = 0, **options) -> WorldModel:
         with torch.no_grad():
             tf.code_action_proj.weight.normal_(std=0.5)
             tf.null_codes.normal_(std=0.5)
+            if tf.config.parallel_frames:
+                tf.start_codes.normal_(std=0.5)
     return WorldModel(tok, tf).eval()
 
 
@@ -94,9 +96,11 @@ def test_kl_term_is_k3_on_hand_computed_numbers():
 
 # --- the model side -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("temperature, guidance", [(1.0, 1.0), (0.7, 1.0), (1.0, 2.5)])
-def test_recomputed_log_probs_equal_the_samplers_across_swr_windows(temperature, guidance):
-    wm = tiny_world_model(**(dict(action_to_codes=True, action_dropout=0.1) if guidance != 1 else {}))
+@pytest.mark.parametrize("temperature, guidance, parallel_frames",
+                         [(1.0, 1.0, False), (0.7, 1.0, False), (1.0, 2.5, False), (1.0, 2.5, True)])
+def test_recomputed_log_probs_equal_the_samplers_across_swr_windows(temperature, guidance, parallel_frames):
+    options = dict(action_to_codes=True, action_dropout=0.1, parallel_frames=parallel_frames) if guidance != 1 else {}
+    wm = tiny_world_model(**options)
     prompt = tiny_prompts(horizon=7).take(np.array([0, 1]))
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
     roll = wm.rollout(prompt["first"], prompt["actions"], window=3, temperature=temperature, generators=gens,
