@@ -86,6 +86,23 @@ def moving_square_clips(n: int, t: int) -> torch.Tensor:
     return clips
 
 
+def test_still_cells_and_code_flicker():
+    """The square moves 6 px down per frame over 16-px cells: only the cells its old and new rows cross move."""
+    from roboalign_env.eval.world_model_eval import reconstruction_metrics
+
+    tok = tiny_tokenizer()
+    clips = moving_square_clips(1, 3)
+    moving = ~tok.still_cells(clips, 10 / 255)
+    assert moving.shape == (1, 2, 16)
+    assert moving[0, 0].nonzero().flatten().tolist() == [0, 1, 4, 5]  # rows 10-15 and 22-27, columns 8-19
+    assert moving[0, 1].nonzero().flatten().tolist() == [4, 5, 8, 9]  # rows 16-21 and 28-33
+    with torch.no_grad():
+        still_clip = reconstruction_metrics(tok, clips[:, :1].expand(2, 4, -1, -1, -1).contiguous())
+        moving_clip = reconstruction_metrics(tok, moving_square_clips(2, 4))
+    assert still_clip["changed_fraction"] == 0 and still_clip["code_flicker"] == 0
+    assert moving_clip["changed_fraction"] > 0 and 0 <= moving_clip["code_flicker"] <= 1
+
+
 def test_tokenizer_loss_falls_when_overfitting_a_tiny_batch():
     tok = tiny_tokenizer().train()
     clips = moving_square_clips(2, 3)
@@ -389,7 +406,7 @@ def test_guidance_needs_a_model_with_a_no_action_input(tmp_path):
 
 
 def test_change_weight_and_action_dropout_in_the_training_loss():
-    from roboalign_env.training.world_model import changed_codes, clip_loss
+    from roboalign_env.training.world_model import clip_loss
 
     tok = tiny_tokenizer()
     clips = moving_square_clips(2, 4)
@@ -398,7 +415,7 @@ def test_change_weight_and_action_dropout_in_the_training_loss():
     with torch.no_grad():
         tf.code_action_proj.weight.normal_(std=0.5)
         context, dynamics = tok.encode_clip(clips)
-        changed = changed_codes(tok, clips, dynamics)
+        changed = tok.changed_codes(clips, dynamics)
         assert changed.any() and not changed.all()  # the square moves over a still background
         per_code = torch.nn.functional.cross_entropy(tf(context, batch["actions"][:, :3], dynamics).flatten(0, 2),
                                                      dynamics.flatten(), reduction="none")

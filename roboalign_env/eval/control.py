@@ -42,7 +42,7 @@ from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
 from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.media import grid, save_figure
-from roboalign_env.eval.metrics import frame_metrics, load_perceptual, perceptual_name
+from roboalign_env.eval.metrics import MOTION_THRESHOLD, frame_metrics, load_perceptual, perceptual_name
 from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
 
 DIRECTIONS = ("+x", "-x", "+y", "-y", "+z", "-z")
@@ -52,7 +52,6 @@ ROLLOUTS = (*DIRECTIONS, *GRIPPER, "own", "other")
 AXES = ("x", "y", "z")
 REPORT_STEPS = (4, 8)
 """Steps at which the direction accuracy is reported (besides the last)."""
-MOTION_THRESHOLD = 10 / 255
 PSNR_CAP = 60.0
 """PSNR of identical frames is infinite: capped, as in the world-model evaluation."""
 SHEET_STEPS = 5

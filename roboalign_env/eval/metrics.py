@@ -19,6 +19,9 @@ from pathlib import Path
 
 import torch
 
+MOTION_THRESHOLD = 10 / 255
+"""A pixel has moved when a channel changed by more than this (in [0, 1]) between the frames compared."""
+
 
 def _fp32(fn):
     @functools.wraps(fn)

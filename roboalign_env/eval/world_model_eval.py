@@ -23,7 +23,7 @@ from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
 from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.media import grid, save_figure, upscale, write_mp4
-from roboalign_env.eval.metrics import frame_metrics, load_perceptual, perceptual_name, psnr, ssim
+from roboalign_env.eval.metrics import MOTION_THRESHOLD, frame_metrics, load_perceptual, perceptual_name, psnr, ssim
 from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
 
@@ -56,10 +56,15 @@ def load_held_out(episodes: Path, horizon: int, limit: int | None = None, split:
 
 @torch.no_grad()
 def reconstruction_metrics(tokenizer: VideoTokenizer, frames: torch.Tensor) -> dict[str, float]:
-    """PSNR/SSIM of reconstructed context frames and dynamics frames of clips (B, T, 3, H, W)."""
+    """PSNR/SSIM of reconstructed context frames and dynamics frames of clips (B, T, 3, H, W), and how
+    stable the dynamics codes are: the share that change from the previous frame, and the share of the
+    cells where no pixel moved whose code changes anyway (``code_flicker``: change the transformer is
+    trained on but cannot predict from the actions)."""
     with torch.autocast(frames.device.type, enabled=False):
         recon = tokenizer(frames.float())["recon"].float()
-    context_codes, dynamics_codes = tokenizer.encode_clip(frames)
+        context_codes, dynamics_codes = tokenizer.encode_clip(frames.float())
+        changed = tokenizer.changed_codes(frames.float(), dynamics_codes)
+    still = tokenizer.still_cells(frames.float(), MOTION_THRESHOLD)
     ctx = (recon[:, 0], frames[:, 0])
     dyn = (recon[:, 1:].flatten(0, 1), frames[:, 1:].flatten(0, 1))
     # the trivial "nothing moves" reconstruction of the same frames, for scale
@@ -70,6 +75,8 @@ def reconstruction_metrics(tokenizer: VideoTokenizer, frames: torch.Tensor) -> d
         "psnr_copy_context": psnr(*copy).clamp(max=60).mean().item(), "ssim_copy_context": ssim(*copy).mean().item(),
         # distinct codes seen: a collapsed quantizer shows 1
         "codes_context": context_codes.unique().numel(), "codes_dynamics": dynamics_codes.unique().numel(),
+        "changed_fraction": changed.float().mean().item(),
+        "code_flicker": (changed & still).sum().item() / max(1, int(still.sum())),
     }
 
 

@@ -254,6 +254,21 @@ class VideoTokenizer(PreTrainedModel):
         dyn = self.encode_dynamics(future, context.repeat_interleave(t - 1, 0))
         return self.encode_context(context), dyn.view(b, t - 1, -1)
 
+    def changed_codes(self, clips: torch.Tensor, dynamics: torch.Tensor) -> torch.Tensor:
+        """Bool (B, T-1, n): which dynamics codes ``dynamics`` (B, T-1, n) of clips (B, T, 3, H, W) differ
+        from the previous frame's at the same position (for frame 1, from frame 0 encoded against itself,
+        the clip's "nothing moved" codes)."""
+        still = self.encode_dynamics(clips[:, 0], clips[:, 0])
+        return dynamics != torch.cat([still[:, None], dynamics[:, :-1]], 1)
+
+    def still_cells(self, clips: torch.Tensor, threshold: float) -> torch.Tensor:
+        """Bool (B, T-1, n): the dynamics-grid cells of frames 1.. of clips (B, T, 3, H, W) in which no
+        pixel changed by more than ``threshold`` (in [0, 1], any channel) since the previous frame."""
+        cell = self.config.image_size // self.config.dynamics_grid
+        change = (clips[:, 1:] - clips[:, :-1]).abs().amax(2)  # (B, T-1, H, W)
+        moved = change.unfold(2, cell, cell).unfold(3, cell, cell).amax((-1, -2))
+        return (moved <= threshold).flatten(2)
+
     # --- training ---------------------------------------------------------------------------
     def forward(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruct clips (B, T, 3, H, W): frame 0 through the context branch, frames 1.. through

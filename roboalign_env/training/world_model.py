@@ -25,13 +25,6 @@ from roboalign_env.models.world_model import WorldModel, load_component
 from roboalign_env.training.loop import LoopConfig, step_seed, train
 
 
-def changed_codes(tokenizer: VideoTokenizer, frames: torch.Tensor, dynamics: torch.Tensor) -> torch.Tensor:
-    """Bool (B, T-1, 16): which dynamics codes differ from the previous frame's at the same position
-    (for frame 1, from frame 0 encoded against itself, the clip's "nothing moved" codes)."""
-    still = tokenizer.encode_dynamics(frames[:, 0], frames[:, 0])
-    return dynamics != torch.cat([still[:, None], dynamics[:, :-1]], 1)
-
-
 def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict, change_weight: float = 1.0,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
     """Weighted cross-entropy of the dynamics codes of a batch of clips (weight ``change_weight`` on the
@@ -40,7 +33,7 @@ def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict
     ``action_dropout`` probability (drawn from ``generator``)."""
     with torch.no_grad():
         context, dynamics = tokenizer.encode_clip(batch["frames"])
-        changed = changed_codes(tokenizer, batch["frames"], dynamics)
+        changed = tokenizer.changed_codes(batch["frames"], dynamics)
     actions = batch["actions"][:, : dynamics.shape[1]]
     p = getattr(model, "module", model).config.action_dropout if model.training else 0.0  # model may be DDP-wrapped
     null = torch.rand(len(actions), generator=generator) < p if p > 0 else None
