@@ -96,6 +96,15 @@ def test_still_cells_and_code_flicker():
     assert moving.shape == (1, 2, 16)
     assert moving[0, 0].nonzero().flatten().tolist() == [0, 1, 4, 5]  # rows 10-15 and 22-27, columns 8-19
     assert moving[0, 1].nonzero().flatten().tolist() == [4, 5, 8, 9]  # rows 16-21 and 28-33
+    # held codes change only in moving cells, where they are the tokenizer's own
+    clips = moving_square_clips(2, 5)
+    with torch.no_grad():
+        dynamics = tok.encode_clip(clips)[1]
+        held = tok.hold_still_codes(clips, dynamics, 10 / 255)
+        moving = ~tok.still_cells(clips, 10 / 255)
+        changed = tok.changed_codes(clips, held)
+    assert torch.equal(held[moving], dynamics[moving]) and not (changed & ~moving).any()
+    assert (tok.changed_codes(clips, dynamics) & ~moving).any()  # the raw codes do flicker in still cells
     with torch.no_grad():
         still_clip = reconstruction_metrics(tok, clips[:, :1].expand(2, 4, -1, -1, -1).contiguous())
         moving_clip = reconstruction_metrics(tok, moving_square_clips(2, 4))
@@ -423,6 +432,11 @@ def test_change_weight_and_action_dropout_in_the_training_loss():
         weighted, metrics = clip_loss(tf.eval(), tok, batch, change_weight=5.0)
         torch.testing.assert_close(weighted, (per_code * w).sum() / w.sum())
         assert metrics["changed_fraction"] == pytest.approx(changed.float().mean().item())
+        # holding the codes of cells where nothing moved leaves fewer changes to predict
+        held = tok.changed_codes(clips, tok.hold_still_codes(clips, dynamics, 10 / 255))
+        held_metrics = clip_loss(tf.eval(), tok, batch, hold_still=True)[1]
+        assert held_metrics["changed_fraction"] == pytest.approx(held.float().mean().item())
+        assert held_metrics["changed_fraction"] < metrics["changed_fraction"]
         assert not torch.isclose(weighted, clip_loss(tf, tok, batch)[0])
         # in training mode (almost) every clip's actions are dropped: the loss no longer depends on them
         other = {**batch, "actions": -batch["actions"]}

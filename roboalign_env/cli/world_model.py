@@ -61,6 +61,9 @@ class TrainWorldModel:
     its position, the action and everything before (block-causal attention), instead of one code per pass."""
     change_weight: float = 1.0
     """Loss weight on the dynamics codes that change from the previous frame (1: plain cross-entropy)."""
+    hold_still_codes: bool = False
+    """Train on dynamics codes held at their previous value in every cell where no pixel moved (by more than
+    10/255), so the codes to predict change only where the pixels do (the tokenizer's rounding flicker removed)."""
     init_from: Path | None = None
     """Fine-tune: start from this world model's transformer (a world-model folder such as the package's
     default world_model/, or a transformer folder) instead of a new one; its sizes replace --layers,
@@ -80,7 +83,7 @@ class TrainWorldModel:
                                            action_to_codes=self.action_to_codes, action_dropout=self.action_dropout,
                                            guidance=self.guidance, parallel_frames=self.parallel_frames)
         train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from,
-                          change_weight=self.change_weight)
+                          change_weight=self.change_weight, hold_still=self.hold_still_codes)
         print(f"world model in {self.loop.out / 'world_model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
 
 

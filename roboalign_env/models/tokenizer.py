@@ -269,6 +269,18 @@ class VideoTokenizer(PreTrainedModel):
         moved = change.unfold(2, cell, cell).unfold(3, cell, cell).amax((-1, -2))
         return (moved <= threshold).flatten(2)
 
+    def hold_still_codes(self, clips: torch.Tensor, dynamics: torch.Tensor, threshold: float) -> torch.Tensor:
+        """Dynamics codes (B, T-1, n) of clips (B, T, 3, H, W) in which every :meth:`still_cells` cell keeps
+        the code it had in the previous frame (before frame 1: frame 0 encoded against itself), so codes
+        change only where pixels moved; FSQ rounding flicker elsewhere is removed."""
+        still = self.still_cells(clips, threshold)
+        code = self.encode_dynamics(clips[:, 0], clips[:, 0])
+        held = []
+        for t in range(dynamics.shape[1]):
+            code = torch.where(still[:, t], code, dynamics[:, t])
+            held.append(code)
+        return torch.stack(held, 1)
+
     # --- training ---------------------------------------------------------------------------
     def forward(self, clips: torch.Tensor) -> dict[str, torch.Tensor]:
         """Reconstruct clips (B, T, 3, H, W): frame 0 through the context branch, frames 1.. through

@@ -19,6 +19,7 @@ import torch
 
 from roboalign_env.data.clips import ClipStream
 from roboalign_env.data.splits import split_episode_ids
+from roboalign_env.eval.metrics import MOTION_THRESHOLD
 from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
 from roboalign_env.models.world_model import WorldModel, load_component
@@ -26,13 +27,16 @@ from roboalign_env.training.loop import LoopConfig, step_seed, train
 
 
 def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict, change_weight: float = 1.0,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict]:
+              generator: torch.Generator | None = None, hold_still: bool = False) -> tuple[torch.Tensor, dict]:
     """Weighted cross-entropy of the dynamics codes of a batch of clips (weight ``change_weight`` on the
     codes that change, 1 elsewhere; normalized by the total weight), with the code accuracy overall and
-    on changing codes. In training mode, each clip's actions are dropped with the config's
-    ``action_dropout`` probability (drawn from ``generator``)."""
+    on changing codes. ``hold_still`` trains on codes held where no pixel moved
+    (:meth:`~roboalign_env.models.tokenizer.VideoTokenizer.hold_still_codes`). In training mode, each
+    clip's actions are dropped with the config's ``action_dropout`` probability (drawn from ``generator``)."""
     with torch.no_grad():
         context, dynamics = tokenizer.encode_clip(batch["frames"])
+        if hold_still:
+            dynamics = tokenizer.hold_still_codes(batch["frames"], dynamics, MOTION_THRESHOLD)
         changed = tokenizer.changed_codes(batch["frames"], dynamics)
     actions = batch["actions"][:, : dynamics.shape[1]]
     p = getattr(model, "module", model).config.action_dropout if model.training else 0.0  # model may be DDP-wrapped
@@ -91,12 +95,13 @@ def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoToken
 
 def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, batch_size: int,
                       config: DynamicsTransformerConfig, val_clips: int = 32,
-                      init_from: Path | None = None, change_weight: float = 1.0) -> WorldModel:
+                      init_from: Path | None = None, change_weight: float = 1.0, hold_still: bool = False) -> WorldModel:
     """Train (or resume) the transformer against a frozen tokenizer; write ``<out>/world_model``.
 
     ``init_from`` starts from an existing world model's transformer (fine-tuning; ``config``'s sizes
     are then those of that transformer); a resumed run continues from its own checkpoint either way.
-    ``change_weight`` weights the loss on codes that change (see :func:`clip_loss`).
+    ``change_weight`` weights the loss on codes that change and ``hold_still`` holds the codes where no pixel
+    moved (see :func:`clip_loss`).
     """
     if not 1.0 <= change_weight < float("inf"):
         raise ValueError(f"change_weight must be a finite number >= 1 (1: plain cross-entropy), got {change_weight}")
@@ -113,12 +118,12 @@ def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, bat
     def compute_loss(model, batch):
         tokenizer.to(batch["frames"].device)
         generator = torch.Generator().manual_seed(batch["drop_seed"])
-        return clip_loss(model, tokenizer, batch, change_weight, generator)
+        return clip_loss(model, tokenizer, batch, change_weight, generator, hold_still)
 
     def evaluate(model, step):
         batch = {k: v.to(model.device) for k, v in val_batch.items()}
-        loss, metrics = clip_loss(model, tokenizer.to(model.device), batch, change_weight)
-        plain = clip_loss(model, tokenizer, batch)[0] if change_weight != 1.0 else loss
+        loss, metrics = clip_loss(model, tokenizer.to(model.device), batch, change_weight, hold_still=hold_still)
+        plain = clip_loss(model, tokenizer, batch, hold_still=hold_still)[0] if change_weight != 1.0 else loss
         return {"loss": loss.item(), "plain_loss": plain.item(), **metrics}
 
     torch.manual_seed(loop.seed)
