@@ -75,9 +75,9 @@ def test_command_actions_and_position_error():
     assert position_error_cm(objects, np.zeros((2, 2, 3))).tolist() == pytest.approx([1.0, 1.0])
 
 
-def check_report(res: dict, steps: int, sources: tuple[str, ...], probe: bool):
+def check_report(res: dict, steps: int, sources: tuple[str, ...], probe: bool, decoding: str = "greedy"):
     sections = {"direction", "separation", "action_swap", "tracking", "frames", "starts"}
-    assert set(res["per_source"]) == set(sources) and res["settings"]["decoding"] == "greedy"
+    assert set(res["per_source"]) == set(sources) and res["settings"]["decoding"] == decoding
     for section in [res["overall"], *res["per_source"].values()]:
         assert set(section) == sections
         assert list(section["direction"]["accuracy"]) == [str(steps)]
@@ -127,8 +127,7 @@ def test_eval_control_runs_end_to_end_on_a_tiny_model(collection, tmp_path, caps
     model = tiny_world_model(tmp_path / "wm")
     res = evaluate_control(model, collection, tmp_path / "a", starts_per_source=1, steps=2, sources=("door_kinova3",),
                            window=2, progress=False, tokenizer_only=True)
-    check_report(res, 2, ("door_kinova3",), probe=False)
-    assert res["settings"]["decoding"] == "tokenizer only"
+    check_report(res, 2, ("door_kinova3",), probe=False, decoding="tokenizer only")
     for png in ("control_per_step.png", "contact_sheet.png"):
         assert (tmp_path / "a" / png).stat().st_size > 20_000
 
