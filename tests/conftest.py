@@ -6,6 +6,13 @@ import numpy as np
 import pytest
 
 
+@pytest.fixture(scope="session", autouse=True)
+def sb3_log_folder(tmp_path_factory):
+    """Stable-Baselines3 makes a log folder for every model it builds, in the system's temp folder unless
+    SB3_LOGDIR names one: keep the test suite's inside pytest's own temporary folder."""
+    os.environ.setdefault("SB3_LOGDIR", str(tmp_path_factory.mktemp("sb3")))
+
+
 @pytest.fixture(scope="session")
 def collection(tmp_path_factory):
     """A tiny real collection: two episodes (nominal + one failure mode) of every source, 64x64."""
