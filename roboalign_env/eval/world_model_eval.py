@@ -60,11 +60,12 @@ def reconstruction_metrics(tokenizer: VideoTokenizer, frames: torch.Tensor) -> d
     stable the dynamics codes are: the share that change from the previous frame, and the share of the
     cells where no pixel moved whose code changes anyway (``code_flicker``: change the transformer is
     trained on but cannot predict from the actions)."""
+    frames = frames.float()
     with torch.autocast(frames.device.type, enabled=False):
-        recon = tokenizer(frames.float())["recon"].float()
-        context_codes, dynamics_codes = tokenizer.encode_clip(frames.float())
-        changed = tokenizer.changed_codes(frames.float(), dynamics_codes)
-    still = tokenizer.still_cells(frames.float(), MOTION_THRESHOLD)
+        recon = tokenizer(frames)["recon"].float()
+        context_codes, dynamics_codes = tokenizer.encode_clip(frames)
+        changed = tokenizer.changed_codes(frames, dynamics_codes)
+    still = tokenizer.still_cells(frames, MOTION_THRESHOLD)
     ctx = (recon[:, 0], frames[:, 0])
     dyn = (recon[:, 1:].flatten(0, 1), frames[:, 1:].flatten(0, 1))
     # the trivial "nothing moves" reconstruction of the same frames, for scale
