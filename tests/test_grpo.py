@@ -96,10 +96,15 @@ def test_kl_term_is_k3_on_hand_computed_numbers():
 
 # --- the model side -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("temperature, guidance, parallel_frames",
-                         [(1.0, 1.0, False), (0.7, 1.0, False), (1.0, 2.5, False), (1.0, 2.5, True)])
-def test_recomputed_log_probs_equal_the_samplers_across_swr_windows(temperature, guidance, parallel_frames):
-    options = dict(action_to_codes=True, action_dropout=0.1, parallel_frames=parallel_frames) if guidance != 1 else {}
+@pytest.mark.parametrize("temperature, guidance, frames",
+                         [(1.0, 1.0, "one by one"), (0.7, 1.0, "one by one"), (1.0, 2.5, "one by one"),
+                          (1.0, 2.5, "parallel"), (1.0, 2.5, "markov")])
+def test_recomputed_log_probs_equal_the_samplers_across_swr_windows(temperature, guidance, frames):
+    """Codes one by one, a frame's codes together predicted by their FSQ digits (digit_head), or
+    together from the previous frame alone (markov_frames)."""
+    options = dict(action_to_codes=True, action_dropout=0.1, parallel_frames=frames != "one by one",
+                   digit_head=frames == "parallel", code_levels=[5, 5, 3],
+                   markov_frames=frames == "markov") if guidance != 1 else {}
     wm = tiny_world_model(**options)
     prompt = tiny_prompts(horizon=7).take(np.array([0, 1]))
     gens = [torch.Generator().manual_seed(i) for i in range(2)]

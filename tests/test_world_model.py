@@ -21,14 +21,17 @@ def tiny_transformer(seed: int = 0, **kw) -> DynamicsTransformer:
     return DynamicsTransformer(cfg).eval()
 
 
-@pytest.fixture(scope="module", params=["bins", "embed", "guided", "parallel"])
+@pytest.fixture(scope="module", params=["bins", "embed", "guided", "parallel", "markov"])
 def world_model(request) -> WorldModel:
     """``guided``: binned actions also added to every dynamics code, with a "no action" input and a
     default classifier-free guidance scale of 2 (every rollout decodes a guided batch). ``parallel``:
-    the same, with each frame's codes decoded together in one forward pass."""
-    if request.param in ("guided", "parallel"):
+    the same, with each frame's codes decoded together in one forward pass and predicted by their FSQ
+    digits (``digit_head``). ``markov``: a frame's codes together, from the previous frame's codes and the
+    action alone (``markov_frames``)."""
+    if request.param in ("guided", "parallel", "markov"):
         tf = tiny_transformer(action_to_codes=True, action_dropout=0.1, guidance=2.0,
-                              parallel_frames=request.param == "parallel")
+                              parallel_frames=request.param != "guided", digit_head=request.param == "parallel",
+                              code_levels=[5, 5, 3], markov_frames=request.param == "markov")
     else:
         tf = tiny_transformer(action_mode=request.param)
     with torch.no_grad():  # make actions matter (the projections start at zero)
@@ -112,6 +115,28 @@ def test_still_cells_and_code_flicker():
     assert moving_clip["changed_fraction"] > 0 and 0 <= moving_clip["code_flicker"] <= 1
 
 
+def test_action_use_is_zero_for_a_transformer_that_ignores_the_action():
+    """``action_information`` is what another clip's actions cost the model on the moving cells: exactly 0
+    for a transformer whose action input is still its zero initialization, positive-or-negative but not
+    0 once the action enters; the copy baseline is the previous frame's code."""
+    from roboalign_env.eval.world_model_eval import action_use_metrics
+
+    tok, clips = tiny_tokenizer(), moving_square_clips(3, 4)
+    acts = actions(3, 3)
+    deaf = tiny_transformer(action_mode="embed")  # action_proj starts at zero: every action looks the same
+    with torch.no_grad():
+        use = action_use_metrics(tok, deaf, clips, acts)
+        assert use["action_information"] == 0.0 and 0 < use["moving_fraction"] < 1
+        dynamics = tok.encode_clip(clips)[1]
+        moving = ~tok.still_cells(clips, 10 / 255)
+        copy = (tok.previous_codes(clips, dynamics) == dynamics)[moving].float().mean().item()
+        assert use["moving_accuracy_copy"] == pytest.approx(copy)
+        deaf.action_proj.weight.normal_(std=1.0)
+        assert action_use_metrics(tok, deaf, clips, acts)["action_information"] != 0.0
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        action_use_metrics(tok, deaf, clips[:1], acts[:1])
+
+
 def test_tokenizer_loss_falls_when_overfitting_a_tiny_batch():
     tok = tiny_tokenizer().train()
     clips = moving_square_clips(2, 3)
@@ -173,8 +198,11 @@ def test_swr_bounds_the_sequence_and_reencodes(world_model):
     default = world_model.rollout(x, a, window=None)
     swr = world_model.rollout(x, a, window=3)
     unfed = 0 if cfg.parallel_frames else 1  # one by one, the last code is only fed with the next action
-    assert default.peak_sequence == cfg.sequence_length(13) - unfed
-    assert swr.peak_sequence == cfg.sequence_length(3) - unfed
+    if cfg.markov_frames:  # the cache never holds more than the context and one block
+        assert default.peak_sequence == swr.peak_sequence == cfg.sequence_length(2)
+    else:
+        assert default.peak_sequence == cfg.sequence_length(13) - unfed
+        assert swr.peak_sequence == cfg.sequence_length(3) - unfed
     assert torch.equal(default.codes[:, :2], swr.codes[:, :2])  # identical until the first boundary
     assert not torch.equal(default.codes, swr.codes)
 
@@ -255,6 +283,33 @@ def test_decoding_by_cache_slices_equals_decoding_by_row_indices(world_model, pr
                                atol=1e-5, rtol=0)
     assert fast.lengths.tolist() == general.lengths.tolist() == [12, 12, 12]
     torch.testing.assert_close(fast.keys, general.keys, atol=1e-5, rtol=0)
+
+
+def test_a_digit_head_gives_each_code_the_product_of_its_digits_probabilities():
+    """With ``digit_head`` a code's logit is the sum of its FSQ digits' log-probabilities: a normalized
+    distribution over the codebook whose cross-entropy is the digits' summed cross-entropies and whose
+    greedy code is made of each digit's most likely level."""
+    from roboalign_env.models.tokenizer import code_digits
+
+    tf = tiny_transformer(digit_head=True, code_levels=[5, 5, 3])
+    assert tf.llama.lm_head.out_features == 13
+    head = torch.randn(4, 6, 13, generator=torch.Generator().manual_seed(0))
+    logits = tf.code_logits(head)
+    assert logits.shape == (4, 6, 75)
+    torch.testing.assert_close(logits.logsumexp(-1), torch.zeros(4, 6), atol=1e-5, rtol=0)
+    codes = torch.randint(0, 75, (4, 6), generator=torch.Generator().manual_seed(1))
+    digits, parts = code_digits(codes, [5, 5, 3]), head.split([5, 5, 3], -1)
+    per_digit = sum(torch.nn.functional.cross_entropy(p.flatten(0, 1), digits[..., d].flatten(), reduction="none")
+                    for d, p in enumerate(parts))
+    torch.testing.assert_close(torch.nn.functional.cross_entropy(logits.flatten(0, 1), codes.flatten(), reduction="none"),
+                               per_digit, atol=1e-5, rtol=0)
+    greedy = code_digits(logits.argmax(-1), [5, 5, 3])
+    assert torch.equal(greedy, torch.stack([p.argmax(-1) for p in parts], -1))
+    # the digits must be the tokenizer's
+    with pytest.raises(ValueError, match="FSQ levels"):
+        tiny_transformer(digit_head=True, code_levels=[5, 5, 5])
+    with pytest.raises(CheckpointError, match="digits of FSQ levels"):
+        WorldModel(VideoTokenizer(TokenizerConfig(channels=(8, 16, 32), dynamics_channels=32, levels=(3, 5, 5))), tf)
 
 
 def test_top_k_and_temperature_sampling():
@@ -339,17 +394,21 @@ def test_committed_checkpoint_loads_and_dreams():
     assert roll.frames.shape == (2, 2, 3, 64, 64) and torch.isfinite(roll.frames).all()
 
 
-@pytest.mark.parametrize("parallel_frames", [False, True])
-def test_a_transformer_trained_where_the_action_decides_the_next_frame_follows_it(parallel_frames):
+@pytest.mark.parametrize("parallel_frames, digit_head, markov_frames",
+                         [(False, False, False), (True, False, False), (True, True, False), (True, False, True)])
+def test_a_transformer_trained_where_the_action_decides_the_next_frame_follows_it(parallel_frames, digit_head,
+                                                                                  markov_frames):
     """A toy world: each frame's 4 dynamics codes spell the sign pattern of the action's x, y, z and
     gripper. A transformer that ignores actions cannot beat 1/16 per frame; this one must follow
     new actions it never saw, greedily, from a context it never saw (codes one by one, or a frame's
-    codes together)."""
+    codes together; one softmax over the codes, or one per digit of codes in levels (2, 2, 2); seeing
+    every earlier frame, or only the previous one)."""
     from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
 
     torch.manual_seed(0)
     config = DynamicsTransformerConfig(codebook_size=8, context_tokens=4, dynamics_tokens=4, hidden_size=48,
-                                       num_layers=2, num_heads=4, intermediate_size=96, parallel_frames=parallel_frames)
+                                       num_layers=2, num_heads=4, intermediate_size=96, parallel_frames=parallel_frames,
+                                       digit_head=digit_head, code_levels=[2, 2, 2], markov_frames=markov_frames)
     model = DynamicsTransformer(config)
     gen = torch.Generator().manual_seed(1)
 

@@ -38,6 +38,10 @@ def test_train_tokenizer_world_model_then_evaluate(collection, tmp_path):
                     "--horizon", 16, "--limit", 2, "--window", 4)
     res = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert res["perceptual_metric"] in out.stdout
+    use = res["action_use"]  # teacher-forced: does the model read the motion from the action?
+    assert use["clips"] == 4 and 0 < use["moving_fraction"] <= 1 and use["moving_digit_error_copy"] > 0
+    val = [json.loads(line) for line in (tmp_path / "wm" / "metrics.jsonl").read_text().splitlines()]
+    assert any("action_information" in row for row in val if row.get("split") == "val")
     default, swr = res["runs"]["default"], res["runs"]["swr_w4"]
     assert set(default["at_horizon"]) == {"8", "16"}
     frame_tokens = 16 + 7  # dynamics codes + the 7 binned action tokens (the default action encoding)

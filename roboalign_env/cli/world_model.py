@@ -59,6 +59,13 @@ class TrainWorldModel:
     parallel_frames: bool = False
     """Predict all of a frame's dynamics codes in one forward pass, each from the previous frame's code at
     its position, the action and everything before (block-causal attention), instead of one code per pass."""
+    markov_frames: bool = False
+    """With --parallel-frames: predict each frame from the previous frame's codes and the action alone (its block
+    sees the context and itself, not the frames before), so the motion has to come from the action instead of
+    being extrapolated from the clip's history."""
+    digit_head: bool = False
+    """Predict each dynamics code as its FSQ digits, one softmax per digit (7 + 5 + 5 + 5 + 5 outputs), instead
+    of one softmax over all 4375 codes, so that neighbouring codes (similar pixels) share what is learned."""
     change_weight: float = 1.0
     """Loss weight on the dynamics codes that change from the previous frame (1: plain cross-entropy)."""
     hold_still_codes: bool = False
@@ -81,7 +88,8 @@ class TrainWorldModel:
         config = DynamicsTransformerConfig(action_mode=self.action_mode, num_layers=self.layers,
                                            hidden_size=self.hidden_size, intermediate_size=3 * self.hidden_size,
                                            action_to_codes=self.action_to_codes, action_dropout=self.action_dropout,
-                                           guidance=self.guidance, parallel_frames=self.parallel_frames)
+                                           guidance=self.guidance, parallel_frames=self.parallel_frames,
+                                           digit_head=self.digit_head, markov_frames=self.markov_frames)
         train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from,
                           change_weight=self.change_weight, hold_still=self.hold_still_codes)
         print(f"world model in {self.loop.out / 'world_model'}; metrics in {self.loop.out / 'metrics.jsonl'}")

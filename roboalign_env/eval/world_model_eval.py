@@ -24,7 +24,8 @@ from roboalign_env.data.io import atomic_write
 from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.media import grid, save_figure, upscale, write_mp4
 from roboalign_env.eval.metrics import MOTION_THRESHOLD, frame_metrics, load_perceptual, perceptual_name, psnr, ssim
-from roboalign_env.models.tokenizer import VideoTokenizer
+from roboalign_env.models.tokenizer import VideoTokenizer, code_digits
+from roboalign_env.models.transformer import DynamicsTransformer
 from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
 
 METRICS = ("psnr", "ssim", "lpips")
@@ -81,10 +82,52 @@ def reconstruction_metrics(tokenizer: VideoTokenizer, frames: torch.Tensor) -> d
     }
 
 
-def held_out_clips(data: HeldOut, clip_len: int = 8) -> torch.Tensor:
-    """Non-overlapping clips (starts 0, 8, 16, ...) of every held-out episode: (M, T, 3, H, W)."""
-    steps = data.frames.shape[1]
-    return torch.cat([data.frames[:, s : s + clip_len] for s in range(0, steps - clip_len + 1, clip_len)])
+@torch.no_grad()
+def action_use_metrics(tokenizer: VideoTokenizer, transformer: DynamicsTransformer, frames: torch.Tensor,
+                       actions: torch.Tensor) -> dict[str, float]:
+    """Does the transformer read the motion from the action? Teacher-forced predictions of the dynamics
+    codes of clips (B, T, 3, H, W) under their actions (B, T-1, 7), scored on the codes of cells in which
+    a pixel moved since the previous frame (by more than the motion threshold):
+
+    - ``moving_nll`` with the clips' own actions and ``moving_nll_other_actions`` with another clip's
+      (the batch rolled by one); ``action_information``, their difference in nats per moving code, is
+      what the action tells the model (0: it ignores the action);
+    - ``moving_accuracy`` and ``moving_digit_error`` (summed absolute FSQ digit difference) of the greedy
+      code, beside ``*_copy``, the same for the previous frame's code (nothing moves).
+    """
+    if len(frames) < 2:
+        raise ValueError(f"action_use_metrics needs at least 2 clips (one lends the other its actions), got {len(frames)}")
+    tok, tf = tokenizer, transformer
+    frames = frames.float()
+    context, dynamics = tok.encode_clip(frames)
+    moving = ~tok.still_cells(frames, MOTION_THRESHOLD)
+    previous = tok.previous_codes(frames, dynamics)
+    own, other = tf(context, actions, dynamics), tf(context, actions.roll(1, 0), dynamics)
+
+    def nll(logits: torch.Tensor) -> float:
+        per_code = torch.nn.functional.cross_entropy(logits.flatten(0, 2), dynamics.flatten(), reduction="none")
+        return per_code.view(dynamics.shape)[moving].mean().item()
+
+    def digit_error(codes: torch.Tensor) -> float:
+        levels = tok.config.levels
+        return (code_digits(codes, levels) - code_digits(dynamics, levels)).abs().sum(-1)[moving].float().mean().item()
+
+    greedy = own.argmax(-1)
+    result = {"moving_fraction": moving.float().mean().item(), "moving_nll": nll(own),
+              "moving_nll_other_actions": nll(other),
+              "moving_accuracy": (greedy == dynamics)[moving].float().mean().item(),
+              "moving_accuracy_copy": (previous == dynamics)[moving].float().mean().item(),
+              "moving_digit_error": digit_error(greedy), "moving_digit_error_copy": digit_error(previous)}
+    result["action_information"] = result["moving_nll_other_actions"] - result["moving_nll"]
+    return result
+
+
+def held_out_clips(data: HeldOut, clip_len: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Non-overlapping clips (starts 0, 8, 16, ...) of every held-out episode, (M, T, 3, H, W), and the
+    actions between their frames, (M, T-1, 7)."""
+    starts = range(0, data.frames.shape[1] - clip_len + 1, clip_len)
+    return (torch.cat([data.frames[:, s : s + clip_len] for s in starts]),
+            torch.cat([data.actions[:, s : s + clip_len - 1] for s in starts]))
 
 
 def evaluate_rollouts(model: WorldModel, data: HeldOut, window: int | None, batch_size: int = 16,
@@ -144,11 +187,15 @@ def run_evaluation(model_dir: Path, episodes: Path, out: Path, horizon: int = 64
             f"swr_w{window}": evaluate_rollouts(model, data, window, batch_size, perceptual)}
     (default, swr) = runs.values()
     runs["copy_first_frame"] = copy_first_frame(data, perceptual)
-    clips = held_out_clips(data)
+    clips, clip_actions = held_out_clips(data)
     recon = [reconstruction_metrics(model.tokenizer, c.to(device)) for c in clips.split(batch_size)]
+    use = [action_use_metrics(model.tokenizer, model.transformer, c.to(device), a.to(device))
+           for c, a in zip(clips.split(batch_size), clip_actions.split(batch_size)) if len(c) > 1]
     results = {
         "tokenizer_reconstruction": {"clips": len(clips), **{k: float(np.mean([r[k] for r in recon]))
                                                                     for k in recon[0] if not k.startswith("codes_")}},
+        "action_use": {"clips": sum(len(c) for c in clips.split(batch_size) if len(c) > 1),
+                       **{k: float(np.mean([u[k] for u in use])) for k in use[0]}},
         "model": str(model_dir), "episodes": len(data.episode_ids), "horizon": horizon, "window": window,
         "perceptual_metric": perceptual_name(perceptual), "decoding": "greedy", "device": str(device),
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

@@ -69,7 +69,8 @@ def _rotary_pairs(heads: int, head_dim: int) -> torch.Tensor:
 
 
 class IncrementalDecoder:
-    """Feeds tokens after what a :class:`KVCache` holds and returns the next code's logits."""
+    """Feeds tokens after what a :class:`KVCache` holds and returns the prediction head's outputs for the
+    next code (:meth:`DynamicsTransformer.code_logits` turns them into code logits)."""
 
     def __init__(self, transformer, precision: str = "float32"):
         if precision not in PRECISIONS:
@@ -97,7 +98,7 @@ class IncrementalDecoder:
                 linear(torch.cat([m.gate_proj.weight, m.up_proj.weight]), layer.post_attention_layernorm),
                 linear(m.down_proj.weight),
             ))
-        self.head = linear(transformer.llama.lm_head.weight[: cfg.codebook_size], model.norm)
+        self.head = linear(transformer.llama.lm_head.weight[: cfg.head_size], model.norm)
         rope = model.rotary_emb
         angles = torch.arange(cfg.max_positions, device=device, dtype=torch.float32)[:, None] * rope.inv_freq.float()[None]
         self.rotary = torch.polar(torch.full_like(angles, float(rope.attention_scaling)), angles)  # (positions, head_dim/2)
@@ -111,8 +112,8 @@ class IncrementalDecoder:
     def __call__(self, embeds: torch.Tensor, cache: KVCache, rows: torch.Tensor | None = None, keep: int | None = None,
                  causal: bool = True) -> torch.Tensor:
         """Feed ``embeds`` (b, n, hidden) after what ``cache`` holds for ``rows`` (default: every
-        row); return the code logits in float32: (b, K) at the last position, or (b, keep, K) at the
-        last ``keep`` positions. ``causal=False`` lets the fed positions see each other (a block of
+        row); return the head's outputs in float32: (b, head_size) at the last position, or
+        (b, keep, head_size) at the last ``keep`` positions. ``causal=False`` lets the fed positions see each other (a block of
         a ``parallel_frames`` transformer).
 
         Rows may hold different lengths (an environment resets one rollout while the others go

@@ -83,7 +83,7 @@ class FSQ(nn.Module):
 
     def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         levels = torch.tensor(self.levels, device=device)
-        basis = torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
+        basis = _digit_basis(levels)
         shape = (1, -1, 1, 1)
         return levels.view(shape), ((levels - 1) / 2).view(shape), basis.view(shape)
 
@@ -97,9 +97,20 @@ class FSQ(nn.Module):
 
     def lookup(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (B, h, w) → quantized values (B, D, h, w) in [-1, 1]."""
-        levels, half, basis = self._constants(codes.device)
-        digits = (codes.unsqueeze(1) // basis) % levels
-        return (digits.float() - half) / half
+        _, half, _ = self._constants(codes.device)
+        return (code_digits(codes, self.levels).movedim(-1, 1).float() - half) / half
+
+
+def code_digits(codes: torch.Tensor, levels: list[int]) -> torch.Tensor:
+    """FSQ codes (...) → their digits (..., D): digit d is in ``[0, levels[d])``, the code's level on
+    latent dimension d (``code = sum_d digit_d * prod(levels[:d])``)."""
+    levels_t = torch.tensor(levels, device=codes.device)
+    return (codes.unsqueeze(-1) // _digit_basis(levels_t)) % levels_t
+
+
+def _digit_basis(levels: torch.Tensor) -> torch.Tensor:
+    """The place value of each FSQ digit: ``prod(levels[:d])``."""
+    return torch.cumprod(torch.cat([levels.new_ones(1), levels[:-1]]), 0)
 
 
 class ResBlock(nn.Module):
@@ -254,12 +265,16 @@ class VideoTokenizer(PreTrainedModel):
         dyn = self.encode_dynamics(future, context.repeat_interleave(t - 1, 0))
         return self.encode_context(context), dyn.view(b, t - 1, -1)
 
+    def previous_codes(self, clips: torch.Tensor, dynamics: torch.Tensor) -> torch.Tensor:
+        """The dynamics codes (B, T-1, n) each frame of clips (B, T, 3, H, W) would keep if nothing moved:
+        the previous frame's ``dynamics`` (B, T-1, n), and for frame 1, frame 0 encoded against itself."""
+        still = self.encode_dynamics(clips[:, 0], clips[:, 0])
+        return torch.cat([still[:, None], dynamics[:, :-1]], 1)
+
     def changed_codes(self, clips: torch.Tensor, dynamics: torch.Tensor) -> torch.Tensor:
         """Bool (B, T-1, n): which dynamics codes ``dynamics`` (B, T-1, n) of clips (B, T, 3, H, W) differ
-        from the previous frame's at the same position (for frame 1, from frame 0 encoded against itself,
-        the clip's "nothing moved" codes)."""
-        still = self.encode_dynamics(clips[:, 0], clips[:, 0])
-        return dynamics != torch.cat([still[:, None], dynamics[:, :-1]], 1)
+        from :meth:`previous_codes`."""
+        return dynamics != self.previous_codes(clips, dynamics)
 
     def still_cells(self, clips: torch.Tensor, threshold: float) -> torch.Tensor:
         """Bool (B, T-1, n): the dynamics-grid cells of frames 1.. of clips (B, T, 3, H, W) in which no

@@ -41,6 +41,18 @@ sees the context, every earlier block and its whole own block) and the output at
 of a block predicts code j of the frame that block leads to. The codes of a frame are then
 independent given the past, so a frame's log-probability is still the exact sum of its codes'.
 
+``markov_frames`` (with ``parallel_frames``) narrows what a block sees to the context and itself: the
+next frame is predicted from the previous frame's codes and the action alone, never from the frames
+before, so the model cannot extrapolate the motion of a clip from its history (scripted motion is
+smooth enough that a model which can, learns to ignore the action) and has to read it from the action.
+Every block then takes the same positions, right after the context, and a rollout's cache holds only
+the context.
+
+A code is predicted by one softmax over all codes, or with ``digit_head`` by one softmax per FSQ
+digit (7 + 5 + 5 + 5 + 5 outputs instead of 4375): the digits are the tokenizer's latent levels, so
+a digit's neighbours decode to similar pixels and what is learned for one code carries to its
+neighbours, where the joint softmax treats every code as unrelated.
+
 Only dynamics codes are predicted (cross-entropy over the code range); context and actions are
 given. Positions are plain token indices fed to LLaMA's rotary embedding, so a sequence longer than
 the training clips simply uses positions the model never saw (how default autoregression drifts);
@@ -49,10 +61,14 @@ Sliding Window Re-encoding restarts them at 0 every window.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
+
+from roboalign_env.models.tokenizer import code_digits
 
 
 class DynamicsTransformerConfig(PretrainedConfig):
@@ -78,12 +94,17 @@ class DynamicsTransformerConfig(PretrainedConfig):
         action_dropout: float = 0.0,
         guidance: float = 1.0,
         parallel_frames: bool = False,
+        digit_head: bool = False,
+        code_levels: list[int] | None = None,
+        markov_frames: bool = False,
         **kwargs,
     ):
         if action_mode not in ("embed", "bins"):
             raise ValueError(f"action_mode must be 'embed' or 'bins', got {action_mode!r}")
         if not 0.0 <= action_dropout < 1.0:
             raise ValueError(f"action_dropout must be in [0, 1), got {action_dropout}")
+        if markov_frames and not parallel_frames:
+            raise ValueError("markov_frames needs parallel_frames (a block that holds the previous frame's codes)")
         if guidance != 1.0 and action_dropout == 0.0:
             raise ValueError(f"guidance {guidance} needs a model trained with action_dropout > 0 "
                              "(classifier-free guidance contrasts it with the no-action prediction)")
@@ -105,6 +126,9 @@ class DynamicsTransformerConfig(PretrainedConfig):
         self.action_dropout = action_dropout
         self.guidance = guidance
         self.parallel_frames = parallel_frames
+        self.digit_head = digit_head
+        self.markov_frames = markov_frames
+        self.code_levels = None if code_levels is None else list(code_levels)
         super().__init__(**kwargs)
 
     @property
@@ -122,6 +146,12 @@ class DynamicsTransformerConfig(PretrainedConfig):
             raise ValueError(f"guidance {scale} needs a model trained with action_dropout > 0; this one has no "
                              "'no action' input to guide against (use guidance=None or 1)")
         return float(scale)
+
+    @property
+    def head_size(self) -> int:
+        """Outputs of the prediction head per position: one per code, or with ``digit_head`` one per
+        level of each FSQ digit."""
+        return sum(self.code_levels) if self.digit_head else self.codebook_size
 
     @property
     def action_slots(self) -> int:
@@ -157,6 +187,11 @@ class DynamicsTransformer(PreTrainedModel):
     def __init__(self, config: DynamicsTransformerConfig):
         super().__init__(config)
         self.llama = LlamaForCausalLM(config.llama())
+        if config.digit_head:
+            if not config.code_levels or math.prod(config.code_levels) != config.codebook_size:
+                raise ValueError(f"digit_head needs the tokenizer's FSQ levels, whose product is the codebook size "
+                                 f"{config.codebook_size}; got code_levels={config.code_levels}")
+            self.llama.lm_head = nn.Linear(config.hidden_size, config.head_size, bias=False)
         if config.action_mode == "embed":
             self.action_slot = nn.Parameter(torch.zeros(config.hidden_size))
             self.action_proj = nn.Linear(config.action_dim, config.hidden_size)
@@ -237,9 +272,20 @@ class DynamicsTransformer(PreTrainedModel):
         offsets = torch.arange(cfg.action_dim, device=actions.device) * cfg.action_bins
         return cfg.codebook_size + offsets + bins
 
-    def code_logits(self, hidden_logits: torch.Tensor) -> torch.Tensor:
-        """Restrict LM logits to the code range (actions are never predicted)."""
-        return hidden_logits[..., : self.config.codebook_size].float()
+    def code_logits(self, head: torch.Tensor) -> torch.Tensor:
+        """The prediction head's outputs (..., >= head_size) → code logits (..., K) in float32.
+
+        A joint head's logits are restricted to the code range (actions are never predicted). A
+        ``digit_head`` predicts each FSQ digit of the code with its own softmax; a code's logit is
+        then the sum of its digits' log-probabilities, an exact, normalized log-probability (the
+        digits independent given the past), so sampling, guidance, cross-entropy and GRPO's
+        log-probabilities treat both heads alike."""
+        cfg = self.config
+        if not cfg.digit_head:
+            return head[..., : cfg.codebook_size].float()
+        parts = head[..., : cfg.head_size].float().split(cfg.code_levels, -1)
+        digits = code_digits(torch.arange(cfg.codebook_size, device=head.device), cfg.code_levels)  # (K, D)
+        return sum(part.log_softmax(-1)[..., digits[:, d]] for d, part in enumerate(parts))
 
     # --- teacher-forced pass (training, GRPO log-probabilities) -------------------------------
     def forward(self, context_codes: torch.Tensor, actions: torch.Tensor, dynamics_codes: torch.Tensor,
@@ -270,7 +316,9 @@ class DynamicsTransformer(PreTrainedModel):
         blocks = torch.cat([slots, codes + code_terms[:, :, None]], 2)
         embeds = torch.cat([self.embed_codes(context_codes), blocks.flatten(1, 2)], 1)
         mask = self.block_mask(f, embeds.device) if cfg.parallel_frames else None
-        logits = self.llama(inputs_embeds=embeds, attention_mask=mask, use_cache=False, logits_to_keep=0).logits
+        positions = self.positions(f, embeds.device)
+        logits = self.llama(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False,
+                            logits_to_keep=0).logits
         # One at a time, the code at position p is predicted by the output at p - 1; in parallel, by the output at p.
         starts = cfg.context_tokens + torch.arange(f, device=embeds.device) * cfg.frame_tokens + cfg.action_slots
         shift = 0 if cfg.parallel_frames else 1
@@ -279,11 +327,24 @@ class DynamicsTransformer(PreTrainedModel):
 
     def block_mask(self, frames: int, device: torch.device) -> torch.Tensor:
         """Bool attention mask (1, 1, L, L) of a ``parallel_frames`` sequence: a position sees every
-        position of its own block and of the blocks before it (the context is block 0)."""
+        position of its own block and of the blocks before it (the context is block 0); with
+        ``markov_frames``, of its own block and the context only."""
         cfg = self.config
         block = torch.cat([torch.zeros(cfg.context_tokens, dtype=torch.long, device=device),
                            torch.arange(1, frames + 1, device=device).repeat_interleave(cfg.frame_tokens)])
+        if cfg.markov_frames:
+            return ((block[None, :] == block[:, None]) | (block[None, :] == 0))[None, None]
         return (block[None, :] <= block[:, None])[None, None]
+
+    def positions(self, frames: int, device: torch.device) -> torch.Tensor | None:
+        """Rotary position ids (1, L) of a sequence of ``frames`` blocks: None (token indices) unless
+        ``markov_frames``, where every block takes the positions right after the context (it is the
+        only block its positions see, so a rollout keeps just the context in its cache)."""
+        cfg = self.config
+        if not cfg.markov_frames:
+            return None
+        block = cfg.context_tokens + torch.arange(cfg.frame_tokens, device=device).repeat(frames)
+        return torch.cat([torch.arange(cfg.context_tokens, device=device), block])[None]
 
     def loss(self, context_codes, actions, dynamics_codes) -> torch.Tensor:
         logits = self(context_codes, actions, dynamics_codes)

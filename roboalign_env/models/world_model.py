@@ -57,6 +57,9 @@ class WorldModel(torch.nn.Module):
             raise CheckpointError(
                 f"tokenizer ({t.codebook_size} codes, {t.context_tokens}+{t.dynamics_tokens} tokens) does not match "
                 f"transformer ({w.codebook_size} codes, {w.context_tokens}+{w.dynamics_tokens} tokens)")
+        if w.digit_head and list(w.code_levels) != list(t.levels):
+            raise CheckpointError(f"the transformer predicts the digits of FSQ levels {w.code_levels}, "
+                                  f"the tokenizer quantizes with {t.levels}")
         self.tokenizer = tokenizer.eval().requires_grad_(False)
         self.transformer = transformer
 
@@ -287,6 +290,8 @@ class Dream:
         if tf.config.parallel_frames:
             codes, log_probs = self._sample_block(torch.cat([slots, self._pending + code_terms[:, None]], 1))
             self._pending = tf.embed_codes(codes.repeat(self._halves, 1))  # the next block's input
+            if tf.config.markov_frames:  # the next block sees the context only: forget this one
+                self._cache.lengths[:] = tf.config.context_tokens
         else:
             codes, log_probs = self._sample_one_by_one(torch.cat([self._pending, slots], 1), code_terms)
         if self.record:
@@ -320,6 +325,6 @@ class Dream:
         return sample_codes(logits, self.temperature, self.top_k, self.generators)
 
     def _forward(self, embeds: torch.Tensor, **kw) -> torch.Tensor:
-        logits = self._decoder(embeds, self._cache, **kw)
+        head = self._decoder(embeds, self._cache, **kw)
         self.peak_sequence = max(self.peak_sequence, self._cache.length)
-        return logits
+        return self.model.transformer.code_logits(head)

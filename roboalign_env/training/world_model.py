@@ -20,6 +20,7 @@ import torch
 from roboalign_env.data.clips import ClipStream
 from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.metrics import MOTION_THRESHOLD
+from roboalign_env.eval.world_model_eval import action_use_metrics
 from roboalign_env.models.tokenizer import VideoTokenizer
 from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
 from roboalign_env.models.world_model import WorldModel, load_component
@@ -65,8 +66,8 @@ def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoToken
     their initial values (zero action projections: the loaded model's predictions are unchanged)."""
     tc = tokenizer.config
     if init_from is None:
-        config.codebook_size, config.context_tokens, config.dynamics_tokens = (
-            tc.codebook_size, tc.context_tokens, tc.dynamics_tokens)
+        config.codebook_size, config.context_tokens, config.dynamics_tokens, config.code_levels = (
+            tc.codebook_size, tc.context_tokens, tc.dynamics_tokens, list(tc.levels))
         return DynamicsTransformer(config)
     folder = Path(init_from)
     folder = folder / "transformer" if (folder / "transformer").is_dir() else folder
@@ -124,7 +125,9 @@ def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, bat
         batch = {k: v.to(model.device) for k, v in val_batch.items()}
         loss, metrics = clip_loss(model, tokenizer.to(model.device), batch, change_weight, hold_still=hold_still)
         plain = clip_loss(model, tokenizer, batch, hold_still=hold_still)[0] if change_weight != 1.0 else loss
-        return {"loss": loss.item(), "plain_loss": plain.item(), **metrics}
+        use = action_use_metrics(tokenizer, model, batch["frames"], batch["actions"][:, : batch["frames"].shape[1] - 1])
+        return {"loss": loss.item(), "plain_loss": plain.item(), **metrics,
+                **{k: use[k] for k in ("action_information", "moving_digit_error", "moving_digit_error_copy")}}
 
     torch.manual_seed(loop.seed)
     transformer = train(loop, initial_transformer(config, tokenizer, init_from), make_batch, compute_loss, evaluate)
