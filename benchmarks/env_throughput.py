@@ -16,6 +16,9 @@
 Writes ``benchmarks/results/env_throughput.json`` and ``env_throughput.png``::
 
     python benchmarks/env_throughput.py
+
+``--checkpoint`` times another model (a packed model folder or a bare world-model folder) instead of
+the shipped default.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ class Args:
     """Sources whose real robosuite env is timed."""
     device: str = "auto"
     """Device of the dream ('auto', 'cpu', 'cuda')."""
+    checkpoint: Path | None = None
+    """A packed model folder (`roboalign pack-default --out ...`) to time instead of the shipped default."""
     threads: int | None = None
     """torch CPU threads for the dream (default: torch's choice, one per core). With --processes 1
     --threads 1 both sides get one core: a per-core comparison on a machine shared with other jobs."""
@@ -73,10 +78,14 @@ def precision_flags(precision: str) -> dict:
     return {"bf16": "bf16" in precision, "int8": "int8" in precision}
 
 
-def dream_rate(n: int, steps: int, precision: str, device: str) -> dict:
+def env_options(precision: str, device: str, checkpoint: Path | None) -> dict:
+    return {"device": device, **precision_flags(precision), **({} if checkpoint is None else {"checkpoint": str(checkpoint)})}
+
+
+def dream_rate(n: int, steps: int, precision: str, device: str, checkpoint: Path | None) -> dict:
     import gymnasium as gym
 
-    env = gym.make_vec("RoboAlignWorld-v0", num_envs=n, device=device, max_episode_steps=1000, **precision_flags(precision))
+    env = gym.make_vec("RoboAlignWorld-v0", num_envs=n, max_episode_steps=1000, **env_options(precision, device, checkpoint))
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     for _ in range(2):
@@ -91,11 +100,12 @@ def dream_rate(n: int, steps: int, precision: str, device: str) -> dict:
             "state_mb_per_env": state, "process_rss_mb": rss_mb()}
 
 
-def single_env_latency(precisions: tuple[str, ...], rounds: int, steps: int, device: str) -> dict:
+def single_env_latency(precisions: tuple[str, ...], rounds: int, steps: int, device: str,
+                       checkpoint: Path | None) -> dict:
     """Median (and 90th percentile) ms per ``env.step`` of one env per precision, interleaved."""
     import gymnasium as gym
 
-    envs = {p: gym.make("RoboAlignWorld-v0", device=device, **precision_flags(p)) for p in precisions}
+    envs = {p: gym.make("RoboAlignWorld-v0", **env_options(p, device, checkpoint)) for p in precisions}
     times: dict[str, list[float]] = {p: [] for p in precisions}
     rng = np.random.default_rng(0)
     for p, env in envs.items():
@@ -186,10 +196,10 @@ def main(args: Args) -> None:
     dream = []
     for n in args.batch_sizes:
         for precision in args.precisions:
-            dream.append(dream_rate(n, max(args.dream_steps, 64 // n), precision, device))
+            dream.append(dream_rate(n, max(args.dream_steps, 64 // n), precision, device, args.checkpoint))
             print(f"dream N={n:>2} {precision:>9}: {dream[-1]['steps_per_s']:7.1f} steps/s, "
                   f"{dream[-1]['ms_per_step']:.1f} ms/step", flush=True)
-    latency = single_env_latency(args.precisions, args.latency_rounds, args.latency_steps, device)
+    latency = single_env_latency(args.precisions, args.latency_rounds, args.latency_steps, device, args.checkpoint)
     for p, r in latency.items():
         print(f"single env {p:>9}: median {r['median_ms']:.1f} ms/step (p90 {r['p90_ms']:.1f})", flush=True)
     best_real = max(r["steps_per_s"] for r in real)
@@ -197,6 +207,7 @@ def main(args: Args) -> None:
     default = {r["n"]: r for r in dream if r["precision"] == "float32"}
     results = {
         "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:]),
+        "checkpoint": "shipped default" if args.checkpoint is None else str(args.checkpoint),
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
                     "platform": platform.platform()},
         "dream": dream, "real": real, "single_env_latency": latency,
