@@ -383,15 +383,18 @@ def test_bad_inputs_get_clear_errors(world_model, make, match):
         world_model.rollout(x, a)
 
 
-def test_committed_checkpoint_loads_and_dreams():
+@pytest.mark.parametrize("folder", ["roboalign_env/assets/default/world_model", "checkpoints/world_model_markov"])
+def test_committed_checkpoint_loads_and_dreams(folder):
+    """The shipped default and the committed Markov-frames model (whose cache keeps only the context)."""
     from pathlib import Path
 
-    folder = Path(__file__).parents[1] / "roboalign_env" / "assets" / "default" / "world_model"
-    model = WorldModel.load(folder)
+    model = WorldModel.load(Path(__file__).parents[1] / folder)
     assert model.transformer.config.action_mode == "bins" and model.image_size == 64
     first = torch.zeros(2, 3, 64, 64)
     roll = model.rollout(first, actions(2, 2), window=6)
     assert roll.frames.shape == (2, 2, 3, 64, 64) and torch.isfinite(roll.frames).all()
+    if model.transformer.config.markov_frames:
+        assert roll.peak_sequence == model.transformer.config.sequence_length(2)
 
 
 @pytest.mark.parametrize("parallel_frames, digit_head, markov_frames",
