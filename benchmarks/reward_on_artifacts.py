@@ -24,7 +24,7 @@ import numpy as np
 import torch
 import tyro
 
-from roboalign_env.data.bench import is_rollout, load_pair, read_index
+from roboalign_env.data.bench import is_rollout, load_pair, read_index, shard_path
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
 from roboalign_env.models.registry import load_scorer
@@ -45,6 +45,8 @@ class Args:
     """Frames per clip (the env's reward reads the first frame and the last 16)."""
     bench: Path | None = None
     """Bench with dream rollouts (`roboalign add-dream-pairs`); None skips the dream's own ghosts."""
+    shard: str | None = None
+    """Only the rollouts of this `add-dream-pairs --name` (one world model's dreams); None: every shard."""
     out: Path = Path("benchmarks/results/reward_on_artifacts.json")
     """Result file."""
 
@@ -68,12 +70,14 @@ def clips(collection: Path, frames: int) -> dict[str, dict[str, list]]:
     return out
 
 
-def dream_ghosts(bench: Path) -> dict[str, list]:
-    """Per source: the bench's dream rollouts of test / held-out episodes that failed in robosuite and show no manipulation."""
+def dream_ghosts(bench: Path, shard: str | None) -> dict[str, list]:
+    """Per source: the bench's dream rollouts (of ``shard``, or all) of test / held-out episodes that failed
+    in robosuite and show no manipulation."""
     out: dict[str, list] = {}
+    wanted = None if shard is None else str(shard_path(bench, "external", shard).relative_to(bench))
     for row in read_index(bench):
         params = row["provenance"].get("params", {})
-        if (is_rollout(row) and row["split"] in ("test", "heldout")
+        if (is_rollout(row) and row["split"] in ("test", "heldout") and wanted in (None, row["file"])
                 and not params["real_success"] and row["labels"]["manipulation_success"] == 0):
             pair = load_pair(bench, row)
             out.setdefault(row["source"], []).append((pair["video"], row["instruction"], pair["actions"]))
@@ -96,7 +100,7 @@ def ghost_summary(scores: np.ndarray, name: str) -> dict:
 
 def main(args: Args) -> dict:
     student = load_scorer(args.student)
-    dreams = dream_ghosts(args.bench) if args.bench is not None else {}
+    dreams = dream_ghosts(args.bench, args.shard) if args.bench is not None else {}
     per_source, pooled = {}, {"real": [], "ghost": [], "dream": []}
     for source, groups in sorted(clips(args.collection, args.frames).items()):
         real, ghost = manipulation_scores(student, groups["success"]), manipulation_scores(student, groups["ghost"])
@@ -109,7 +113,8 @@ def main(args: Args) -> dict:
     overall = {"real_successes": len(pooled["real"]), "real_success_ms_mean": float(pooled["real"].mean()),
                **ghost_summary(pooled["ghost"], "ghosts_of_failures"), **ghost_summary(pooled["dream"], "dream_ghosts")}
     result = {"command": "python benchmarks/reward_on_artifacts.py " + " ".join(sys.argv[1:]),
-              "student": str(args.student), "frames": args.frames, "overall": overall, "per_source": per_source}
+              "student": str(args.student), "frames": args.frames, "shard": args.shard, "overall": overall,
+              "per_source": per_source}
     atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1)), mode="w")
     for source, r in {**per_source, "overall": overall}.items():
         print(f"{source}: real successes MS {r['real_success_ms_mean']} (n={r['real_successes']}); pixel ghosts of "

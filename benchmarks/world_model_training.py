@@ -32,12 +32,13 @@ class Args:
     """Where runs/tokenizer, runs/world_model and runs/world_model/eval go."""
     tokenizer_steps: int = 3000
     """Tokenizer optimizer steps (batch 8 clips)."""
-    world_model_steps: int = 1500
-    """Transformer optimizer steps (batch 16 clips)."""
+    world_model_steps: tuple[int, ...] = (2000, 4000, 8000)
+    """Transformer optimizer steps (batch 16 clips), as cosine cycles: each entry resumes the run to that
+    many steps with a fresh cosine schedule over the whole run (a warm restart), as the default was trained."""
     action_dropout: float = 0.1
-    """`train-world-model --action-dropout` (with --action-to-codes, the conditioning the default model
-    uses; see docs/world_model.md)."""
-    change_weight: float = 20.0
+    """`train-world-model --action-dropout` (with --action-to-codes, --parallel-frames and
+    --markov-frames: the default model's recipe; see docs/world_model.md)."""
+    change_weight: float = 10.0
     """`train-world-model --change-weight`."""
     out: Path = Path("benchmarks/results/world_model_training.json")
     """Result file."""
@@ -60,9 +61,10 @@ def train_minutes(run: Path) -> float:
 def main(args: Args) -> None:
     tok, wm = args.runs / "tokenizer", args.runs / "world_model"
     roboalign("train-tokenizer", "--episodes", args.episodes, "--out", tok, "--steps", args.tokenizer_steps)
-    roboalign("train-world-model", "--episodes", args.episodes, "--tokenizer", tok / "model", "--out", wm,
-              "--steps", args.world_model_steps, "--action-to-codes", "--action-dropout", args.action_dropout,
-              "--change-weight", args.change_weight)
+    for steps in args.world_model_steps:
+        roboalign("train-world-model", "--episodes", args.episodes, "--tokenizer", tok / "model", "--out", wm,
+                  "--steps", steps, "--parallel-frames", "--markov-frames", "--action-to-codes",
+                  "--action-dropout", args.action_dropout, "--change-weight", args.change_weight)
     eval_seconds = roboalign("eval-world-model", "--model", wm / "world_model", "--episodes", args.episodes,
                              "--out", wm / "eval")
     results = json.loads((wm / "eval" / "results.json").read_text())

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Rebuild the default model shipped in the package (roboalign_env/assets/default) from nothing:
-# robosuite episodes (scripted + as many exploration episodes) -> RobotWorldBench -> tokenizer + world
-# model (SFT, action on every dynamics code) -> state probe -> the world model's rollouts join the bench
-# (labelled by the probe and robosuite) -> teacher judge (reads actions) -> student (reads actions) -> GRPO
-# post-training against the student (RoboAlign-R1) -> pack (with the probe for the reward-hacking monitor).
+# robosuite episodes (scripted + as many exploration episodes) -> RobotWorldBench -> tokenizer + world model
+# (SFT: each frame's codes together, from the previous frame and the action alone) -> state probe -> the
+# world model's rollouts join the bench (labelled by the probe and robosuite) -> teacher judge (reads
+# actions) -> student (reads actions) -> pack (with the probe for the reward-hacking monitor).
+# The world model is not post-trained: GRPO against the student (`roboalign post-train`, RoboAlign-R1)
+# lowered how well the dream follows commands (docs/post_training.md).
 # Every step resumes after a kill (re-run the script). Stage times on a 2-core CPU with no GPU
-# (docs/rebuild.md): measured for the earlier recipe without exploration episodes: collect + bench 36 min,
-# tokenizer 42 min, transformer 45 min, post-training 22 min; measured on the 480-episode collection
-# (60 + 60 per source): bench 13.7 min, dream rollouts 6 min, teacher 25 min (1,200 steps), student
-# 12 min (teacher targets + 2,000 steps).
+# (docs/rebuild.md): collect + bench 36 min and tokenizer 42 min (measured for the earlier recipe without
+# exploration episodes); transformer 100 min (8,000 steps in three cosine cycles); on the 480-episode
+# collection (60 + 60 per source): bench 13.7 min, dream rollouts 6 min, teacher 25 min (1,200 steps),
+# student 12 min (teacher targets + 2,000 steps).
 # On a GPU: docs/rebuild.md, "GPU recipe".
 # Usage: bash scripts/train_default_model.sh [DATA_DIR] [RUNS_DIR]
 set -euo pipefail
@@ -26,6 +28,5 @@ $R train-probe --collection "$DATA/episodes" --out "$RUNS/probe" --export-to che
 $R train-judge --bench "$DATA/bench" --out "$RUNS/judge" --export-to checkpoints/judge
 $R distill --teacher checkpoints/judge --bench "$DATA/bench" --collection "$DATA/episodes" --loss kl --steps 2000 \
     --out "$RUNS/student"
-$R post-train --episodes "$DATA/episodes" --world-model "$RUNS/world_model_export" --student "$RUNS/student/model" \
-    --teacher checkpoints/judge --out "$RUNS/post_train" --export-to "$RUNS/post_train_export"
-$R pack-default --world-model "$RUNS/post_train_export" --student "$RUNS/student/model" --collection "$DATA/episodes"
+$R pack-default --world-model "$RUNS/world_model_export" --student "$RUNS/student/model" --collection "$DATA/episodes" \
+    --probe checkpoints/probe

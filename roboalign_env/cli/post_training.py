@@ -20,8 +20,8 @@ class PostTrain:
     re-distillation of the student (or, with --reward rlvr, the RLVR-World-style baseline). Resumable."""
 
     world_model: Path = Path("runs/world_model/world_model")
-    """The SFT world model to start from and the frozen KL reference (train-world-model's output; the
-    package default is already post-trained)."""
+    """The SFT world model to start from and the frozen KL reference (train-world-model's output, or the
+    package default's world_model/, which is SFT)."""
     episodes: Path = Path("data/episodes")
     """Collection folder: prompts are (first frame, actions, instruction) windows of its bench-train episodes."""
     student: Path = DEFAULT_MODEL / "student"

@@ -267,7 +267,7 @@ class DynamicsTransformer(PreTrainedModel):
 
     def action_token_ids(self, actions: torch.Tensor) -> torch.Tensor:
         cfg = self.config
-        unit = (actions.clamp(cfg.action_low, cfg.action_high) - cfg.action_low) / (cfg.action_high - cfg.action_low)
+        unit = (self.normalized_actions(actions) + 1) / 2
         bins = (unit * cfg.action_bins).long().clamp(0, cfg.action_bins - 1)
         offsets = torch.arange(cfg.action_dim, device=actions.device) * cfg.action_bins
         return cfg.codebook_size + offsets + bins

@@ -261,7 +261,7 @@ class Dream:
         embeds = tf.embed_codes(context_codes)
         if tf.config.parallel_frames:  # the whole context now; the next block starts from the learned inputs
             self._decoder(embeds, self._cache, None if everyone else cache_rows, causal=False)
-            last = tf.start_codes.expand(len(cache_rows), -1, -1).to(embeds.dtype)
+            last = tf.start_codes.to(embeds.dtype).repeat(len(cache_rows), 1, 1)  # own memory: rows are written later
         else:
             self._decoder(embeds[:, :-1], self._cache, None if everyone else cache_rows)
             last = embeds[:, -1:]
