@@ -252,25 +252,29 @@ def test_resetting_some_rows_leaves_the_others_untouched(world_model):
 
 
 def test_reduced_precision_decoders_agree_with_float32():
-    """The shipped transformer decoding one clip's tokens: bf16 and int8 weights pick the same
-    code as float32 almost always, with close log-probabilities."""
+    """The shipped model's first dreamed frame from the real seed frames and their actions, decoded as the
+    model decodes (a block per frame): bf16 and int8 transformer weights pick float32's greedy code almost
+    always, with close log-probabilities."""
     from roboalign_env.assets import DEFAULT_MODEL
+    from roboalign_env.envs.seeds import SeedClips
     from roboalign_env.models.decoding import IncrementalDecoder
 
-    tf = WorldModel.load(DEFAULT_MODEL / "world_model").transformer
-    embeds = tf.embed_codes(torch.randint(0, tf.config.codebook_size, (2, 100), generator=torch.Generator().manual_seed(0)))
-    logits = {}
+    model = WorldModel.load(DEFAULT_MODEL / "world_model")
+    seeds = SeedClips.load(DEFAULT_MODEL / "seeds")
+    first = torch.from_numpy(seeds.frames[:, 0]).permute(0, 3, 1, 2).float() / 255
+    greedy = {}
     for precision in ("float32", "bfloat16", "int8"):
-        decoder = IncrementalDecoder(tf, precision)
-        cache = decoder.new_cache(2, 100)
-        logits[precision] = torch.stack([decoder(embeds[:, i : i + 1], cache) for i in range(100)], 1).log_softmax(-1)
+        dream = model.dream(first, horizon=1, temperature=0.0, precision=precision)
+        dream.step(torch.from_numpy(seeds.actions[:, 0]))
+        greedy[precision] = dream.codes[0], dream.log_probs[0]
+    codes, log_probs = greedy["float32"]
     for precision in ("bfloat16", "int8"):
-        agree = (logits[precision].argmax(-1) == logits["float32"].argmax(-1)).float().mean()
-        assert agree >= 0.85, (precision, agree)  # measured: bf16 0.985, int8 0.92 (random code sequences)
-        gap = (logits[precision].exp() - logits["float32"].exp()).abs().sum(-1).mean()  # total variation x 2
-        assert gap < 0.2, (precision, gap)
+        agree = (greedy[precision][0] == codes).float().mean()
+        assert agree >= 0.85, (precision, agree)  # measured on the 32 seeds: bf16 0.975, int8 0.932
+        gap = (greedy[precision][1] - log_probs).abs().mean()
+        assert gap < 0.15, (precision, gap)  # measured: bf16 0.011, int8 0.059 nats
     with pytest.raises(ValueError, match="precision 'fp8'"):
-        IncrementalDecoder(tf, "fp8")
+        IncrementalDecoder(model.transformer, "fp8")
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8"])
