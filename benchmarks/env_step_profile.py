@@ -46,7 +46,8 @@ class Args:
     """'float32', 'bf16', 'int8' or 'int8+bf16' (as in env_throughput.py)."""
     device: str = "auto"
     checkpoint: Path | None = None
-    """A packed model folder to profile instead of the shipped default."""
+    """A model folder to profile instead of the shipped default: packed (`roboalign pack-default --out ...`) or a
+    bare world-model folder (tokenizer/, transformer/; the default's student and seeds then)."""
     threads: int | None = None
     """torch CPU threads (default: torch's choice)."""
     out: Path = Path("benchmarks/results/env_step_profile.json")

@@ -61,7 +61,8 @@ class Args:
     device: str = "auto"
     """Device of the dream ('auto', 'cpu', 'cuda')."""
     checkpoint: Path | None = None
-    """A packed model folder (`roboalign pack-default --out ...`) to time instead of the shipped default."""
+    """A model folder to time instead of the shipped default: packed (`roboalign pack-default --out ...`) or a
+    bare world-model folder (tokenizer/, transformer/; the default's student and seeds then)."""
     threads: int | None = None
     """torch CPU threads for the dream (default: torch's choice, one per core). With --processes 1
     --threads 1 both sides get one core: a per-core comparison on a machine shared with other jobs."""

@@ -2,6 +2,7 @@
 
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -519,3 +520,40 @@ def test_change_weight_and_action_dropout_in_the_training_loss():
         tf.train()
         assert torch.isclose(clip_loss(tf, tok, batch, generator=torch.Generator().manual_seed(0))[0],
                              clip_loss(tf, tok, other, generator=torch.Generator().manual_seed(0))[0])
+
+
+def test_training_from_the_models_own_predictions():
+    """``rollout_depth``: the blocks of a parallel-frames model hold its own greedy predictions of the
+    previous frames (k passes deep, k drawn per clip) instead of the true ones; depth 0 is teacher forcing."""
+    from roboalign_env.training.loop import LoopConfig
+    from roboalign_env.training.world_model import clip_loss, own_predictions, train_world_model
+
+    tf = tiny_transformer(parallel_frames=True, markov_frames=True, action_to_codes=True)
+    with torch.no_grad():
+        tf.code_action_proj.weight.normal_(std=0.5)
+    ctx, a, dyn = torch.randint(0, 75, (6, 64)), actions(6, 4), torch.randint(0, 75, (6, 4, 16))
+    with torch.no_grad():
+        true = tf(ctx, a, dyn)
+        torch.testing.assert_close(tf(ctx, a, dyn, held_codes=dyn[:, :-1]), true)
+        one = tf(ctx, a, dyn, held_codes=true.argmax(-1)[:, :-1])
+        torch.testing.assert_close(one[:, 0], true[:, 0])  # the first block holds the start input either way
+        assert not torch.allclose(one[:, 1:], true[:, 1:])  # later blocks see what they are given
+    depths = [dyn[:, :-1], true.argmax(-1)[:, :-1], one.argmax(-1)[:, :-1]]
+    held = own_predictions(tf, ctx, a, dyn, None, 2, torch.Generator().manual_seed(0))
+    used = [[k for k, d in enumerate(depths) if torch.equal(held[i], d[i])] for i in range(6)]
+    assert all(used) and len({u[0] for u in used}) > 1  # every clip is one of the depths; not all the same
+    torch.testing.assert_close(own_predictions(tf, ctx, a, dyn, None, 0, None), dyn[:, :-1])
+
+    tok = tiny_tokenizer()
+    batch = {"frames": moving_square_clips(2, 4), "actions": actions(2, 4)}
+    with torch.no_grad():
+        forced = clip_loss(tf, tok, batch)[0]
+        assert not torch.isclose(clip_loss(tf, tok, batch, generator=torch.Generator().manual_seed(1),
+                                           rollout_depth=3)[0], forced)
+        with pytest.raises(ValueError, match="held_codes needs a parallel_frames model"):
+            clip_loss(tiny_transformer(), tok, batch, rollout_depth=1)
+        with pytest.raises(ValueError, match="held_codes: expected shape"):
+            tf(ctx, a, dyn, held_codes=dyn)
+    with pytest.raises(ValueError, match="rollout_depth must be an integer"):
+        train_world_model(Path("nowhere"), Path("nowhere"), LoopConfig(Path("nowhere")), 2, DynamicsTransformerConfig(),
+                          rollout_depth=-1)

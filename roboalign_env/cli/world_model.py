@@ -71,6 +71,10 @@ class TrainWorldModel:
     hold_still_codes: bool = False
     """Train on dynamics codes held at their previous value in every cell where no pixel moved (by more than
     10/255), so the codes to predict change only where the pixels do (the tokenizer's rounding flicker removed)."""
+    rollout_depth: int = 0
+    """Train each clip from the model's own greedy predictions of its previous frames, up to this many steps
+    deep (drawn per clip from 0, the true frames, to this), so that it learns to correct its own drift
+    (--parallel-frames models; each extra step costs one forward pass without gradients)."""
     init_from: Path | None = None
     """Fine-tune: start from this world model's transformer (a world-model folder such as the package's
     default world_model/, or a transformer folder) instead of a new one; its sizes replace --layers,
@@ -91,7 +95,8 @@ class TrainWorldModel:
                                            guidance=self.guidance, parallel_frames=self.parallel_frames,
                                            digit_head=self.digit_head, markov_frames=self.markov_frames)
         train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from,
-                          change_weight=self.change_weight, hold_still=self.hold_still_codes)
+                          change_weight=self.change_weight, hold_still=self.hold_still_codes,
+                          rollout_depth=self.rollout_depth)
         print(f"world model in {self.loop.out / 'world_model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
 
 

@@ -289,30 +289,42 @@ class DynamicsTransformer(PreTrainedModel):
 
     # --- teacher-forced pass (training, GRPO log-probabilities) -------------------------------
     def forward(self, context_codes: torch.Tensor, actions: torch.Tensor, dynamics_codes: torch.Tensor,
-                null: torch.Tensor | None = None, guidance: float = 1.0) -> torch.Tensor:
+                null: torch.Tensor | None = None, guidance: float = 1.0,
+                held_codes: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, F, 16, K) of every dynamics code given the context (B, 64), the actions
         (B, F, 7) and the true dynamics codes (B, F, 16) of the previous frames.
 
         ``null`` (B,) bool replaces those clips' actions by the "no action" input (training with
         action dropout); ``guidance`` != 1 returns classifier-free guided logits, the distribution
-        a rollout with that guidance samples from."""
+        a rollout with that guidance samples from. ``held_codes`` (B, F-1, 16), for a
+        ``parallel_frames`` model, are the codes blocks 1..F-1 hold in place of the true codes of
+        frames 1..F-1 (what training on the model's own predictions feeds)."""
         self.check_actions(actions)
+        if held_codes is not None:
+            if not self.config.parallel_frames:
+                raise ValueError("held_codes needs a parallel_frames model (one whose blocks hold the previous frame's codes)")
+            b, f, n = dynamics_codes.shape
+            if held_codes.shape != (b, f - 1, n):
+                raise ValueError(f"held_codes: expected shape {(b, f - 1, n)}, got {tuple(held_codes.shape)}")
         if guidance != 1.0:
             if null is not None:
                 raise ValueError("null and guidance != 1 do not combine: guidance contrasts actions with no action")
             both = self._logits(context_codes.repeat(2, 1), actions.repeat(2, 1, 1), dynamics_codes.repeat(2, 1, 1),
-                                torch.arange(2 * len(actions), device=actions.device) >= len(actions))
+                                torch.arange(2 * len(actions), device=actions.device) >= len(actions),
+                                None if held_codes is None else held_codes.repeat(2, 1, 1))
             cond, uncond = both.chunk(2)
             return uncond + guidance * (cond - uncond)
-        return self._logits(context_codes, actions, dynamics_codes, null)
+        return self._logits(context_codes, actions, dynamics_codes, null, held_codes)
 
-    def _logits(self, context_codes, actions, dynamics_codes, null) -> torch.Tensor:
+    def _logits(self, context_codes, actions, dynamics_codes, null, held_codes=None) -> torch.Tensor:
         b, f, n = dynamics_codes.shape
         cfg = self.config
         slots, code_terms = self.action_inputs(actions, None if null is None else null[:, None].expand(b, f))
-        codes = self.embed_codes(dynamics_codes)
         if cfg.parallel_frames:  # each block holds the previous frame's codes
-            codes = torch.cat([self.start_codes.expand(b, 1, n, -1).to(codes.dtype), codes[:, :-1]], 1)
+            codes = self.embed_codes(dynamics_codes[:, :-1] if held_codes is None else held_codes)
+            codes = torch.cat([self.start_codes.expand(b, 1, n, -1).to(codes.dtype), codes], 1)
+        else:
+            codes = self.embed_codes(dynamics_codes)
         blocks = torch.cat([slots, codes + code_terms[:, :, None]], 2)
         embeds = torch.cat([self.embed_codes(context_codes), blocks.flatten(1, 2)], 1)
         mask = self.block_mask(f, embeds.device) if cfg.parallel_frames else None

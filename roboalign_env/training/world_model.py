@@ -27,13 +27,34 @@ from roboalign_env.models.world_model import WorldModel, load_component
 from roboalign_env.training.loop import LoopConfig, step_seed, train
 
 
+def own_predictions(model: DynamicsTransformer, context: torch.Tensor, actions: torch.Tensor, dynamics: torch.Tensor,
+                    null: torch.Tensor | None, depth: int, generator: torch.Generator | None) -> torch.Tensor:
+    """Codes (B, F-1, 16) for blocks 1..F-1 of a ``parallel_frames`` model to hold in place of the true
+    previous frames: for each clip, the model's own greedy prediction ``d`` steps deep, ``d`` drawn
+    uniformly from 0 (the true codes) to ``depth``.
+
+    Pass ``k`` (no gradient) feeds pass ``k - 1``'s predictions, so its prediction of frame ``f`` is a
+    ``k``-step greedy rollout from the true frame ``f - k``. Trained to reach the true next frame from
+    such inputs, the model learns to correct its own drift and lag, the states a rollout visits (a
+    model trained only on true frames meets its own frames first in a rollout: exposure bias)."""
+    held = [dynamics[:, :-1]]
+    with torch.no_grad():
+        for _ in range(depth):
+            held.append(model(context, actions, dynamics, null=null, held_codes=held[-1]).argmax(-1)[:, :-1])
+    choice = torch.randint(0, depth + 1, (len(dynamics),), generator=generator).to(dynamics.device)
+    return torch.stack(held)[choice, torch.arange(len(dynamics), device=dynamics.device)]
+
+
 def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict, change_weight: float = 1.0,
-              generator: torch.Generator | None = None, hold_still: bool = False) -> tuple[torch.Tensor, dict]:
+              generator: torch.Generator | None = None, hold_still: bool = False,
+              rollout_depth: int = 0) -> tuple[torch.Tensor, dict]:
     """Weighted cross-entropy of the dynamics codes of a batch of clips (weight ``change_weight`` on the
     codes that change, 1 elsewhere; normalized by the total weight), with the code accuracy overall and
     on changing codes. ``hold_still`` trains on codes held where no pixel moved
     (:meth:`~roboalign_env.models.tokenizer.VideoTokenizer.hold_still_codes`). In training mode, each
-    clip's actions are dropped with the config's ``action_dropout`` probability (drawn from ``generator``)."""
+    clip's actions are dropped with the config's ``action_dropout`` probability (drawn from ``generator``).
+    With ``rollout_depth`` > 0 each clip's previous frames are the model's own predictions up to that many
+    steps deep (:func:`own_predictions`, depths drawn from ``generator``)."""
     with torch.no_grad():
         context, dynamics = tokenizer.encode_clip(batch["frames"])
         if hold_still:
@@ -42,7 +63,11 @@ def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict
     actions = batch["actions"][:, : dynamics.shape[1]]
     p = getattr(model, "module", model).config.action_dropout if model.training else 0.0  # model may be DDP-wrapped
     null = torch.rand(len(actions), generator=generator) < p if p > 0 else None
-    logits = model(context, actions, dynamics, null=None if null is None else null.to(actions.device))
+    null = None if null is None else null.to(actions.device)
+    held = None
+    if rollout_depth:
+        held = own_predictions(model, context, actions, dynamics, null, rollout_depth, generator)
+    logits = model(context, actions, dynamics, null=null, held_codes=held)
     per_code = torch.nn.functional.cross_entropy(logits.flatten(0, 2), dynamics.flatten(), reduction="none")
     weights = 1.0 + (change_weight - 1.0) * changed.flatten().float()
     loss = (per_code * weights).sum() / weights.sum()
@@ -96,16 +121,20 @@ def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoToken
 
 def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, batch_size: int,
                       config: DynamicsTransformerConfig, val_clips: int = 32,
-                      init_from: Path | None = None, change_weight: float = 1.0, hold_still: bool = False) -> WorldModel:
+                      init_from: Path | None = None, change_weight: float = 1.0, hold_still: bool = False,
+                      rollout_depth: int = 0) -> WorldModel:
     """Train (or resume) the transformer against a frozen tokenizer; write ``<out>/world_model``.
 
     ``init_from`` starts from an existing world model's transformer (fine-tuning; ``config``'s sizes
     are then those of that transformer); a resumed run continues from its own checkpoint either way.
-    ``change_weight`` weights the loss on codes that change and ``hold_still`` holds the codes where no pixel
-    moved (see :func:`clip_loss`).
+    ``change_weight`` weights the loss on codes that change, ``hold_still`` holds the codes where no pixel
+    moved and ``rollout_depth`` trains on the model's own predictions (see :func:`clip_loss`).
     """
     if not 1.0 <= change_weight < float("inf"):
         raise ValueError(f"change_weight must be a finite number >= 1 (1: plain cross-entropy), got {change_weight}")
+    if isinstance(rollout_depth, bool) or not isinstance(rollout_depth, int) or not 0 <= rollout_depth < 8:
+        raise ValueError(f"rollout_depth must be an integer from 0 (true previous frames) to 7 "
+                         f"(a clip has 7 predicted frames), got {rollout_depth!r}")
     tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).float().eval().requires_grad_(False)  # shipped: bf16
     stream = ClipStream(episodes, clip_len=8, episode_ids=split_episode_ids(episodes, "train"),
                         augment=True, seed=loop.seed, cache_size=4096)
@@ -119,18 +148,25 @@ def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, bat
     def compute_loss(model, batch):
         tokenizer.to(batch["frames"].device)
         generator = torch.Generator().manual_seed(batch["drop_seed"])
-        return clip_loss(model, tokenizer, batch, change_weight, generator, hold_still)
+        return clip_loss(model, tokenizer, batch, change_weight, generator, hold_still, rollout_depth)
 
     def evaluate(model, step):
         batch = {k: v.to(model.device) for k, v in val_batch.items()}
         loss, metrics = clip_loss(model, tokenizer.to(model.device), batch, change_weight, hold_still=hold_still)
         plain = clip_loss(model, tokenizer, batch, hold_still=hold_still)[0] if change_weight != 1.0 else loss
         use = action_use_metrics(tokenizer, model, batch["frames"], batch["actions"][:, : batch["frames"].shape[1] - 1])
-        return {"loss": loss.item(), "plain_loss": plain.item(), **metrics,
+        own = {}
+        if rollout_depth:  # the same clips from the model's own predictions (fixed depths)
+            own["own_predictions_loss"] = clip_loss(model, tokenizer, batch, change_weight, torch.Generator().manual_seed(0),
+                                                    hold_still, rollout_depth)[0].item()
+        return {"loss": loss.item(), "plain_loss": plain.item(), **metrics, **own,
                 **{k: use[k] for k in ("action_information", "moving_digit_error", "moving_digit_error_copy")}}
 
+    initial = initial_transformer(config, tokenizer, init_from)
+    if rollout_depth and not initial.config.parallel_frames:
+        raise ValueError("rollout_depth needs a parallel_frames transformer (whose blocks hold the previous frame's codes)")
     torch.manual_seed(loop.seed)
-    transformer = train(loop, initial_transformer(config, tokenizer, init_from), make_batch, compute_loss, evaluate)
+    transformer = train(loop, initial, make_batch, compute_loss, evaluate)
     world_model = WorldModel(tokenizer, transformer.eval())
     world_model.save(Path(loop.out) / "world_model")
     return world_model
