@@ -12,9 +12,11 @@ from conftest import tiny_world_model
 from roboalign_env.eval.control import (
     DIRECTIONS,
     command_actions,
+    confusion,
     direction_hits,
     masked_psnr,
     motion_mask,
+    nearest_commands,
     position_error_cm,
     separation_ratio,
 )
@@ -43,6 +45,10 @@ def test_a_dream_equal_to_reality_is_fully_controllable():
 
 def test_a_dream_that_ignores_actions_scores_chance_and_no_separation():
     first, real = counterfactuals()
+    # the confusion report shows where the commands went: every one to the same real frame
+    frozen = np.stack([nearest_commands(np.repeat(real[2:3], 6, 0), real, first)] * 3)
+    assert confusion(frozen) == {c: {"+y": 3} for c in DIRECTIONS}
+    assert confusion(np.stack([nearest_commands(real, real, first)])) == {c: {c: 1} for c in DIRECTIONS}
     for ignored in (np.repeat(first[None], 6, 0), np.repeat(real[2:3], 6, 0)):
         assert direction_hits(ignored, real, first).mean() <= 1 / len(DIRECTIONS)
         assert direction_hits(ignored, real, first, by_change=True).mean() <= 1 / len(DIRECTIONS)
@@ -83,6 +89,12 @@ def check_report(res: dict, steps: int, sources: tuple[str, ...], probe: bool, d
         assert list(section["direction"]["accuracy"]) == [str(steps)]
         assert all(0 <= v <= 1 for v in [*section["direction"]["accuracy"].values(),
                                          *section["direction"]["accuracy_by_change"].values()])
+        # the confusion counts agree with the accuracy at the last step: hits on the diagonal, one count per start
+        nearest = section["direction"]["nearest_real_command_last"]
+        assert list(nearest) == list(DIRECTIONS)
+        assert all(sum(row.values()) == section["starts"] for row in nearest.values())
+        hits = sum(row.get(c, 0) for c, row in nearest.items())
+        assert hits / (section["starts"] * len(DIRECTIONS)) == pytest.approx(section["direction"]["accuracy_last"])
         sep = section["separation"]
         ratios = [sep["ratio_median"], sep["gripper_ratio_median"], *sep["ratio_per_axis"].values(),
                   section["action_swap"]["pixel_ratio_own_over_other"]]

@@ -96,12 +96,12 @@ def command_actions(magnitude: float, gripper: float, steps: int) -> dict[str, n
     return {k: np.tile(v, (steps, 1)) for k, v in out.items()}
 
 
-def direction_hits(dream: np.ndarray, real: np.ndarray, first: np.ndarray, by_change: bool = False) -> np.ndarray:
-    """Whether each command's dreamed frame is nearest to the real frame of the same command.
+def nearest_commands(dream: np.ndarray, real: np.ndarray, first: np.ndarray, by_change: bool = False) -> np.ndarray:
+    """For each command's dreamed frame, the index of the command whose real frame it is nearest to.
 
     ``dream`` and ``real`` hold one frame per command (C, ...), ``first`` the first frame. Nearest is
     the smallest L2 distance, or with ``by_change`` the largest cosine between changes from ``first``.
-    Ties go to the first command, so a dream that ignores the commands scores 1/C.
+    Ties go to the first command.
     """
     d = dream.reshape(len(dream), -1).astype(np.float64)
     r = real.reshape(len(real), -1).astype(np.float64)
@@ -110,10 +110,23 @@ def direction_hits(dream: np.ndarray, real: np.ndarray, first: np.ndarray, by_ch
         d, r = d - f, r - f
         d /= np.linalg.norm(d, axis=1, keepdims=True) + 1e-12
         r /= np.linalg.norm(r, axis=1, keepdims=True) + 1e-12
-        nearest = (d @ r.T).argmax(1)
-    else:
-        nearest = ((d[:, None] - r[None]) ** 2).sum(-1).argmin(1)
-    return nearest == np.arange(len(d))
+        return (d @ r.T).argmax(1)
+    return ((d[:, None] - r[None]) ** 2).sum(-1).argmin(1)
+
+
+def direction_hits(dream: np.ndarray, real: np.ndarray, first: np.ndarray, by_change: bool = False) -> np.ndarray:
+    """Whether each command's dreamed frame is nearest to the real frame of the same command
+    (:func:`nearest_commands`); a dream that ignores the commands scores 1/C."""
+    return nearest_commands(dream, real, first, by_change) == np.arange(len(dream))
+
+
+def confusion(nearest: np.ndarray) -> dict[str, dict[str, int]]:
+    """Counts of nearest real commands (..., C) per dreamed command: ``{dreamed: {nearest real: count}}``.
+    A dream that moves, but unlike any command, lands every command on the same real frame (often the
+    one that changes the frame least), which the accuracy alone does not show."""
+    flat = nearest.reshape(-1, len(DIRECTIONS)).astype(int)
+    return {c: {DIRECTIONS[k]: int((flat[:, i] == k).sum()) for k in range(len(DIRECTIONS)) if (flat[:, i] == k).any()}
+            for i, c in enumerate(DIRECTIONS)}
 
 
 def separation_ratio(dream_a: np.ndarray, dream_b: np.ndarray, real_a: np.ndarray, real_b: np.ndarray) -> float:
@@ -281,6 +294,7 @@ def summarize(m: dict[str, np.ndarray], rows: np.ndarray, steps: int, probe: boo
     }
     section["direction"]["accuracy_last"] = section["direction"]["accuracy"][str(steps)]
     section["direction"]["accuracy_by_change_last"] = section["direction"]["accuracy_by_change"][str(steps)]
+    section["direction"]["nearest_real_command_last"] = confusion(sel("nearest")[:, :, steps - 1])
     s = rows & swap
     section["action_swap"] = {
         "starts": int(s.sum()),
@@ -308,13 +322,13 @@ def per_start_metrics(real: list[Real], dream: np.ndarray, perceptual: str, prob
     S, R, T = dream.shape[:3]
     own, other = ROLLOUTS.index("own"), ROLLOUTS.index("other")
     real_frames = np.stack([r.frames for r in real])  # (S, R, T + 1, H, W, 3)
-    m = {"hits": np.zeros((S, len(DIRECTIONS), T)), "hits_change": np.zeros((S, len(DIRECTIONS), T)),
+    m = {"nearest": np.zeros((S, len(DIRECTIONS), T), dtype=int), "hits_change": np.zeros((S, len(DIRECTIONS), T)),
          "separation": np.zeros((S, len(AXES))), "gripper_separation": np.zeros(S)}
     for s in range(S):
         first = real_frames[s, own, 0]
         for t in range(T):
             d, r = dream[s, : len(DIRECTIONS), t], real_frames[s, : len(DIRECTIONS), t + 1]
-            m["hits"][s, :, t] = direction_hits(d, r, first)
+            m["nearest"][s, :, t] = nearest_commands(d, r, first)
             m["hits_change"][s, :, t] = direction_hits(d, r, first, by_change=True)
         for i in range(len(AXES)):
             m["separation"][s, i] = separation_ratio(dream[s, 2 * i, -1], dream[s, 2 * i + 1, -1],
@@ -322,6 +336,7 @@ def per_start_metrics(real: list[Real], dream: np.ndarray, perceptual: str, prob
         o, c = ROLLOUTS.index("open"), ROLLOUTS.index("close")
         m["gripper_separation"][s] = separation_ratio(dream[s, c, -1], dream[s, o, -1],
                                                       real_frames[s, c, -1], real_frames[s, o, -1])
+    m["hits"] = (m["nearest"] == np.arange(len(DIRECTIONS))[:, None]).astype(float)
     pred, target = to_float(dream).flatten(0, 2), to_float(real_frames[:, :, 1:]).flatten(0, 2)
     first = to_float(real_frames[:, :, :1]).expand(-1, -1, T, -1, -1, -1).flatten(0, 2)
     for k, v in frame_scores(pred, target, first, perceptual).items():
