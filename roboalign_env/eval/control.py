@@ -125,8 +125,8 @@ def confusion(nearest: np.ndarray) -> dict[str, dict[str, int]]:
     A dream that moves, but unlike any command, lands every command on the same real frame (often the
     one that changes the frame least), which the accuracy alone does not show."""
     flat = nearest.reshape(-1, len(DIRECTIONS)).astype(int)
-    return {c: {DIRECTIONS[k]: int((flat[:, i] == k).sum()) for k in range(len(DIRECTIONS)) if (flat[:, i] == k).any()}
-            for i, c in enumerate(DIRECTIONS)}
+    counts = [np.bincount(flat[:, i], minlength=len(DIRECTIONS)) for i in range(len(DIRECTIONS))]
+    return {c: {DIRECTIONS[k]: int(n) for k, n in enumerate(row) if n} for c, row in zip(DIRECTIONS, counts)}
 
 
 def separation_ratio(dream_a: np.ndarray, dream_b: np.ndarray, real_a: np.ndarray, real_b: np.ndarray) -> float:
