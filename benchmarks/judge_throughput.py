@@ -6,7 +6,7 @@ their frames (both judges read actions), from input validation and
 uint8 conversion to the six distributions, text encoding included (each scorer encodes a batch's
 distinct instructions once). The two are timed alternately, in rounds, and the ratio is taken
 per round, so a shared, noisy machine shifts both alike. bf16 autocast is used for both when
-``--bf16`` (the default; it is the faster setting for both on CPUs with AMX).
+``--bf16`` (the default; it is the faster setting for both on CPUs with bf16 instructions, AMX or AVX512-BF16).
 
     python benchmarks/judge_throughput.py --teacher checkpoints/judge --student roboalign_env/assets/default/student
 """

@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from roboalign_env.data.bench_cache import VideoSet
+from roboalign_env.data.videos import prepare_videos
 from roboalign_env.eval.judge_metrics import agreement, confusion_matrices
 from roboalign_env.models.batch_scoring import predict
-from roboalign_env.models.judge import RoboAlignJudge, RoboAlignJudgeConfig
+from roboalign_env.models.judge import RoboAlignJudge, RoboAlignJudgeConfig, pad_actions
 from roboalign_env.models.registry import load_scorer
+from roboalign_env.models.scoring import FrameEncoder, PatchFrameEncoder
 from roboalign_env.models.student import StudentReward, StudentRewardConfig, distill_loss
 from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
 from roboalign_env.training.distill import DistillData, OnlineDistiller, distill
@@ -59,6 +61,51 @@ def test_uint8_channel_last_and_float_channel_first_score_alike(student):
     a = student.score(video, "lift the red cube").expected
     b = student.score(as_float, ["lift the red cube"]).expected
     torch.testing.assert_close(a, b)
+
+
+def test_uint8_frames_convert_straight_to_the_scoring_dtype():
+    videos = random_videos(2, (10, 16))
+    full, mask = prepare_videos(videos)
+    half, half_mask = prepare_videos(videos, dtype=torch.bfloat16)
+    assert full.dtype == torch.float32 and half.dtype == torch.bfloat16 and torch.equal(mask, half_mask)
+    assert mask.sum(1).tolist() == [10, 16]
+    torch.testing.assert_close(full[0, :10], torch.from_numpy(videos[0]).permute(0, 3, 1, 2).float() / 255)
+    torch.testing.assert_close(half.float(), full.to(torch.bfloat16).float())  # one rounding, as a cast of the float32 frames
+    assert full.permute(0, 1, 3, 4, 2).is_contiguous()  # channel-last memory: no transposing copy was made
+
+
+@pytest.mark.parametrize("patch, widths", [(8, (16, 24)), (4, (8, 16, 16))])
+def test_patch_encoder_sequence_tokens_equal_the_plain_way(patch, widths):
+    """The patch encoder runs each frame through its first convolution once and adds the previous
+    frame's part; values and gradients must equal concatenating [e, 2 (e - e_prev)] per frame."""
+    torch.manual_seed(0)
+    encoder = PatchFrameEncoder(widths, 32, 64, patch)
+    video, initial = torch.rand(2, 5, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    embedded = encoder.embed(video.flatten(0, 1)).unflatten(0, (2, 5))
+    torch.testing.assert_close(embedded.flatten(0, 1), encoder.patch(video.flatten(0, 1) * 2 - 1), atol=1e-5, rtol=1e-5)
+    fast = encoder.sequence_tokens(encoder.embed(initial), embedded)
+    plain = FrameEncoder.sequence_tokens(encoder, encoder.embed(initial), embedded)
+    assert fast.shape == (2, 6, 32)
+    torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-4)
+    grads = [torch.autograd.grad(out.square().sum(), encoder.cnn[0].weight)[0] for out in (fast, plain)]
+    torch.testing.assert_close(*grads, atol=1e-4, rtol=1e-4)
+
+
+def test_pad_actions_pads_and_masks_each_clip():
+    actions, mask = pad_actions([np.ones((3, 7)), np.zeros((0, 7)), np.full((5, 7), 2.0)])
+    assert actions.shape == (3, 5, 7) and mask.sum(1).tolist() == [3, 0, 5]
+    assert actions[0, :3].eq(1).all() and actions[0, 3:].eq(0).all() and actions[2].eq(2).all()
+    nothing, none_given = pad_actions([np.zeros((0, 7))])
+    assert nothing.shape == (1, 1, 7) and not none_given.any()
+
+
+def test_scoring_under_bf16_autocast_stays_close_to_float32(teacher, student):
+    videos = random_videos(2, (10, 16))
+    for model in (teacher, student):
+        exact = model.score(videos, ["lift the red cube", "open the door"]).expected
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            fast = model.score(videos, ["lift the red cube", "open the door"]).expected
+        torch.testing.assert_close(fast, exact, atol=0.05, rtol=0)
 
 
 def test_padding_does_not_change_a_video_s_scores(teacher):

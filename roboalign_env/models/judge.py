@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 
 from roboalign_env.data.videos import check_instructions, prepare_videos
@@ -97,12 +98,13 @@ class RoboAlignJudge(PreTrainedModel):
 def score_with(model, videos, instructions, initial_frames=None, actions=None) -> Scores:
     """Validate inputs, then run ``model`` (a judge or a student) in eval mode on them."""
     c = model.config
-    video, mask = prepare_videos(videos, c.image_size, c.max_frames)
+    dtype = input_dtype(model)
+    video, mask = prepare_videos(videos, c.image_size, c.max_frames, dtype)
     texts = check_instructions(instructions, len(video))
     if initial_frames is None:
         initial = video[:, 0]
     else:
-        initial, _ = prepare_videos([f[None] for f in initial_frames], c.image_size)
+        initial, _ = prepare_videos([f[None] for f in initial_frames], c.image_size, dtype=dtype)
         if len(initial) != len(video):
             raise ValueError(f"initial_frames: got {len(initial)} for {len(video)} videos; expected one per video")
         initial = initial[:, 0]
@@ -122,17 +124,22 @@ def score_with(model, videos, instructions, initial_frames=None, actions=None) -
         model.train(was_training)
 
 
+def input_dtype(model) -> torch.dtype:
+    """The dtype ``model``'s first layer computes in: autocast's where autocast is on for the
+    model's device, else its parameters'."""
+    weight = next(model.parameters())
+    kind = weight.device.type
+    return torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else weight.dtype
+
+
 def pad_actions(actions) -> tuple[torch.Tensor, torch.Tensor]:
     """A list of (A_i, 7) arrays -> (N, max A, 7) float and its (N, max A) mask."""
-    tensors = [torch.as_tensor(a, dtype=torch.float32).reshape(-1, ACTION_DIM) if len(a) else torch.zeros(0, ACTION_DIM)
-               for a in actions]
-    longest = max(1, max(len(a) for a in tensors))
-    out = torch.zeros(len(tensors), longest, ACTION_DIM)
-    mask = torch.zeros(len(tensors), longest, dtype=torch.bool)
-    for i, a in enumerate(tensors):
-        out[i, : len(a)] = a
-        mask[i, : len(a)] = True
-    return out, mask
+    tensors = [torch.as_tensor(a, dtype=torch.float32).reshape(-1, ACTION_DIM) for a in actions]
+    lengths = torch.tensor([len(a) for a in tensors])
+    out = pad_sequence(tensors, batch_first=True)  # one copy for the whole batch
+    if out.shape[1] == 0:
+        out = torch.zeros(len(tensors), 1, ACTION_DIM)
+    return out, torch.arange(out.shape[1])[None] < lengths[:, None]
 
 
 def register(config_class, model_class) -> None:

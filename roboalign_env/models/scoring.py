@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from roboalign_env.rubric import DIMENSIONS, MAX_SCORES, aggregate
@@ -47,6 +48,15 @@ class FrameEncoder(nn.Module):
         """(M, C, h, w) embeddings of frames and of their previous frames -> (M, dim)."""
         return self.proj(self.cnn(torch.cat([embedded, (embedded - previous) * 2], dim=1)).flatten(1))
 
+    def sequence_tokens(self, initial: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        """Embeddings of initial frames (N, C, h, w) and of videos (N, T, C, h, w) -> tokens (N, T + 1, dim)
+        of ``[initial, frame_0, ..., frame_{T-1}]``; the initial frame and frame 0 are their own
+        previous frames, frame k's is frame k - 1."""
+        n, t = embedded.shape[:2]
+        seq = torch.cat([initial[:, None], embedded], dim=1)
+        previous = torch.cat([initial[:, None], embedded[:, :1], embedded[:, :-1]], dim=1)
+        return self.tokens(seq.flatten(0, 1), previous.flatten(0, 1)).unflatten(0, (n, t + 1))
+
 
 class PatchFrameEncoder(FrameEncoder):
     """The cheap frame encoder: its embedding is a linear ``patch`` x ``patch`` patch embedding
@@ -61,8 +71,34 @@ class PatchFrameEncoder(FrameEncoder):
         self.proj = nn.Linear(cin * 16, dim)
 
     def embed(self, frames: torch.Tensor) -> torch.Tensor:
-        # patch(2 x - 1) without a full-resolution pass for the affine map (the patch embedding has no bias)
-        return self.patch(frames) * 2 - self.patch.weight.sum((1, 2, 3))[:, None, None]
+        # patch(2 x - 1) in one convolution: weights 2 W, bias -sum(W) (the patch embedding has no bias)
+        weight = self.patch.weight
+        return F.conv2d(frames, 2 * weight, -weight.sum((1, 2, 3)), self.patch.stride)
+
+    def sequence_tokens(self, initial: torch.Tensor, embedded: torch.Tensor) -> torch.Tensor:
+        """As :meth:`FrameEncoder.sequence_tokens`, with each frame through the first convolution once.
+
+        That convolution reads ``[e, 2 (e - e_prev)]``; being linear, it is a convolution of ``e``
+        (weights ``W_frame + 2 W_difference``) plus one of ``e_prev`` (``-2 W_difference``). One
+        convolution with both weight sets gives each frame's part as the current frame and as the
+        previous one, and a frame's output is its own part plus its previous frame's. Behind a patch
+        embedding that output (stride 2, no more channels than the embedding's two) is smaller than the
+        input, so skipping the inputs' concatenation and difference saves more than the extra
+        channels cost; behind the full encoder's full-resolution frames it is the other way round.
+        """
+        n, t = embedded.shape[:2]
+        first = self.cnn[0]
+        frame, difference = first.weight.chunk(2, dim=1)
+        weight = torch.cat([frame + 2 * difference, -2 * difference])
+        bias = torch.cat([first.bias, torch.zeros_like(first.bias)])
+
+        def parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            return F.conv2d(x, weight, bias, first.stride, first.padding).chunk(2, dim=1)
+
+        own, back = (x.unflatten(0, (n, t)) for x in parts(embedded.flatten(0, 1)))
+        initial_own, initial_back = parts(initial)
+        outputs = torch.cat([(initial_own + initial_back)[:, None], own + torch.cat([back[:, :1], back[:, :-1]], dim=1)], dim=1)
+        return self.proj(self.cnn[1:](outputs.flatten(0, 1)).flatten(1)).unflatten(0, (n, t + 1))
 
 
 def _conv_stack(cin: int, widths: Sequence[int], size: int) -> tuple[nn.Sequential, int]:
@@ -102,11 +138,7 @@ class VideoTower(nn.Module):
         their own previous frames, frame k's is frame k - 1.
         """
         n, t = video.shape[:2]
-        embedded = self.frames.embed(video.flatten(0, 1)).unflatten(0, (n, t))
-        first = self.frames.embed(initial)[:, None]
-        seq = torch.cat([first, embedded], dim=1)
-        previous = torch.cat([first, embedded[:, :1], embedded[:, :-1]], dim=1)
-        return self.frames.tokens(seq.flatten(0, 1), previous.flatten(0, 1)).unflatten(0, (n, t + 1))
+        return self.frames.sequence_tokens(self.frames.embed(initial), self.frames.embed(video.flatten(0, 1)).unflatten(0, (n, t)))
 
     def fuse(self, tokens: torch.Tensor, mask: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
         """Frame tokens (N, T + 1, dim) from :meth:`frame_tokens`, mask (N, T), prefix (N, P, dim) -> (N, P, dim)."""
