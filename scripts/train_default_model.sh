@@ -10,7 +10,7 @@
 # (docs/rebuild.md): collect + bench 36 min and tokenizer 42 min (measured for the earlier recipe without
 # exploration episodes); transformer 100 min (8,000 steps in three cosine cycles); on the 480-episode
 # collection (60 + 60 per source): bench 13.7 min, dream rollouts 6 min, teacher 25 min (1,200 steps),
-# student 12 min (teacher targets + 2,000 steps).
+# student 21 min (teacher targets on the bench and 12,000 extra clips, 4,000 steps).
 # On a GPU: docs/rebuild.md, "GPU recipe".
 # Usage: bash scripts/train_default_model.sh [DATA_DIR] [RUNS_DIR]
 set -euo pipefail
@@ -26,7 +26,7 @@ $R train-probe --collection "$DATA/episodes" --out "$RUNS/probe" --export-to che
 [ -f "$DATA/bench/videos/external/sft.npz" ] || $R add-dream-pairs --name sft --model "$RUNS/world_model_export" \
     --probe checkpoints/probe --collection "$DATA/episodes" --bench "$DATA/bench"
 $R train-judge --bench "$DATA/bench" --out "$RUNS/judge" --export-to checkpoints/judge
-$R distill --teacher checkpoints/judge --bench "$DATA/bench" --collection "$DATA/episodes" --loss kl --steps 2000 \
-    --out "$RUNS/student"
+$R distill --teacher checkpoints/judge --bench "$DATA/bench" --collection "$DATA/episodes" --loss kl --extra-clips 12000 \
+    --steps 4000 --out "$RUNS/student"
 $R pack-default --world-model "$RUNS/world_model_export" --student "$RUNS/student/model" --collection "$DATA/episodes" \
     --probe checkpoints/probe
