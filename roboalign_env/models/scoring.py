@@ -82,9 +82,9 @@ class PatchFrameEncoder(FrameEncoder):
         (weights ``W_frame + 2 W_difference``) plus one of ``e_prev`` (``-2 W_difference``). One
         convolution with both weight sets gives each frame's part as the current frame and as the
         previous one, and a frame's output is its own part plus its previous frame's. Behind a patch
-        embedding that output (stride 2, no more channels than the embedding's two) is smaller than the
-        input, so skipping the inputs' concatenation and difference saves more than the extra
-        channels cost; behind the full encoder's full-resolution frames it is the other way round.
+        embedding that output (stride 2, no more channels than the convolution reads) is smaller than
+        its input, so skipping the inputs' concatenation and difference saves more than the doubled
+        output costs; behind the full encoder's full-resolution frames it is the other way round.
         """
         n, t = embedded.shape[:2]
         first = self.cnn[0]
