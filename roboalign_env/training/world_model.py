@@ -162,10 +162,10 @@ def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, bat
         return {"loss": loss.item(), "plain_loss": plain.item(), **metrics, **own,
                 **{k: use[k] for k in ("action_information", "moving_digit_error", "moving_digit_error_copy")}}
 
+    torch.manual_seed(loop.seed)  # seeds a new transformer's initial weights
     initial = initial_transformer(config, tokenizer, init_from)
     if rollout_depth and not initial.config.parallel_frames:
         raise ValueError("rollout_depth needs a parallel_frames transformer (whose blocks hold the previous frame's codes)")
-    torch.manual_seed(loop.seed)
     transformer = train(loop, initial, make_batch, compute_loss, evaluate)
     world_model = WorldModel(tokenizer, transformer.eval())
     world_model.save(Path(loop.out) / "world_model")
