@@ -116,19 +116,22 @@ def check_report(res: dict, steps: int, sources: tuple[str, ...], probe: bool, d
     assert all(s["other_episode_id"] not in (None, s["episode_id"]) for s in res["starts"])
 
 
-def test_the_tokenizer_ceiling_decodes_each_frame_against_its_windows_real_first_frame():
-    """A tokenizer that draws every frame as its context shows which real frame each one was decoded against."""
+def test_the_tokenizer_ceiling_starts_each_window_from_its_own_reconstruction():
+    """Like a dream, the ceiling re-encodes its own last frame at each SWR window, not the real frame: a tokenizer
+    that draws every frame as its context plus 10 shows which context each frame was decoded against."""
     from types import SimpleNamespace
 
     from roboalign_env.eval.control import reconstruct_all
 
     tok = SimpleNamespace(device=torch.device("cpu"), context_features=lambda c: [],
                           encode_dynamics=lambda frames, context: torch.zeros(len(frames), 16, dtype=torch.long),
-                          decode_dynamics=lambda codes, context, skips: context)
+                          decode_dynamics=lambda codes, context, skips: context + 10 / 255)
     frames = np.broadcast_to(np.arange(7, dtype=np.uint8)[None, :, None, None, None], (2, 7, 4, 4, 3))
-    for window, first in ((3, [0, 0, 2, 2, 4, 4]), (None, [0] * 6), (6, [0] * 5 + [5])):
+    # window 3: frames 1-2 against the real first frame (0), 3-4 against frame 2's reconstruction (10), 5-6
+    # against frame 4's (20); re-encoding the real frames instead would give 12 and 14
+    for window, drawn in ((3, [10, 10, 20, 20, 30, 30]), (None, [10] * 6), (6, [10] * 5 + [20])):
         out = reconstruct_all(SimpleNamespace(tokenizer=tok), frames, window, batch_size=1)
-        assert out.shape == (2, 6, 4, 4, 3) and out[:, :, 0, 0, 0].tolist() == [first, first], window
+        assert out.shape == (2, 6, 4, 4, 3) and out[:, :, 0, 0, 0].tolist() == [drawn, drawn], window
 
 
 @pytest.mark.sim

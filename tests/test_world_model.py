@@ -470,6 +470,33 @@ def test_fine_tuning_with_new_action_inputs_starts_from_the_same_predictions(tmp
         initial_transformer(DynamicsTransformerConfig(), tok, tmp_path / "tuned")
 
 
+def test_fine_tuning_can_switch_a_parallel_frames_model_to_markov_frames(tmp_path):
+    """--markov-frames on a fine-tune of a parallel-frames checkpoint keeps every weight and changes only what a block
+    sees: the first frame (which sees only the context either way) is predicted as before, later ones are not;
+    without the option a Markov checkpoint stays Markov, and a one-code-per-pass checkpoint is refused."""
+    from roboalign_env.training.world_model import initial_transformer
+
+    tok = tiny_tokenizer()
+    tf = tiny_transformer(parallel_frames=True, action_to_codes=True)
+    tf.save_pretrained(tmp_path / "tf")
+    options = DynamicsTransformerConfig(action_to_codes=True, parallel_frames=True, markov_frames=True)
+    tuned = initial_transformer(options, tok, tmp_path / "tf").eval()
+    assert tuned.config.markov_frames and not tf.config.markov_frames
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), tf.state_dict().values()))
+    ctx, a, dyn = torch.randint(0, 75, (2, 64)), actions(2, 3), torch.randint(0, 75, (2, 3, 16))
+    with torch.no_grad():
+        before, after = tf(ctx, a, dyn), tuned(ctx, a, dyn)
+    torch.testing.assert_close(after[:, 0], before[:, 0], atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(after[:, 2], before[:, 2], atol=1e-3)
+    tuned.save_pretrained(tmp_path / "markov")
+    kept = initial_transformer(DynamicsTransformerConfig(action_to_codes=True, parallel_frames=True), tok,
+                               tmp_path / "markov")
+    assert kept.config.markov_frames
+    tiny_transformer(action_to_codes=True).save_pretrained(tmp_path / "one_by_one")
+    with pytest.raises(ValueError, match="markov_frames needs a --parallel-frames transformer"):
+        initial_transformer(options, tok, tmp_path / "one_by_one")
+
+
 def test_guidance_needs_a_model_with_a_no_action_input(tmp_path):
     import gymnasium as gym
 

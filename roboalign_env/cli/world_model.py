@@ -171,8 +171,9 @@ class EvalControl:
     guidance: float | None = None
     """Classifier-free guidance scale on the actions (None: the model's default, as the environment uses)."""
     tokenizer_only: bool = False
-    """Replace the dream by the model's tokenizer encoding and decoding the real frames (each SWR window against its
-    real first frame): the ceiling the tokenizer sets, what a perfect transformer would reach."""
+    """Replace the dream by the model's tokenizer encoding and decoding the real frames (each later SWR window
+    against its own reconstruction of the window's first frame, as a dream re-encodes its own frames): the ceiling
+    the tokenizer sets, what a perfect transformer would reach."""
 
     def run(self) -> None:
         from roboalign_env.cli.options import command_line

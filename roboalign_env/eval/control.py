@@ -236,19 +236,25 @@ def dream_all(model: WorldModel, first: np.ndarray, actions: np.ndarray, window:
 
 @torch.no_grad()
 def reconstruct_all(model: WorldModel, frames: np.ndarray, window: int | None, batch_size: int) -> np.ndarray:
-    """The tokenizer's own reconstruction of real videos (N, steps + 1, H, W, 3) uint8: every later frame encoded
-    to dynamics codes and decoded against the real frame that starts its SWR window (frame 0 without SWR).
-    Returns (N, steps, H, W, 3) uint8: what a transformer that predicted every code exactly would draw."""
+    """The tokenizer's own reconstruction of real videos (N, steps + 1, H, W, 3) uint8, rolled out as a dream is:
+    every later frame is encoded to dynamics codes and decoded against its SWR window's context, which is the real
+    first frame for the first window and, for every later window, the reconstruction of the frame before it (a
+    dream re-encodes its own last frame, never the real one). Returns (N, steps, H, W, 3) uint8: what a
+    transformer that predicted every code exactly would draw."""
     tok = model.tokenizer
     span = window - 1 if window is not None else frames.shape[1]
     out = []
     for s in range(0, len(frames), batch_size):
         video = to_float(frames[s : s + batch_size]).to(tok.device)
+        context = video[:, 0]
+        skips = tok.context_features(context)
         decoded = []
         for t in range(1, video.shape[1]):
-            context = video[:, ((t - 1) // span) * span]
+            if t > 1 and (t - 1) % span == 0:  # a new window starts from the last reconstructed frame
+                context = decoded[-1]
+                skips = tok.context_features(context)
             codes = tok.encode_dynamics(video[:, t], context)
-            decoded.append(tok.decode_dynamics(codes, context, tok.context_features(context)).float().clamp(0, 1))
+            decoded.append(tok.decode_dynamics(codes, context, skips).float().clamp(0, 1))
         out.append(to_uint8(torch.stack(decoded, 1)))
     return np.concatenate(out)
 

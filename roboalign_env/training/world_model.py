@@ -88,7 +88,9 @@ def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoToken
     transformer of that world-model folder (``transformer/`` inside it) or transformer folder, to
     fine-tune; it must use the tokenizer's codebook and token counts. A fine-tuned transformer takes
     ``config``'s conditioning options (:data:`CONDITIONING_FIELDS`); parts it did not have start at
-    their initial values (zero action projections: the loaded model's predictions are unchanged)."""
+    their initial values (zero action projections: the loaded model's predictions are unchanged).
+    ``config.markov_frames`` switches a parallel-frames transformer to Markov frames (it adds no weights);
+    without it the checkpoint keeps its own setting."""
     tc = tokenizer.config
     if init_from is None:
         config.codebook_size, config.context_tokens, config.dynamics_tokens, config.code_levels = (
@@ -104,6 +106,11 @@ def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoToken
                          f"({own.context_tokens}+{own.dynamics_tokens} tokens), the tokenizer has {tc.codebook_size} "
                          f"({tc.context_tokens}+{tc.dynamics_tokens}); start from the tokenizer it was trained with")
     options = {name: getattr(config, name) for name in CONDITIONING_FIELDS}
+    if config.markov_frames and not own.markov_frames:  # no new weights: only what each block attends to
+        if not own.parallel_frames:
+            raise ValueError(f"init_from {folder}: markov_frames needs a --parallel-frames transformer; this one "
+                             "predicts one code per pass")
+        options["markov_frames"] = True
     if all(getattr(own, name) == value for name, value in options.items()):
         return transformer.float()
     merged = DynamicsTransformerConfig(**{**own.to_dict(), **options})
