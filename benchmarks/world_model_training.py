@@ -30,11 +30,18 @@ class Args:
     """Collection folder (`roboalign collect`)."""
     runs: Path = Path("runs")
     """Where runs/tokenizer, runs/world_model and runs/world_model/eval go."""
-    tokenizer_steps: int = 3000
+    tokenizer_steps: int = 2500
     """Tokenizer optimizer steps (batch 8 clips)."""
-    world_model_steps: tuple[int, ...] = (2000, 4000, 8000)
-    """Transformer optimizer steps (batch 16 clips), as cosine cycles: each entry resumes the run to that
-    many steps with a fresh cosine schedule over the whole run (a warm restart), as the default was trained."""
+    dynamics_grid: int = 8
+    """`train-tokenizer --dynamics-grid`: 8x8 dynamics codes per frame (the default model's; 4 draws too
+    little of the arm's motion, see docs/world_model.md)."""
+    world_model_steps: tuple[int, ...] = (7000,)
+    """Transformer optimizer steps, as cosine cycles: each entry resumes the run to that many steps with a
+    fresh cosine schedule over the whole run (a warm restart)."""
+    batch_size: int = 8
+    """`train-world-model --batch-size` (clips per step)."""
+    lr: float = 5e-4
+    """`train-world-model --lr` (peak)."""
     action_dropout: float = 0.1
     """`train-world-model --action-dropout` (with --action-to-codes, --parallel-frames and
     --markov-frames: the default model's recipe; see docs/world_model.md)."""
@@ -60,17 +67,20 @@ def train_minutes(run: Path) -> float:
 
 def main(args: Args) -> None:
     tok, wm = args.runs / "tokenizer", args.runs / "world_model"
-    roboalign("train-tokenizer", "--episodes", args.episodes, "--out", tok, "--steps", args.tokenizer_steps)
+    roboalign("train-tokenizer", "--episodes", args.episodes, "--out", tok, "--steps", args.tokenizer_steps,
+              "--dynamics-grid", args.dynamics_grid)
     for steps in args.world_model_steps:
         roboalign("train-world-model", "--episodes", args.episodes, "--tokenizer", tok / "model", "--out", wm,
-                  "--steps", steps, "--parallel-frames", "--markov-frames", "--action-to-codes",
-                  "--action-dropout", args.action_dropout, "--change-weight", args.change_weight)
+                  "--steps", steps, "--batch-size", args.batch_size, "--lr", args.lr, "--parallel-frames",
+                  "--markov-frames", "--action-to-codes", "--action-dropout", args.action_dropout,
+                  "--change-weight", args.change_weight)
     eval_seconds = roboalign("eval-world-model", "--model", wm / "world_model", "--episodes", args.episodes,
                              "--out", wm / "eval")
     results = json.loads((wm / "eval" / "results.json").read_text())
     summary = {
         "tokenizer_train_minutes": train_minutes(tok), "tokenizer_steps": args.tokenizer_steps,
         "world_model_train_minutes": train_minutes(wm), "world_model_steps": args.world_model_steps,
+        "dynamics_grid": args.dynamics_grid, "batch_size": args.batch_size, "lr": args.lr,
         "eval_minutes": eval_seconds / 60, "evaluation": results,
         "command": "python benchmarks/world_model_training.py " + " ".join(sys.argv[1:]),
     }

@@ -7,9 +7,9 @@
 # The world model is not post-trained: GRPO against the student (`roboalign post-train`, RoboAlign-R1)
 # lowered how well the dream follows commands (docs/post_training.md).
 # Every step resumes after a kill (re-run the script). Stage times on a 2-core CPU with no GPU
-# (docs/rebuild.md): collect + bench 36 min and tokenizer 42 min (measured for the earlier recipe without
-# exploration episodes); transformer 100 min (8,000 steps in three cosine cycles); on the 480-episode
-# collection (60 + 60 per source): bench 13.7 min, dream rollouts 6 min, teacher 25 min (1,200 steps),
+# (docs/rebuild.md): collect + bench 36 min (measured for the earlier recipe without exploration episodes);
+# on the 480-episode collection (60 + 60 per source): tokenizer 11 min (8x8 dynamics codes), transformer
+# 76 min (7,000 steps), bench 13.7 min, dream rollouts 6 min, teacher 25 min (1,200 steps),
 # student 21 min (teacher targets on the bench and 12,000 extra clips, 4,000 steps).
 # On a GPU: docs/rebuild.md, "GPU recipe".
 # Usage: bash scripts/train_default_model.sh [DATA_DIR] [RUNS_DIR]

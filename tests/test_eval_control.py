@@ -149,14 +149,23 @@ def test_eval_control_runs_end_to_end_on_a_tiny_model(collection, tmp_path, caps
     sources = ("door_kinova3", "pickplace_can_ur5e")  # the ones with held-out episodes in the tiny collection
     args = ["eval-control", "--model", str(model), "--episodes", str(collection), "--probe", "checkpoints/probe",
             "--out", str(tmp_path / "b"), "--starts-per-source", "1", "--steps", "3", "--sources", *sources,
-            "--device", "cpu"]
+            "--device", "cpu", "--window", "None"]
     monkeypatch.setattr(sys, "argv", ["roboalign", *args])  # what the result file records as the command
     main(args)
     res = json.loads((tmp_path / "b" / "control.json").read_text())
     check_report(res, 3, sources, probe=True)
+    assert res["settings"]["window"] is None  # --window None: no re-encoding
     out = capsys.readouterr().out
     assert res["command"].startswith("roboalign eval-control")
     assert "direction accuracy" in out and "end effector over 3 steps" in out
+
+
+def test_a_window_below_two_frames_is_refused_before_any_work(tmp_path):
+    from roboalign_env.eval.control import evaluate_control
+
+    with pytest.raises(ValueError, match="window must be >= 2"):
+        evaluate_control(tmp_path / "none", tmp_path, tmp_path / "out", window=1)
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_missing_model_is_a_clear_error(tmp_path, capsys):

@@ -142,7 +142,7 @@ class EvalWorldModel:
 @dataclass(frozen=True)
 class EvalControl:
     """Does the dream follow the actions? From held-out starts restarted exactly in robosuite, drive
-    robosuite and the world model (greedy, the environment's default SWR window) with constant commands
+    robosuite and the world model (greedy, the environment's default SWR window unless --window) with constant commands
     per axis and for the gripper, the episode's own actions and another episode's; report direction
     accuracy, separation ratios, the action swap, probe tracking error and frame metrics (control.json,
     control_per_step.png, contact_sheet.png)."""
@@ -170,6 +170,8 @@ class EvalControl:
     """Perceptual distance ('lpips' needs torchvision's AlexNet weights on disk)."""
     guidance: float | None = None
     """Classifier-free guidance scale on the actions (None: the model's default, as the environment uses)."""
+    window: int | None = SWR_WINDOW
+    """SWR window W in frames (context + W-1 generated; the environment's default); None: no re-encoding."""
     tokenizer_only: bool = False
     """Replace the dream by the model's tokenizer encoding and decoding the real frames (each later SWR window
     against its own reconstruction of the window's first frame, as a dream re-encodes its own frames): the ceiling
@@ -183,7 +185,7 @@ class EvalControl:
         res = evaluate_control(self.model, self.episodes, self.out, self.probe, self.starts_per_source, self.steps,
                                self.magnitude, self.sources, device=resolve_device(self.device),
                                perceptual=self.perceptual, command=command_line(), guidance=self.guidance,
-                               tokenizer_only=self.tokenizer_only)
+                               window=self.window, tokenizer_only=self.tokenizer_only)
         h = res["headline"]
         fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         print(f"direction accuracy {fmt(h['direction_accuracy'])} (chance {1 / 6:.3f}; by direction of change "

@@ -397,7 +397,7 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
 
     ``sources`` empty means every source with held-out episodes in ``episodes``; ``probe_dir`` None
     skips the probe-based numbers (tracking, and the action swap's end-effector error). ``guidance`` is
-    the classifier-free guidance scale (None: the model's default, what the environment uses). ``model_dir`` is a
+    the classifier-free guidance scale (None: the model's default, what the environment uses); ``window`` the SWR window (None: no re-encoding). ``model_dir`` is a
     world-model folder, or a packed model folder holding one in ``world_model/``. ``tokenizer_only`` replaces the
     dream by the tokenizer's reconstruction of the real frames (:func:`reconstruct_all`): the ceiling that the
     model's tokenizer sets on every number.
@@ -408,6 +408,8 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not 0 < magnitude <= 1:
         raise ValueError(f"magnitude must be in (0, 1] (the controller's action range), got {magnitude}")
+    if window is not None and window < 2:
+        raise ValueError(f"window must be >= 2 frames (context + one generated) or None (no re-encoding), got {window}")
     load_perceptual(perceptual)
     if (Path(model_dir) / "world_model").is_dir():  # a packed model folder (world_model/, student/, seeds/)
         model_dir = Path(model_dir) / "world_model"

@@ -13,8 +13,10 @@ token. :class:`IncrementalDecoder` holds the transformer's weights rearranged fo
   permuted, so a :class:`KVCache` is only ever read back by a decoder;
 - a ``precision``: ``float32`` (exact: tests compare it with the teacher-forced ``forward``),
   ``bfloat16`` (half the weight bytes, on CPU or GPU) or ``int8`` (CPU: per-output-channel int8
-  weights, a quarter of the bytes, through torch's fbgemm dynamic-quantized linear, which also
-  quantizes each call's activations).
+  weights of the layers, a quarter of the bytes, through torch's fbgemm dynamic-quantized linear, which
+  also quantizes each call's activations; the prediction head stays float32, because it alone picks the
+  greedy code among thousands of close logits, and quantizing it flipped enough codes of an 8x8 frame to
+  move the dreamed frames away from float32's).
 
 Why fbgemm and not torchao (the maintained home of torch's quantization): at these shapes, one
 token of a 256-wide model, torchao's int8 tensor subclasses cost 2-4x more per product than the
@@ -83,10 +85,10 @@ class IncrementalDecoder:
         self.dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
         self.eps, self.device = model.norm.variance_epsilon, device
 
-        def linear(weight, norm=None):
+        def linear(weight, norm=None, quantize=True):
             """A product's weight; an RMSNorm's gain just before it is folded into its input columns."""
             weight = weight.detach().float() * (1 if norm is None else norm.weight.detach().float())
-            return _int8_weight(weight) if precision == "int8" else weight.to(self.dtype).contiguous()
+            return _int8_weight(weight) if precision == "int8" and quantize else weight.to(self.dtype).contiguous()
 
         pairs = _rotary_pairs(self.heads, self.head_dim).to(device)
         self.layers = []
@@ -98,7 +100,7 @@ class IncrementalDecoder:
                 linear(torch.cat([m.gate_proj.weight, m.up_proj.weight]), layer.post_attention_layernorm),
                 linear(m.down_proj.weight),
             ))
-        self.head = linear(transformer.llama.lm_head.weight[: cfg.head_size], model.norm)
+        self.head = linear(transformer.llama.lm_head.weight[: cfg.head_size], model.norm, quantize=False)  # never int8
         rope = model.rotary_emb
         angles = torch.arange(cfg.max_positions, device=device, dtype=torch.float32)[:, None] * rope.inv_freq.float()[None]
         self.rotary = torch.polar(torch.full_like(angles, float(rope.attention_scaling)), angles)  # (positions, head_dim/2)
