@@ -20,11 +20,16 @@ def env():
     env.close()
 
 
-def test_a_seed_clip_episode_restarts_exactly_upright(env):
+def test_a_seed_clip_episode_restarts_upright(env):
     seeds = SeedClips.load(DEFAULT_MODEL / "seeds")
     index = int(seeds.of_source("lift_panda")[0])
     obs, info = env.reset(seed=0, options={"episode_seed": seeds.meta[index]["seed"]})
-    assert np.array_equal(obs["image"].transpose(1, 2, 0), seeds.frames[index, 0])
+    # The seed frames were rendered on another machine: MuJoCo's floating point differs across CPUs (an Intel
+    # Xeon against the AMD EPYC that rendered them: 1 grey level on 0.3% of the pixels). Another start of the
+    # same source puts the cube elsewhere (pixels differing by more than 200 levels), so this still fails for any
+    # restart that is not the episode's.
+    diff = np.abs(obs["image"].transpose(1, 2, 0).astype(int) - seeds.frames[index, 0])
+    assert diff.max() <= 2 and (diff == 0).mean() >= 0.99
     top, bottom = obs["image"][:, :8].mean(), obs["image"][:, -8:].mean()
     assert top != bottom and info["source"] == "lift_panda"
 
