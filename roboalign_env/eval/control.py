@@ -43,7 +43,7 @@ from roboalign_env.data.io import atomic_write
 from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.media import grid, save_figure
 from roboalign_env.eval.metrics import MOTION_THRESHOLD, frame_metrics, load_perceptual, perceptual_name
-from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
+from roboalign_env.models.world_model import SWR_WINDOW, WorldModel, check_window
 
 DIRECTIONS = ("+x", "-x", "+y", "-y", "+z", "-z")
 GRIPPER = ("open", "close")
@@ -397,9 +397,9 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
 
     ``sources`` empty means every source with held-out episodes in ``episodes``; ``probe_dir`` None
     skips the probe-based numbers (tracking, and the action swap's end-effector error). ``guidance`` is
-    the classifier-free guidance scale (None: the model's default, what the environment uses); ``window`` the SWR window (None: no re-encoding). ``model_dir`` is a
-    world-model folder, or a packed model folder holding one in ``world_model/``. ``tokenizer_only`` replaces the
-    dream by the tokenizer's reconstruction of the real frames (:func:`reconstruct_all`): the ceiling that the
+    the classifier-free guidance scale (None: the model's default, what the environment uses); ``window`` the SWR
+    window (None: no re-encoding). ``model_dir`` is a world-model folder, or a packed model folder holding one in
+    ``world_model/``. ``tokenizer_only`` replaces the dream by the tokenizer's reconstruction of the real frames (:func:`reconstruct_all`): the ceiling that the
     model's tokenizer sets on every number.
     """
     if starts_per_source < 1:
@@ -408,8 +408,7 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not 0 < magnitude <= 1:
         raise ValueError(f"magnitude must be in (0, 1] (the controller's action range), got {magnitude}")
-    if window is not None and window < 2:
-        raise ValueError(f"window must be >= 2 frames (context + one generated) or None (no re-encoding), got {window}")
+    check_window(window)
     load_perceptual(perceptual)
     if (Path(model_dir) / "world_model").is_dir():  # a packed model folder (world_model/, student/, seeds/)
         model_dir = Path(model_dir) / "world_model"

@@ -153,6 +153,12 @@ def load_component(cls, folder: Path):
     return model
 
 
+def check_window(window: int | None) -> None:
+    """An SWR window must hold the context and at least one generated frame (None: no re-encoding)."""
+    if window is not None and window < 2:
+        raise ValueError(f"window must be >= 2 frames (context + one generated) or None (no re-encoding), got {window}")
+
+
 @dataclass
 class Rollout:
     frames: torch.Tensor  # (B, F, 3, H, W) in [0, 1]
@@ -201,8 +207,7 @@ class Dream:
     peak_sequence: int = 0
 
     def __post_init__(self):
-        if self.window is not None and self.window < 2:
-            raise ValueError(f"window must be >= 2 frames (context + one generated) or None, got {self.window}")
+        check_window(self.window)
         frames = self._check_frames(self.first_frames, "first_frames")
         tf = self.model.transformer
         self.guidance = tf.config.resolve_guidance(self.guidance)
