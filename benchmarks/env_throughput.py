@@ -1,9 +1,9 @@
 """Dream env steps/s against real robosuite steps/s on the same machine, in one run.
 
-- Dream: the native vector ``RoboAlignWorld-v0`` (world model with SWR W=6 + student reward every
-  step) for N = 1, 4, 16, 64 in four precisions: float32, bf16 (autocast, bf16 transformer
-  weights), int8 (int8 transformer weights) and int8+bf16. Steps/s = N x timed steps / seconds,
-  after warm-up steps.
+- Dream: the native vector ``RoboAlignWorld-v0`` (world model with SWR, the env's default window
+  unless ``--window``, + student reward every step) for N = 1, 4, 16, 64 in four precisions:
+  float32, bf16 (autocast, bf16 transformer weights), int8 (int8 transformer weights) and
+  int8+bf16. Steps/s = N x timed steps / seconds, after warm-up steps.
 - Single-env step latency: ``gym.make("RoboAlignWorld-v0")`` (one env, wrappers included), each
   precision's env stepped in turn for ``latency_rounds`` rounds of ``latency_steps`` steps (so a
   shared machine's slow minutes hit every precision alike); the median step time is reported.
@@ -36,6 +36,7 @@ import numpy as np
 import tyro
 
 import roboalign_env  # noqa: F401  (registers the envs)
+from roboalign_env.models.world_model import SWR_WINDOW
 from roboalign_env.sim.sources import ALL_SOURCES
 
 
@@ -60,6 +61,8 @@ class Args:
     """Sources whose real robosuite env is timed."""
     device: str = "auto"
     """Device of the dream ('auto', 'cpu', 'cuda')."""
+    window: int | None = SWR_WINDOW
+    """SWR window of the dream envs in frames (the env's default; None: no re-encoding)."""
     checkpoint: Path | None = None
     """A model folder to time instead of the shipped default: packed (`roboalign pack-default --out ...`) or a
     bare world-model folder (tokenizer/, transformer/; the default's student and seeds then)."""
@@ -79,14 +82,16 @@ def precision_flags(precision: str) -> dict:
     return {"bf16": "bf16" in precision, "int8": "int8" in precision}
 
 
-def env_options(precision: str, device: str, checkpoint: Path | None) -> dict:
-    return {"device": device, **precision_flags(precision), **({} if checkpoint is None else {"checkpoint": str(checkpoint)})}
+def env_options(precision: str, device: str, checkpoint: Path | None, window: int | None) -> dict:
+    return {"device": device, "window": window, **precision_flags(precision),
+            **({} if checkpoint is None else {"checkpoint": str(checkpoint)})}
 
 
-def dream_rate(n: int, steps: int, precision: str, device: str, checkpoint: Path | None) -> dict:
+def dream_rate(n: int, steps: int, precision: str, device: str, checkpoint: Path | None, window: int | None) -> dict:
     import gymnasium as gym
 
-    env = gym.make_vec("RoboAlignWorld-v0", num_envs=n, max_episode_steps=1000, **env_options(precision, device, checkpoint))
+    env = gym.make_vec("RoboAlignWorld-v0", num_envs=n, max_episode_steps=1000,
+                       **env_options(precision, device, checkpoint, window))
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     for _ in range(2):
@@ -102,11 +107,11 @@ def dream_rate(n: int, steps: int, precision: str, device: str, checkpoint: Path
 
 
 def single_env_latency(precisions: tuple[str, ...], rounds: int, steps: int, device: str,
-                       checkpoint: Path | None) -> dict:
+                       checkpoint: Path | None, window: int | None) -> dict:
     """Median (and 90th percentile) ms per ``env.step`` of one env per precision, interleaved."""
     import gymnasium as gym
 
-    envs = {p: gym.make("RoboAlignWorld-v0", **env_options(p, device, checkpoint)) for p in precisions}
+    envs = {p: gym.make("RoboAlignWorld-v0", **env_options(p, device, checkpoint, window)) for p in precisions}
     times: dict[str, list[float]] = {p: [] for p in precisions}
     rng = np.random.default_rng(0)
     for p, env in envs.items():
@@ -197,10 +202,11 @@ def main(args: Args) -> None:
     dream = []
     for n in args.batch_sizes:
         for precision in args.precisions:
-            dream.append(dream_rate(n, max(args.dream_steps, 64 // n), precision, device, args.checkpoint))
+            dream.append(dream_rate(n, max(args.dream_steps, 64 // n), precision, device, args.checkpoint, args.window))
             print(f"dream N={n:>2} {precision:>9}: {dream[-1]['steps_per_s']:7.1f} steps/s, "
                   f"{dream[-1]['ms_per_step']:.1f} ms/step", flush=True)
-    latency = single_env_latency(args.precisions, args.latency_rounds, args.latency_steps, device, args.checkpoint)
+    latency = single_env_latency(args.precisions, args.latency_rounds, args.latency_steps, device, args.checkpoint,
+                                 args.window)
     for p, r in latency.items():
         print(f"single env {p:>9}: median {r['median_ms']:.1f} ms/step (p90 {r['p90_ms']:.1f})", flush=True)
     best_real = max(r["steps_per_s"] for r in real)
@@ -209,6 +215,7 @@ def main(args: Args) -> None:
     results = {
         "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:]),
         "checkpoint": "shipped default" if args.checkpoint is None else str(args.checkpoint),
+        "window": args.window,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
                     "platform": platform.platform()},
         "dream": dream, "real": real, "single_env_latency": latency,

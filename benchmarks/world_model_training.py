@@ -38,6 +38,11 @@ class Args:
     world_model_steps: tuple[int, ...] = (7000,)
     """Transformer optimizer steps, as cosine cycles: each entry resumes the run to that many steps with a
     fresh cosine schedule over the whole run (a warm restart)."""
+    fine_tune_steps: int = 7000
+    """Then one more cycle started from that model (`train-world-model --init-from`, a fresh warm-up of
+    `fine_tune_warmup` steps and a cosine decay over these steps) in runs/world_model_fine_tune; 0: none."""
+    fine_tune_warmup: int = 100
+    """`train-world-model --warmup-steps` of that cycle."""
     batch_size: int = 8
     """`train-world-model --batch-size` (clips per step)."""
     lr: float = 5e-4
@@ -69,17 +74,24 @@ def main(args: Args) -> None:
     tok, wm = args.runs / "tokenizer", args.runs / "world_model"
     roboalign("train-tokenizer", "--episodes", args.episodes, "--out", tok, "--steps", args.tokenizer_steps,
               "--dynamics-grid", args.dynamics_grid)
+    recipe = ["--episodes", args.episodes, "--tokenizer", tok / "model", "--batch-size", args.batch_size, "--lr",
+              args.lr, "--parallel-frames", "--markov-frames", "--action-to-codes", "--action-dropout",
+              args.action_dropout, "--change-weight", args.change_weight]
     for steps in args.world_model_steps:
-        roboalign("train-world-model", "--episodes", args.episodes, "--tokenizer", tok / "model", "--out", wm,
-                  "--steps", steps, "--batch-size", args.batch_size, "--lr", args.lr, "--parallel-frames",
-                  "--markov-frames", "--action-to-codes", "--action-dropout", args.action_dropout,
-                  "--change-weight", args.change_weight)
-    eval_seconds = roboalign("eval-world-model", "--model", wm / "world_model", "--episodes", args.episodes,
-                             "--out", wm / "eval")
-    results = json.loads((wm / "eval" / "results.json").read_text())
+        roboalign("train-world-model", *recipe, "--out", wm, "--steps", steps)
+    runs = [wm]
+    if args.fine_tune_steps:
+        runs.append(args.runs / "world_model_fine_tune")
+        roboalign("train-world-model", *recipe, "--out", runs[-1], "--init-from", wm / "world_model", "--steps",
+                  args.fine_tune_steps, "--warmup-steps", args.fine_tune_warmup)
+    final = runs[-1]
+    eval_seconds = roboalign("eval-world-model", "--model", final / "world_model", "--episodes", args.episodes,
+                             "--out", final / "eval")
+    results = json.loads((final / "eval" / "results.json").read_text())
     summary = {
         "tokenizer_train_minutes": train_minutes(tok), "tokenizer_steps": args.tokenizer_steps,
-        "world_model_train_minutes": train_minutes(wm), "world_model_steps": args.world_model_steps,
+        "world_model_train_minutes": sum(map(train_minutes, runs)), "world_model_steps": args.world_model_steps,
+        "fine_tune_steps": args.fine_tune_steps, "fine_tune_warmup": args.fine_tune_warmup,
         "dynamics_grid": args.dynamics_grid, "batch_size": args.batch_size, "lr": args.lr,
         "eval_minutes": eval_seconds / 60, "evaluation": results,
         "command": "python benchmarks/world_model_training.py " + " ".join(sys.argv[1:]),
@@ -89,7 +101,7 @@ def main(args: Args) -> None:
 
         from roboalign_env.models.world_model import WorldModel
 
-        WorldModel.load(wm / "world_model").save(args.export, dtype=torch.bfloat16)
+        WorldModel.load(final / "world_model").save(args.export, dtype=torch.bfloat16)
         summary["exported"] = str(args.export)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=1))

@@ -9,8 +9,9 @@
 # Every step resumes after a kill (re-run the script). Stage times on a 2-core CPU with no GPU
 # (docs/rebuild.md): collect + bench 36 min (measured for the earlier recipe without exploration episodes);
 # on the 480-episode collection (60 + 60 per source): tokenizer 11 min (8x8 dynamics codes), transformer
-# 76 min (7,000 steps), bench 13.7 min, dream rollouts 6 min, teacher 25 min (1,200 steps),
-# student 21 min (teacher targets on the bench and 12,000 extra clips, 4,000 steps).
+# 160 min (two cosine cycles of 7,000 steps, the second started from the first: 76 + 84 min), bench
+# 13.7 min, dream rollouts 6 min, teacher 25 min (1,200 steps), student 21 min (teacher targets on the
+# bench and 12,000 extra clips, 4,000 steps).
 # On a GPU: docs/rebuild.md, "GPU recipe".
 # Usage: bash scripts/train_default_model.sh [DATA_DIR] [RUNS_DIR]
 set -euo pipefail
