@@ -142,8 +142,8 @@ class EvalWorldModel:
 @dataclass(frozen=True)
 class EvalControl:
     """Does the dream follow the actions? From held-out starts restarted exactly in robosuite, drive
-    robosuite and the world model (greedy, the environment's default SWR window unless --window) with constant commands
-    per axis and for the gripper, the episode's own actions and another episode's; report direction
+    robosuite and the world model (greedy, the environment's default SWR window unless --window) with
+    constant commands per axis and for the gripper, the episode's own actions and another episode's; report direction
     accuracy, separation ratios, the action swap, probe tracking error and frame metrics (control.json,
     control_per_step.png, contact_sheet.png)."""
 

@@ -399,8 +399,8 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
     skips the probe-based numbers (tracking, and the action swap's end-effector error). ``guidance`` is
     the classifier-free guidance scale (None: the model's default, what the environment uses); ``window`` the SWR
     window (None: no re-encoding). ``model_dir`` is a world-model folder, or a packed model folder holding one in
-    ``world_model/``. ``tokenizer_only`` replaces the dream by the tokenizer's reconstruction of the real frames (:func:`reconstruct_all`): the ceiling that the
-    model's tokenizer sets on every number.
+    ``world_model/``. ``tokenizer_only`` replaces the dream by the tokenizer's reconstruction of the real frames
+    (:func:`reconstruct_all`): the ceiling that the model's tokenizer sets on every number.
     """
     if starts_per_source < 1:
         raise ValueError(f"starts_per_source must be >= 1, got {starts_per_source}")
