@@ -25,6 +25,23 @@ def collection(tmp_path_factory):
     return root
 
 
+def renamed_copy(collection, folder):
+    """A second collection in ``folder``: every episode of ``collection`` under a new id (``<id>-copy``), as
+    pooled collections must not repeat an id. Returns ``folder``."""
+    import json
+
+    from roboalign_env.data.episodes import read_manifest
+
+    rows = []
+    for row in read_manifest(collection):
+        path = f"episodes/{row['episode_id']}-copy.npz"
+        (folder / "episodes").mkdir(parents=True, exist_ok=True)
+        (folder / path).write_bytes((collection / row["path"]).read_bytes())
+        rows.append({**row, "episode_id": row["episode_id"] + "-copy", "path": path})
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
 def lift_trace(n: int = 24, grasp_at: int = 8, lift_per_frame: float = 0.02, rest_z: float = 0.82) -> dict:
     """A hand-built trace of a clean lift: approach, grasp at ``grasp_at``, lift, success at the end."""
     obj = np.zeros((n, 1, 3))

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import renamed_copy
 
 from roboalign_env.data.clips import ClipStream, augment_clip
 from roboalign_env.data.episodes import load_episode, read_manifest
@@ -33,6 +34,19 @@ def test_stream_filters_episodes_and_rejects_bad_requests(collection):
         ClipStream(collection, episode_ids=["nope"])
     with pytest.raises(ValueError, match="shorter than clip_len"):
         ClipStream(collection, clip_len=1000)
+
+
+def test_stream_pools_collections_and_rejects_repeated_ids(collection, tmp_path):
+    rows = read_manifest(collection)
+    other = renamed_copy(collection, tmp_path / "other")
+    pooled = ClipStream([collection, other], clip_len=8)
+    assert len(pooled.rows) == 2 * len(rows)
+    only_other = ClipStream([collection, other], episode_ids=[rows[0]["episode_id"] + "-copy"])
+    clip = only_other.sample(np.random.default_rng(0))  # read from the second folder
+    first = load_episode(collection / rows[0]["path"])
+    assert any(np.allclose(first.actions[s : s + 8], clip["actions"].numpy()) for s in range(first.num_steps - 7))
+    with pytest.raises(ValueError, match="more than one collection"):
+        ClipStream([collection, collection])
 
 
 def test_augmentation_shares_parameters_across_the_clip():

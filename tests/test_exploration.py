@@ -13,7 +13,13 @@ from roboalign_env.sim.collect import (
     plan_episodes,
     run_episode,
 )
-from roboalign_env.sim.exploration import EXPLORATION_MODES, WORKSPACE, exploration_policy, tilt
+from roboalign_env.sim.exploration import (
+    DEFAULT_EXPLORATION_MODES,
+    EXPLORATION_MODES,
+    WORKSPACE,
+    exploration_policy,
+    tilt,
+)
 from roboalign_env.sim.sources import SOURCES
 
 pytestmark = pytest.mark.sim
@@ -99,6 +105,29 @@ def test_waypoints_keep_the_end_effector_in_the_box(lift_env):
     assert np.ptp(run["eef"], axis=0).max() > 0.1  # it does move around
 
 
+def test_push_holds_long_commands_past_the_box_and_comes_back(lift_env):
+    policy, run = rollout(lift_env, "explore_push", 2, LIFT.horizon)
+    arm = run["actions"][:, :6]
+    assert np.all(arm[:, 3:] == 0)  # no rotation
+    assert (np.abs(arm[:, :3]) >= 0.5 - 1e-6).any(axis=1).all()  # never a null command
+    changes = np.flatnonzero(np.any(arm[1:] != arm[:-1], axis=1)) + 1
+    assert np.all(np.diff([0, *changes]) >= 8)  # each command held 8-20 steps ...
+    assert np.all(np.diff([0, *changes]) <= 20)
+    low, high = (np.array(b) for b in WORKSPACE["lift_panda"])
+    eef = run["eef"]
+    outside = np.any((eef < low - 0.02) | (eef > high + 0.02), axis=1)
+    assert outside.any()  # ... far enough to leave the workspace box ...
+    assert np.linalg.norm(eef - eef[0], axis=1).max() <= policy.max_distance + 0.2  # ... but not without bound
+
+
+def test_push_heads_back_once_too_far():
+    policy = exploration_policy("explore_push", LIFT, np.random.default_rng(0))
+    policy.start = np.array([0.0, 0.0, 1.0])
+    far = policy.start + np.array([0.0, 0.5, 0.0])
+    command = policy._new_command(far)
+    assert command[1] < -0.4 and np.allclose(command[[0, 2, 3, 4, 5]], 0)
+
+
 def test_prefix_follows_the_nominal_plan_until_its_switch(lift_env):
     policy, run = rollout(lift_env, "explore_prefix", 7, LIFT.horizon)
     switch = policy.switch_step
@@ -120,7 +149,8 @@ def test_plan_adds_exploration_episodes_without_changing_scripted_ones():
     explore = [s for s in mixed if s.failure in EXPLORATION_MODES]
     assert len(explore) == 12  # half of each source's 12 episodes
     lift = [s for s in explore if s.source == "lift_panda"]
-    assert [s.failure for s in lift] == [*EXPLORATION_MODES, *EXPLORATION_MODES[:2]]
+    assert [s.failure for s in lift] == [*DEFAULT_EXPLORATION_MODES, *DEFAULT_EXPLORATION_MODES[:2]]
+    assert "explore_push" in EXPLORATION_MODES and "explore_push" not in DEFAULT_EXPLORATION_MODES
     assert [s.seed for s in lift] == [EXPLORATION_SEED_OFFSET + i for i in range(6)]
     assert len({s.episode_id for s in mixed}) == len(mixed)
     quarter = plan_episodes(["lift_panda"], 6, exploration_fraction=0.25, exploration_modes=("explore_ou",))

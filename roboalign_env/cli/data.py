@@ -7,7 +7,7 @@ from pathlib import Path
 
 from roboalign_env.assets import DEFAULT_MODEL
 from roboalign_env.data.splits import HELDOUT_SOURCE
-from roboalign_env.sim.exploration import EXPLORATION_MODES
+from roboalign_env.sim.exploration import DEFAULT_EXPLORATION_MODES
 from roboalign_env.sim.sources import ALL_SOURCES
 
 
@@ -28,8 +28,9 @@ class Collect:
     exploration_fraction: float = 0.0
     """Fraction of each source's episodes that are exploration episodes, added to the scripted ones
     (0.5: as many as --episodes-per-source; seeds from first_seed + 50000)."""
-    exploration_modes: tuple[str, ...] = EXPLORATION_MODES
-    """Exploration modes to cycle, from: explore_waypoints, explore_constant, explore_ou, explore_prefix."""
+    exploration_modes: tuple[str, ...] = DEFAULT_EXPLORATION_MODES
+    """Exploration modes to cycle, from: explore_waypoints, explore_constant, explore_ou, explore_prefix,
+    explore_push (long pushes past the workspace box; not in the default cycle)."""
     workers: int = 2
     """Worker processes (each renders with its own MuJoCo context)."""
     image_size: int = 64

@@ -37,8 +37,10 @@ class TrainTokenizer:
 class TrainWorldModel:
     """Stage 2: train the action-conditioned transformer on tokenized T=8 clips (resumable)."""
 
-    episodes: Path = Path("data/episodes")
-    """Collection folder written by `roboalign collect` (its "train" episodes are used)."""
+    episodes: tuple[Path, ...] = (Path("data/episodes"),)
+    """Collection folders written by `roboalign collect`: their "train" episodes are pooled for training
+    and their "val" episodes for validation (one folder, or several such as a scripted collection and an
+    `explore_push` one)."""
     tokenizer: Path = Path("runs/tokenizer/model")
     """Trained tokenizer folder (config.json + model.safetensors), kept frozen."""
     action_mode: Literal["embed", "bins"] = "bins"

@@ -11,6 +11,7 @@ memory.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from roboalign_env.data.episodes import Episode, load_episode, read_manifest
 class ClipStream(torch.utils.data.IterableDataset):
     """Endless stream of ``{"frames": (T, 3, H, W) float in [0, 1], "actions": (T, 7)}`` clips.
 
+    ``root`` is one collection folder or several (their episodes pooled; ids must not repeat).
     ``episode_ids`` restricts sampling (e.g. to one split's episodes); ``augment`` applies clip-wise
     photometric (brightness, contrast, saturation, hue) and geometric (resized crop) jitter with one
     parameter draw per clip. Each DataLoader worker gets its own random stream from ``seed``.
@@ -29,20 +31,25 @@ class ClipStream(torch.utils.data.IterableDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | Sequence[str | Path],
         clip_len: int = 8,
         episode_ids: list[str] | None = None,
         augment: bool = False,
         seed: int = 0,
         cache_size: int = 16,
     ):
-        self.root = Path(root)
-        rows = read_manifest(self.root)
+        self.roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+        rows = [{**r, "root": folder} for folder in self.roots for r in read_manifest(folder)]
+        ids = [r["episode_id"] for r in rows]
+        if len(set(ids)) != len(ids):
+            twice = sorted({i for i in ids if ids.count(i) > 1})
+            raise ValueError(f"{[str(r) for r in self.roots]}: episode ids {twice[:3]} appear in more than one "
+                             "collection; collect the extra one with another --first-seed")
         if episode_ids is not None:
             wanted = set(episode_ids)
             rows = [r for r in rows if r["episode_id"] in wanted]
         if not rows:
-            raise ValueError(f"{self.root}: no episodes to sample clips from")
+            raise ValueError(f"{', '.join(str(r) for r in self.roots)}: no episodes to sample clips from")
         short = [r["episode_id"] for r in rows if r["num_steps"] < clip_len]
         if short:
             raise ValueError(f"episodes shorter than clip_len={clip_len}: {short[:3]}")
@@ -56,7 +63,7 @@ class ClipStream(torch.utils.data.IterableDataset):
     def _episode(self, row: dict) -> Episode:
         key = row["episode_id"]
         if key not in self._cache:
-            self._cache[key] = load_episode(self.root / row["path"])
+            self._cache[key] = load_episode(row["root"] / row["path"])
             if len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(key)

@@ -24,7 +24,7 @@ from roboalign_env.data.episodes import (
     save_episode,
     write_manifest,
 )
-from roboalign_env.sim.exploration import EXPLORATION_MODES, exploration_policy
+from roboalign_env.sim.exploration import DEFAULT_EXPLORATION_MODES, EXPLORATION_MODES, exploration_policy
 from roboalign_env.sim.rendering import CAMERA
 from roboalign_env.sim.sources import SOURCES
 from roboalign_env.sim.workers import cached_env, imap_workers
@@ -58,7 +58,7 @@ def plan_episodes(
     nominal_fraction: float = 0.5,
     first_seed: int = 0,
     exploration_fraction: float = 0.0,
-    exploration_modes: Iterable[str] = EXPLORATION_MODES,
+    exploration_modes: Iterable[str] = DEFAULT_EXPLORATION_MODES,
 ) -> list[EpisodeSpec]:
     """Episode specs for each source: ``episodes_per_source`` scripted ones (``nominal_fraction``
     nominal, the rest cycling its failure modes), then exploration episodes cycling

@@ -8,11 +8,13 @@ in, a float32 7-D OSC_POSE action in [-1, 1] out: 3 position deltas, 3 axis-angl
 +1 closes / -1 opens) and is built by :func:`exploration_policy` from a source and a numpy Generator,
 so an episode is deterministic per seed.
 
-The exploring policies keep the end effector inside its source's :data:`WORKSPACE`, a world-frame
-box that holds the start pose and the task objects and whose corners all project well inside the
-agentview image (``tests/test_exploration.py`` checks this), and the gripper within about
+The exploring policies but one keep the end effector inside its source's :data:`WORKSPACE`, a
+world-frame box that holds the start pose and the task objects and whose corners all project well
+inside the agentview image (``tests/test_exploration.py`` checks this), and the gripper within about
 :data:`MAX_TILT` of its start orientation, so the arm stays in view and clear of its joint limits
-(scripted stretches follow their plan, which stays near the box).
+(scripted stretches follow their plan, which stays near the box). The exception, ``explore_push``,
+goes where a policy that keeps pushing one way takes the arm: far past the box, out of view, into
+the table.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ import numpy as np
 
 from roboalign_env.sim.scripted.base import OSC_POS_SCALE, Source
 
-EXPLORATION_MODES = ("explore_waypoints", "explore_constant", "explore_ou", "explore_prefix")
+EXPLORATION_MODES = ("explore_waypoints", "explore_constant", "explore_ou", "explore_prefix", "explore_push")
+DEFAULT_EXPLORATION_MODES = EXPLORATION_MODES[:4]
+"""The modes `roboalign collect` cycles unless told otherwise (``explore_push`` is asked for by name)."""
 
 # World-frame (low, high) end-effector bounds per source, in metres: the start pose and the task
 # objects (cubes, can and both bins, door handle) with some room around them, from just above the
@@ -64,6 +68,14 @@ def _object_positions(obs: dict) -> list[np.ndarray]:
     other than the robot's own and relative ones (``gripper_to_cube_pos``)."""
     return [np.asarray(v, float) for k, v in sorted(obs.items())
             if k.endswith("_pos") and not k.startswith("robot") and "_to_" not in k]
+
+
+def random_command(rng: np.random.Generator, axes: int, most: int, low: float) -> np.ndarray:
+    """A 6-D arm command that moves 1 to ``most`` of its first ``axes`` axes, each at +-``low``..1.0."""
+    chosen = rng.choice(axes, size=int(rng.integers(1, most + 1)), replace=False)
+    command = np.zeros(6)
+    command[chosen] = rng.uniform(low, 1.0, size=len(chosen)) * rng.choice([-1.0, 1.0], size=len(chosen))
+    return command
 
 
 class _Explorer:
@@ -161,10 +173,7 @@ class ConstantCommands(_Explorer):
         self.steps_left = 0
 
     def _new_command(self) -> np.ndarray:
-        axes = 6 if self.rng.random() < self.p_rotate else 3
-        chosen = self.rng.choice(axes, size=int(self.rng.integers(1, 4)), replace=False)
-        command = np.zeros(6)
-        command[chosen] = self.rng.uniform(0.3, 1.0, size=len(chosen)) * self.rng.choice([-1.0, 1.0], size=len(chosen))
+        command = random_command(self.rng, 6 if self.rng.random() < self.p_rotate else 3, 3, 0.3)
         self._maybe_toggle()
         return command
 
@@ -256,11 +265,58 @@ class ScriptedPrefix:
         return self.explorer(obs)
 
 
+class SustainedPushes(_Explorer):
+    """``explore_push``: long constant pushes from the start pose, far past the workspace box.
+
+    Each command moves 1-2 position axes at +-0.5..1.0 and is held for 8-20 steps, so the arm travels
+    as far as a policy that keeps commanding one direction takes it (tens of centimetres at 0.8 for 16
+    steps): out of the box, out of view, against the table or a joint limit. The boxed modes never
+    show that. Once the end effector is outside the box, a new command heads back to the start
+    position instead with probability ``p_return`` (always beyond ``max_distance`` of it, never within
+    ``min_return``), so the episode keeps coming back into the scene. No rotation; the gripper may
+    toggle with each command.
+    """
+
+    hold = (8, 20)
+    p_return = 0.5
+    max_distance = 0.4
+    min_return = 0.05  # a start pose outside the box is no reason to stand still
+
+    def __init__(self, source: Source, rng: np.random.Generator):
+        super().__init__(source, rng)
+        self.start: np.ndarray | None = None
+        self.command = np.zeros(6)
+        self.steps_left = 0
+
+    def _new_command(self, eef: np.ndarray) -> np.ndarray:
+        command = np.zeros(6)
+        outside = np.any(eef > self.high) or np.any(eef < self.low)
+        back = self.start - eef
+        away = np.linalg.norm(back)
+        if away > self.max_distance or (outside and away > self.min_return and self.rng.random() < self.p_return):
+            command[:3] = back / max(np.abs(back).max(), 1e-9) * self.rng.uniform(0.5, 1.0)
+        else:
+            command = random_command(self.rng, 3, 2, 0.5)
+        self._maybe_toggle()
+        return command
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        eef, _ = self._observe(obs)
+        if self.start is None:
+            self.start = eef.copy()
+        if self.steps_left == 0:
+            self.command = self._new_command(eef)
+            self.steps_left = int(self.rng.integers(self.hold[0], self.hold[1] + 1))
+        self.steps_left -= 1
+        return self._action(self.command)
+
+
 _POLICIES = {
     "explore_waypoints": RandomWaypoints,
     "explore_constant": ConstantCommands,
     "explore_ou": NominalWithOU,
     "explore_prefix": ScriptedPrefix,
+    "explore_push": SustainedPushes,
 }
 
 

@@ -12,6 +12,7 @@ also gets ``world_model/``: tokenizer + transformer + manifest, loadable with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -126,14 +127,15 @@ def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoToken
     return fresh.float()
 
 
-def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, batch_size: int,
+def train_world_model(episodes: Path | Sequence[Path], tokenizer_dir: Path, loop: LoopConfig, batch_size: int,
                       config: DynamicsTransformerConfig, val_clips: int = 32,
                       init_from: Path | None = None, change_weight: float = 1.0, hold_still: bool = False,
                       rollout_depth: int = 0) -> WorldModel:
     """Train (or resume) the transformer against a frozen tokenizer; write ``<out>/world_model``.
 
-    ``init_from`` starts from an existing world model's transformer (fine-tuning; ``config``'s sizes
-    are then those of that transformer); a resumed run continues from its own checkpoint either way.
+    ``episodes`` is one collection or several, pooled (each one's train and val split). ``init_from``
+    starts from an existing world model's transformer (fine-tuning; ``config``'s sizes are then those of
+    that transformer); a resumed run continues from its own checkpoint either way.
     ``change_weight`` weights the loss on codes that change, ``hold_still`` holds the codes where no pixel
     moved and ``rollout_depth`` trains on the model's own predictions (see :func:`clip_loss`).
     """
@@ -142,10 +144,14 @@ def train_world_model(episodes: Path, tokenizer_dir: Path, loop: LoopConfig, bat
     if isinstance(rollout_depth, bool) or not isinstance(rollout_depth, int) or not 0 <= rollout_depth < 8:
         raise ValueError(f"rollout_depth must be an integer from 0 (true previous frames) to 7 "
                          f"(a clip has 7 predicted frames), got {rollout_depth!r}")
+    roots = [Path(episodes)] if isinstance(episodes, (str, Path)) else [Path(e) for e in episodes]
+    if not roots:
+        raise ValueError("episodes: no collection given; expected one or more `roboalign collect` folders")
     tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).float().eval().requires_grad_(False)  # shipped: bf16
-    stream = ClipStream(episodes, clip_len=8, episode_ids=split_episode_ids(episodes, "train"),
+    stream = ClipStream(roots, clip_len=8, episode_ids=[i for r in roots for i in split_episode_ids(r, "train")],
                         augment=True, seed=loop.seed, cache_size=4096)
-    val = ClipStream(episodes, clip_len=8, episode_ids=split_episode_ids(episodes, "val"), cache_size=4096)
+    val = ClipStream(roots, clip_len=8, episode_ids=[i for r in roots for i in split_episode_ids(r, "val")],
+                     cache_size=4096)
     val_batch = val.batch(np.random.default_rng([loop.seed, 1]), val_clips)
 
     def make_batch(step: int, rank: int) -> dict:
