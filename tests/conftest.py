@@ -32,10 +32,10 @@ def renamed_copy(collection, folder):
 
     from roboalign_env.data.episodes import read_manifest
 
+    (folder / "episodes").mkdir(parents=True)
     rows = []
     for row in read_manifest(collection):
         path = f"episodes/{row['episode_id']}-copy.npz"
-        (folder / "episodes").mkdir(parents=True, exist_ok=True)
         (folder / path).write_bytes((collection / row["path"]).read_bytes())
         rows.append({**row, "episode_id": row["episode_id"] + "-copy", "path": path})
     (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -7,6 +7,7 @@ from conftest import renamed_copy
 
 from roboalign_env.data.clips import ClipStream, augment_clip
 from roboalign_env.data.episodes import load_episode, read_manifest
+from roboalign_env.data.splits import split_episode_ids
 
 pytestmark = pytest.mark.sim
 
@@ -47,6 +48,10 @@ def test_stream_pools_collections_and_rejects_repeated_ids(collection, tmp_path)
     assert any(np.allclose(first.actions[s : s + 8], clip["actions"].numpy()) for s in range(first.num_steps - 7))
     with pytest.raises(ValueError, match="more than one collection"):
         ClipStream([collection, collection])
+    for split in ("train", "val", "test"):  # the splits of pooled collections are each one's split
+        pooled_ids = split_episode_ids([collection, other], split)
+        assert pooled_ids == split_episode_ids(collection, split) + split_episode_ids(other, split)
+    assert len(split_episode_ids([collection, other], "train")) > len(split_episode_ids(collection, "train"))
 
 
 def test_augmentation_shares_parameters_across_the_clip():

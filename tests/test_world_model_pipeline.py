@@ -26,7 +26,7 @@ def test_train_tokenizer_world_model_then_evaluate(collection, tmp_path):
     assert {p.name for p in model.iterdir()} >= {"tokenizer", "transformer", "manifest.json"}
 
     # Fine-tuning starts from that transformer (its sizes, its weights), not from a new one; here on two
-    # collections pooled (as the shipped model's last cycle adds an explore_push collection).
+    # collections pooled (as a scripted collection and an explore_push one would be).
     other = renamed_copy(collection, tmp_path / "other")
     roboalign("train-world-model", "--episodes", collection, other, "--tokenizer", tmp_path / "tok" / "model",
               "--out", tmp_path / "tuned", "--steps", 1, "--batch-size", 2, "--lr", 1e-12, "--init-from", model)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from roboalign_env.data.episodes import Episode, load_episode, read_manifest
+from roboalign_env.data.paths import folders
 
 
 class ClipStream(torch.utils.data.IterableDataset):
@@ -38,7 +39,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         seed: int = 0,
         cache_size: int = 16,
     ):
-        self.roots = [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+        self.roots = folders(root)
         rows = [{**r, "root": folder} for folder in self.roots for r in read_manifest(folder)]
         ids = [r["episode_id"] for r in rows]
         if len(set(ids)) != len(ids):

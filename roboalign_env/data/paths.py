@@ -7,6 +7,7 @@ A manifest, an episode's metadata or a bench index is data, not a program: an id
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -30,3 +31,8 @@ def inside(root: str | Path, relative, what: str) -> Path:
     if path != base and base not in path.parents:
         raise ValueError(f"{what}: {relative!r} points outside {root}; expected a path inside that folder")
     return path
+
+
+def folders(root: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One folder or several (e.g. collections pooled for training) as a list of paths."""
+    return [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]

@@ -12,7 +12,10 @@ Two views use the same hash:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
+
+from roboalign_env.data.paths import folders
 
 HELDOUT_SOURCE = "pickplace_can_ur5e"
 """The bench's held-out source: never used to train the teacher, the student or GRPO prompts."""
@@ -30,10 +33,12 @@ def split_of(episode_id: str, source: str, heldout_source: str = HELDOUT_SOURCE)
     return "val" if u < VAL_FRACTION else "test" if u < VAL_FRACTION + TEST_FRACTION else "train"
 
 
-def split_episode_ids(root: str | Path, split: str) -> list[str]:
-    """Episode ids of one world-model split ("train", "val" or "test") of a collection (no source held out)."""
+def split_episode_ids(root: str | Path | Sequence[str | Path], split: str) -> list[str]:
+    """Episode ids of one world-model split ("train", "val" or "test") of a collection, or of several
+    pooled (no source held out)."""
     from roboalign_env.data.episodes import read_manifest
 
     if split not in ("train", "val", "test"):
         raise ValueError(f"split must be one of train, val, test; got {split!r}")
-    return [r["episode_id"] for r in read_manifest(root) if split_of(r["episode_id"], r["source"], "") == split]
+    return [r["episode_id"] for folder in folders(root) for r in read_manifest(folder)
+            if split_of(r["episode_id"], r["source"], "") == split]

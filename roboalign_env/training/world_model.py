@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from roboalign_env.data.clips import ClipStream
+from roboalign_env.data.paths import folders
 from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.metrics import MOTION_THRESHOLD
 from roboalign_env.eval.world_model_eval import action_use_metrics
@@ -144,14 +145,13 @@ def train_world_model(episodes: Path | Sequence[Path], tokenizer_dir: Path, loop
     if isinstance(rollout_depth, bool) or not isinstance(rollout_depth, int) or not 0 <= rollout_depth < 8:
         raise ValueError(f"rollout_depth must be an integer from 0 (true previous frames) to 7 "
                          f"(a clip has 7 predicted frames), got {rollout_depth!r}")
-    roots = [Path(episodes)] if isinstance(episodes, (str, Path)) else [Path(e) for e in episodes]
+    roots = folders(episodes)
     if not roots:
         raise ValueError("episodes: no collection given; expected one or more `roboalign collect` folders")
     tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).float().eval().requires_grad_(False)  # shipped: bf16
-    stream = ClipStream(roots, clip_len=8, episode_ids=[i for r in roots for i in split_episode_ids(r, "train")],
-                        augment=True, seed=loop.seed, cache_size=4096)
-    val = ClipStream(roots, clip_len=8, episode_ids=[i for r in roots for i in split_episode_ids(r, "val")],
-                     cache_size=4096)
+    stream = ClipStream(roots, clip_len=8, episode_ids=split_episode_ids(roots, "train"), augment=True, seed=loop.seed,
+                        cache_size=4096)
+    val = ClipStream(roots, clip_len=8, episode_ids=split_episode_ids(roots, "val"), cache_size=4096)
     val_batch = val.batch(np.random.default_rng([loop.seed, 1]), val_clips)
 
     def make_batch(step: int, rank: int) -> dict:
