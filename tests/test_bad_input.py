@@ -107,6 +107,7 @@ def test_rejected_vector_steps_do_not_count(venv):
     ({"temperature": float("inf")}, "temperature"), ({"success_threshold": float("nan")}, "success_threshold"),
     ({"success_threshold": 2.0}, "success_threshold"), ({"top_k": 0}, "top_k"), ({"top_k": 2.5}, "top_k"),
     ({"window": 1}, "window"), ({"horizon": 0}, "horizon"), ({"source": "juggle"}, "source"),
+    ({"passes": 0}, "passes"), ({"passes": 2.0}, "passes"),
     ({"int8": "yes"}, "int8"), ({"reward_frames": 1}, "frames"), ({"reward_mode": "sometimes"}, "mode"),
     ({"reward_weights": [1, float("nan"), 1, 1, 1, 1]}, "weights"), ({"reward_weights": [1, 1]}, "weights"),
 ])

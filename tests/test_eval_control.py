@@ -145,6 +145,10 @@ def test_eval_control_runs_end_to_end_on_a_tiny_model(collection, tmp_path, caps
     check_report(res, 2, ("door_kinova3",), probe=False, decoding="tokenizer only")
     for png in ("control_per_step.png", "contact_sheet.png"):
         assert (tmp_path / "a" / png).stat().st_size > 20_000
+    sampled = [evaluate_control(model, collection, tmp_path / f"t{seed}", starts_per_source=1, steps=2, window=2,
+                                sources=("door_kinova3",), progress=False, temperature=1.0) for seed in range(2)]
+    check_report(sampled[0], 2, ("door_kinova3",), probe=False, decoding="sampled at temperature 1.0")
+    assert sampled[0]["overall"]["frames"] == sampled[1]["overall"]["frames"]  # each rollout from its own seed
 
     sources = ("door_kinova3", "pickplace_can_ur5e")  # the ones with held-out episodes in the tiny collection
     args = ["eval-control", "--model", str(model), "--episodes", str(collection), "--probe", "checkpoints/probe",
@@ -165,6 +169,8 @@ def test_a_window_below_two_frames_is_refused_before_any_work(tmp_path):
 
     with pytest.raises(ValueError, match="window must be >= 2"):
         evaluate_control(tmp_path / "none", tmp_path, tmp_path / "out", window=1)
+    with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
+        evaluate_control(tmp_path / "none", tmp_path, tmp_path / "out", temperature=-1.0)
     assert not (tmp_path / "out").exists()
 
 

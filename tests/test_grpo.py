@@ -33,6 +33,9 @@ def tiny_world_model(seed: int = 0, **options) -> WorldModel:
             tf.null_codes.normal_(std=0.5)
             if tf.config.parallel_frames:
                 tf.start_codes.normal_(std=0.5)
+            if tf.config.refinable:  # code embeddings are small (std 0.02): scale their projection up
+                tf.reveal_proj.weight.normal_(std=20.0)
+                tf.reveal_proj.bias.normal_(std=0.5)
     return WorldModel(tok, tf).eval()
 
 
@@ -98,13 +101,15 @@ def test_kl_term_is_k3_on_hand_computed_numbers():
 
 @pytest.mark.parametrize("temperature, guidance, frames",
                          [(1.0, 1.0, "one by one"), (0.7, 1.0, "one by one"), (1.0, 2.5, "one by one"),
-                          (1.0, 2.5, "parallel"), (1.0, 2.5, "markov")])
+                          (1.0, 2.5, "parallel"), (1.0, 2.5, "markov"), (1.0, 2.5, "refined")])
 def test_recomputed_log_probs_equal_the_samplers_across_swr_windows(temperature, guidance, frames):
-    """Codes one by one, a frame's codes together predicted by their FSQ digits (digit_head), or
-    together from the previous frame alone (markov_frames)."""
+    """Codes one by one, a frame's codes together predicted by their FSQ digits (digit_head),
+    together from the previous frame alone (markov_frames), or in refinement passes (each code's
+    log-probability that of the pass that committed it)."""
     options = dict(action_to_codes=True, action_dropout=0.1, parallel_frames=frames != "one by one",
                    digit_head=frames == "parallel", code_levels=[5, 5, 3],
-                   markov_frames=frames == "markov") if guidance != 1 else {}
+                   markov_frames=frames in ("markov", "refined"),
+                   refine_passes=3 if frames == "refined" else 1) if guidance != 1 else {}
     wm = tiny_world_model(**options)
     prompt = tiny_prompts(horizon=7).take(np.array([0, 1]))
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
@@ -112,9 +117,16 @@ def test_recomputed_log_probs_equal_the_samplers_across_swr_windows(temperature,
                       guidance=guidance)
     assert len(roll.windows) == 4  # 7 frames, 2 generated per window
     with torch.no_grad():
-        lp = rollout_log_probs(wm.transformer, roll.windows, prompt["actions"], roll.codes, temperature, guidance)
+        lp = rollout_log_probs(wm.transformer, roll.windows, prompt["actions"], roll.codes, temperature, guidance,
+                               roll.commits)
     assert lp.shape == roll.log_probs.shape
     torch.testing.assert_close(lp, roll.log_probs, atol=1e-4, rtol=0)
+    if frames == "refined":  # codes were committed over all three passes; read in one pass they differ
+        assert set(roll.commits.unique().tolist()) == {0, 1, 2}
+        with torch.no_grad():
+            one_pass = rollout_log_probs(wm.transformer, roll.windows, prompt["actions"], roll.codes, temperature,
+                                         guidance)
+        assert (one_pass - roll.log_probs).abs().max() > 1e-3
     # with the first window's context for every frame, frames past the first window differ
     with torch.no_grad():
         wrong = rollout_log_probs(wm.transformer, roll.windows[:1], prompt["actions"], roll.codes, temperature, guidance)

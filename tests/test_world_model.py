@@ -23,17 +23,18 @@ def tiny_transformer(seed: int = 0, **kw) -> DynamicsTransformer:
     return DynamicsTransformer(cfg).eval()
 
 
-@pytest.fixture(scope="module", params=["bins", "embed", "guided", "parallel", "markov"])
+@pytest.fixture(scope="module", params=["bins", "embed", "guided", "parallel", "markov", "refined"])
 def world_model(request) -> WorldModel:
     """``guided``: binned actions also added to every dynamics code, with a "no action" input and a
     default classifier-free guidance scale of 2 (every rollout decodes a guided batch). ``parallel``:
     the same, with each frame's codes decoded together in one forward pass and predicted by their FSQ
     digits (``digit_head``). ``markov``: a frame's codes together, from the previous frame's codes and the
-    action alone (``markov_frames``)."""
-    if request.param in ("guided", "parallel", "markov"):
+    action alone (``markov_frames``). ``refined``: ``markov`` decoded in 3 refinement passes per frame."""
+    if request.param in ("guided", "parallel", "markov", "refined"):
         tf = tiny_transformer(action_to_codes=True, action_dropout=0.1, guidance=2.0,
                               parallel_frames=request.param != "guided", digit_head=request.param == "parallel",
-                              code_levels=[5, 5, 3], markov_frames=request.param == "markov")
+                              code_levels=[5, 5, 3], markov_frames=request.param in ("markov", "refined"),
+                              refine_passes=3 if request.param == "refined" else 1)
     else:
         tf = tiny_transformer(action_mode=request.param)
     with torch.no_grad():  # make actions matter (the projections start at zero)
@@ -43,6 +44,9 @@ def world_model(request) -> WorldModel:
         for name in ("null_codes", "start_codes"):
             if hasattr(tf, name):
                 getattr(tf, name).normal_(std=0.5)
+        if tf.config.refinable:  # code embeddings are small (std 0.02): scale their projection up
+            tf.reveal_proj.weight.normal_(std=20.0)
+            tf.reveal_proj.bias.normal_(std=0.5)
     return WorldModel(tiny_tokenizer(), tf).eval()
 
 
@@ -173,12 +177,18 @@ def test_cached_greedy_generation_equals_uncached(world_model):
     x, a = frames(2), actions(2, 4)
     roll = world_model.rollout(x, a, window=None)
     ctx = world_model.tokenizer.encode_context(x)
-    with torch.no_grad():
-        logits = world_model.transformer(ctx, a, roll.codes, guidance=world_model.transformer.config.guidance)
-    assert torch.equal(logits.argmax(-1), roll.codes)
-    # and the reported log-probabilities are those of the teacher-forced pass
-    torch.testing.assert_close(roll.log_probs, logits.log_softmax(-1).gather(-1, roll.codes[..., None])[..., 0],
-                               atol=1e-4, rtol=1e-4)
+    passes = world_model.transformer.config.refine_passes  # each code is the argmax of the pass that committed it
+    assert set(roll.commits.unique().tolist()) == set(range(passes))
+    for k in range(passes):
+        with torch.no_grad():
+            logits = world_model.transformer(ctx, a, roll.codes, guidance=world_model.transformer.config.guidance,
+                                             revealed=roll.commits < k if k else None)
+        at = roll.commits == k
+        assert torch.equal(logits.argmax(-1)[at], roll.codes[at])
+        # and the reported log-probabilities are those of the teacher-forced pass
+        torch.testing.assert_close(roll.log_probs[at],
+                                   logits.log_softmax(-1).gather(-1, roll.codes[..., None])[..., 0][at],
+                                   atol=1e-4, rtol=1e-4)
 
 
 def test_actions_change_the_prediction(world_model):
@@ -361,7 +371,8 @@ def test_rollout_records_each_swr_window_context(world_model):
     ctx = roll.windows[0][1]
     with torch.no_grad():
         lp = world_model.transformer.log_probs(ctx, a[:, :2], roll.codes[:, :2], temperature=1.0,
-                                               guidance=world_model.transformer.config.guidance)
+                                               guidance=world_model.transformer.config.guidance,
+                                               commits=roll.commits[:, :2])
     torch.testing.assert_close(lp, roll.log_probs[:, :2], atol=1e-4, rtol=1e-4)
 
 
@@ -499,7 +510,7 @@ def test_fine_tuning_can_switch_a_parallel_frames_model_to_markov_frames(tmp_pat
         initial_transformer(options, tok, tmp_path / "one_by_one")
 
 
-def test_guidance_needs_a_model_with_a_no_action_input(tmp_path):
+def test_guidance_and_refinement_need_a_model_trained_for_them(tmp_path):
     import gymnasium as gym
 
     import roboalign_env  # noqa: F401
@@ -517,6 +528,9 @@ def test_guidance_needs_a_model_with_a_no_action_input(tmp_path):
     plain.save(tmp_path / "plain")
     with pytest.raises(ValueError, match="plain: guidance 2.0 needs a model trained with action_dropout"):
         gym.make("RoboAlignWorld-v0", device="cpu", checkpoint=str(tmp_path / "plain"), guidance=2.0)
+    # so are refinement passes for a model that predicts a frame in one pass
+    with pytest.raises(ValueError, match="plain: passes 3 needs a model trained with refine_passes > 1"):
+        gym.make("RoboAlignWorld-v0", device="cpu", checkpoint=str(tmp_path / "plain"), passes=3)
 
 
 def test_change_weight_and_action_dropout_in_the_training_loss():
@@ -549,6 +563,41 @@ def test_change_weight_and_action_dropout_in_the_training_loss():
         tf.train()
         assert torch.isclose(clip_loss(tf, tok, batch, generator=torch.Generator().manual_seed(0))[0],
                              clip_loss(tf, tok, other, generator=torch.Generator().manual_seed(0))[0])
+
+
+def test_refinement_training_scores_the_hidden_codes_and_fine_tuning_into_it_starts_unchanged(tmp_path):
+    """A ``refine_passes`` model is shown part of each frame's codes and scored on the rest: its loss is the
+    weighted cross-entropy over the hidden codes only. Turning refinement on for a trained parallel-frames
+    checkpoint adds a zero-initialized projection, so the loaded model predicts as before, revealed or not."""
+    from roboalign_env.training.world_model import clip_loss, initial_transformer
+
+    tok = tiny_tokenizer()
+    clips = moving_square_clips(2, 4)
+    batch = {"frames": clips, "actions": actions(2, 4)}
+    tf = tiny_transformer(parallel_frames=True, markov_frames=True, refine_passes=3)
+    with torch.no_grad():
+        tf.reveal_proj.weight.normal_(std=20.0)
+        context, dynamics = tok.encode_clip(clips)
+        changed = tok.changed_codes(clips, dynamics)
+        revealed = torch.rand(dynamics.shape, generator=torch.Generator().manual_seed(0)) < 0.5
+        per_code = torch.nn.functional.cross_entropy(
+            tf(context, batch["actions"][:, :3], dynamics, revealed=revealed).flatten(0, 2), dynamics.flatten(),
+            reduction="none")
+        w = (1 + 4 * changed.flatten().float()) * (~revealed).flatten().float()
+        loss, _ = clip_loss(tf.eval(), tok, batch, change_weight=5.0, generator=torch.Generator().manual_seed(0),
+                            revealed_fraction=0.5)
+        torch.testing.assert_close(loss, (per_code * w).sum() / w.sum())
+        assert not torch.isclose(loss, clip_loss(tf.eval(), tok, batch, change_weight=5.0)[0])  # eval: all hidden
+
+    plain = tiny_transformer(parallel_frames=True, markov_frames=True)
+    plain.save_pretrained(tmp_path / "plain")
+    tuned = initial_transformer(DynamicsTransformerConfig(parallel_frames=True, markov_frames=True, refine_passes=4),
+                                tok, tmp_path / "plain").eval()
+    assert tuned.config.refine_passes == 4
+    ctx, a, dyn = torch.randint(0, 75, (2, 64)), actions(2, 3), torch.randint(0, 75, (2, 3, 16))
+    with torch.no_grad():
+        torch.testing.assert_close(tuned(ctx, a, dyn, revealed=torch.ones_like(dyn, dtype=torch.bool)),
+                                   plain(ctx, a, dyn))
 
 
 def test_training_from_the_models_own_predictions():
@@ -588,3 +637,42 @@ def test_training_from_the_models_own_predictions():
                           rollout_depth=-1)
     with pytest.raises(ValueError, match="no collection given"):
         train_world_model([], Path("nowhere"), LoopConfig(Path("nowhere")), 2, DynamicsTransformerConfig())
+
+
+def test_refinement_passes_make_an_uncertain_frame_coherent():
+    """A toy world where a fair coin decides the next frame: all 16 dynamics codes show the same side
+    (code 0 or 1), whatever the action. Sampled in one pass the codes are drawn independently and
+    almost never agree; decoded in refinement passes by a model trained to fill in the rest of a frame
+    (``refine_passes``), the first code committed decides the side and the others follow it."""
+    from roboalign_env.training.world_model import random_reveals
+
+    torch.manual_seed(0)
+    tok = tiny_tokenizer()
+    tf = tiny_transformer(parallel_frames=True, markov_frames=True, refine_passes=16).train()
+    gen = torch.Generator().manual_seed(1)
+    optimizer = torch.optim.AdamW(tf.parameters(), lr=3e-3)
+    for _ in range(150):
+        context = torch.randint(0, 75, (16, 64), generator=gen)
+        codes = torch.randint(0, 2, (16, 3, 1), generator=gen).expand(16, 3, 16)
+        revealed = random_reveals(codes.shape, gen)
+        logits = tf(context, actions(16, 3, seed=int(torch.randint(0, 10**6, (1,), generator=gen))), codes,
+                    revealed=revealed)
+        loss = torch.nn.functional.cross_entropy(logits[~revealed], codes[~revealed])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model = WorldModel(tok, tf.eval())
+
+    def agreeing(passes: int) -> float:
+        roll = model.rollout(frames(32), actions(32, 2), temperature=1.0, passes=passes,
+                             generators=[torch.Generator().manual_seed(s) for s in range(32)])
+        assert set(roll.codes.unique().tolist()) <= {0, 1}
+        sides = roll.codes.float().mean(-1)
+        return ((sides == 0) | (sides == 1)).float().mean().item()
+
+    assert agreeing(1) < 0.1
+    assert agreeing(16) > 0.9
+    with pytest.raises(ValueError, match="passes must be None or an integer >= 1"):
+        model.rollout(frames(1), actions(1, 1), passes=0)
+    with pytest.raises(ValueError, match="needs a model trained with refine_passes > 1"):
+        WorldModel(tok, tiny_transformer(parallel_frames=True)).rollout(frames(1), actions(1, 1), passes=2)

@@ -68,6 +68,10 @@ class TrainWorldModel:
     digit_head: bool = False
     """Predict each dynamics code as its FSQ digits, one softmax per digit (7 + 5 + 5 + 5 + 5 outputs), instead
     of one softmax over all 4375 codes, so that neighbouring codes (similar pixels) share what is learned."""
+    refine_passes: int = 1
+    """With --parallel-frames: decode each frame in this many passes (MaskGIT-style: each pass commits the codes
+    it is surest of and the next fills in the rest knowing them); > 1 trains the model to read a random part of
+    each frame's true codes and predict the others."""
     change_weight: float = 1.0
     """Loss weight on the dynamics codes that change from the previous frame (1: plain cross-entropy)."""
     hold_still_codes: bool = False
@@ -80,7 +84,7 @@ class TrainWorldModel:
     init_from: Path | None = None
     """Fine-tune: start from this world model's transformer (a world-model folder such as the package's
     default world_model/, or a transformer folder) instead of a new one; its sizes replace --layers,
-    --hidden-size and --action-mode, while --action-to-codes, --action-dropout and --guidance apply
+    --hidden-size and --action-mode, while --action-to-codes, --action-dropout, --guidance and --refine-passes apply
     (new parts start at zero). Use the tokenizer it was trained with (--tokenizer)."""
     batch_size: int = 16
     """Clips per step (each 8 frames)."""
@@ -95,7 +99,8 @@ class TrainWorldModel:
                                            hidden_size=self.hidden_size, intermediate_size=3 * self.hidden_size,
                                            action_to_codes=self.action_to_codes, action_dropout=self.action_dropout,
                                            guidance=self.guidance, parallel_frames=self.parallel_frames,
-                                           digit_head=self.digit_head, markov_frames=self.markov_frames)
+                                           digit_head=self.digit_head, markov_frames=self.markov_frames,
+                                           refine_passes=self.refine_passes)
         train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from,
                           change_weight=self.change_weight, hold_still=self.hold_still_codes,
                           rollout_depth=self.rollout_depth)
@@ -172,6 +177,11 @@ class EvalControl:
     """Perceptual distance ('lpips' needs torchvision's AlexNet weights on disk)."""
     guidance: float | None = None
     """Classifier-free guidance scale on the actions (None: the model's default, as the environment uses)."""
+    passes: int | None = None
+    """Refinement passes per frame of a model trained with --refine-passes (None: the model's default)."""
+    temperature: float = 0.0
+    """0: greedy (the report's standard); above 0: sample the dream at this temperature (the environment's
+    default is 1), each rollout from its own seed."""
     window: int | None = SWR_WINDOW
     """SWR window W in frames (context + W-1 generated; the environment's default); None: no re-encoding."""
     tokenizer_only: bool = False
@@ -187,7 +197,8 @@ class EvalControl:
         res = evaluate_control(self.model, self.episodes, self.out, self.probe, self.starts_per_source, self.steps,
                                self.magnitude, self.sources, device=resolve_device(self.device),
                                perceptual=self.perceptual, command=command_line(), guidance=self.guidance,
-                               window=self.window, tokenizer_only=self.tokenizer_only)
+                               window=self.window, tokenizer_only=self.tokenizer_only, passes=self.passes,
+                               temperature=self.temperature)
         h = res["headline"]
         fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         print(f"direction accuracy {fmt(h['direction_accuracy'])} (chance {1 / 6:.3f}; by direction of change "

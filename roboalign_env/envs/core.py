@@ -190,6 +190,9 @@ class DreamSettings(JudgeSettings):
     guidance: float | None = None
     """Classifier-free guidance scale on the actions (None: the model's own default; 1: none; above 1
     needs a model trained with action dropout and decodes each rollout twice)."""
+    passes: int | None = None
+    """Refinement passes per frame (None: the model's own default; 1: one pass; above 1 needs a model
+    trained with refine_passes > 1, and each pass is one more forward pass per frame)."""
     horizon: int = 64
     """Longest episode the dream is sized for when SWR is off."""
     source: str | None = None
@@ -217,6 +220,8 @@ class DreamSettings(JudgeSettings):
                 "None or an int >= 1")
         expect(self.guidance is None or (is_real(self.guidance) and 0 <= self.guidance < float("inf")), "guidance",
                self.guidance, "None (the model's default) or a finite number >= 0 (1: no guidance)")
+        expect(self.passes is None or (is_int(self.passes) and self.passes >= 1), "passes", self.passes,
+               "None (the model's default) or an int >= 1")
         expect(is_int(self.horizon) and self.horizon >= 1, "horizon", self.horizon, "an int >= 1")
         expect(self.source is None or self.source in ALL_SOURCES, "source", self.source,
                 f"None or one of {list(ALL_SOURCES)}")
@@ -269,6 +274,7 @@ class DreamCore:
             raise ValueError(f"top_k={settings.top_k}: expected None or 1..{codebook} (this model's codebook size)")
         try:  # checked now, before the first reset makes the dream
             self.model.transformer.config.resolve_guidance(settings.guidance)
+            self.model.transformer.config.resolve_passes(settings.passes)
         except ValueError as err:
             raise ValueError(f"{model_dir}: {err}") from None
         if self.model.image_size != IMAGE_SIZE:
@@ -300,7 +306,7 @@ class DreamCore:
             s = self.settings
             self.dream = self.model.dream(first, s.horizon, s.window, s.temperature, s.top_k,
                                           generators if s.temperature > 0 else None, record=False,
-                                          precision=s.precision, guidance=s.guidance)
+                                          precision=s.precision, guidance=s.guidance, passes=s.passes)
         else:
             if self.settings.temperature > 0:
                 for r, g in zip(rows, generators):

@@ -1,8 +1,8 @@
 """Does the dream follow the actions? A controllability report for any world-model checkpoint.
 
 Every held-out ("test") episode chosen as a start is restarted exactly in robosuite (its seed), and
-from that same state both robosuite and the world model (same first frame, same actions, greedy,
-the environment's default SWR window) are driven by:
+from that same state both robosuite and the world model (same first frame, same actions, greedy unless
+a sampling temperature is given, the environment's default SWR window) are driven by:
 
 - constant counterfactual commands: ``+x, -x, +y, -y, +z, -z`` at ``magnitude`` with the gripper
   held as the episode's first action had it, and the gripper ``open`` / ``close`` with zero motion;
@@ -221,15 +221,19 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
 
 
 def dream_all(model: WorldModel, first: np.ndarray, actions: np.ndarray, window: int | None, batch_size: int,
-              progress: bool, guidance: float | None = None) -> np.ndarray:
-    """Greedy rollouts from first frames (N, H, W, 3) uint8 under actions (N, steps, 7): (N, steps, H, W, 3) uint8
-    (``guidance``: classifier-free guidance scale, None for the model's default)."""
+              progress: bool, guidance: float | None = None, passes: int | None = None,
+              temperature: float = 0.0) -> np.ndarray:
+    """Rollouts from first frames (N, H, W, 3) uint8 under actions (N, steps, 7): (N, steps, H, W, 3) uint8
+    (``guidance``: classifier-free guidance scale, ``passes``: refinement passes per frame, None for the model's
+    defaults). Greedy at ``temperature`` 0; sampled otherwise, rollout i from a generator seeded i."""
     device = model.tokenizer.device
     out = []
     for s in tqdm(range(0, len(first), batch_size), desc="dream", unit="batch", disable=not progress):
+        rows = range(s, min(s + batch_size, len(first)))
+        generators = [torch.Generator().manual_seed(i) for i in rows] if temperature > 0 else None
         roll = model.rollout(to_float(first[s : s + batch_size]).to(device),
-                             torch.from_numpy(actions[s : s + batch_size]).to(device), window=window, temperature=0.0,
-                             guidance=guidance)
+                             torch.from_numpy(actions[s : s + batch_size]).to(device), window=window,
+                             temperature=temperature, generators=generators, guidance=guidance, passes=passes)
         out.append(to_uint8(roll.frames))
     return np.concatenate(out)
 
@@ -392,13 +396,16 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
                      starts_per_source: int = 8, steps: int = 16, magnitude: float = 0.8,
                      sources: tuple[str, ...] = (), window: int | None = SWR_WINDOW, device: str = "cpu",
                      perceptual: str = "st-lpips", batch_size: int = 64, progress: bool = True,
-                     command: str | None = None, guidance: float | None = None, tokenizer_only: bool = False) -> dict:
+                     command: str | None = None, guidance: float | None = None, tokenizer_only: bool = False,
+                     passes: int | None = None, temperature: float = 0.0) -> dict:
     """Run the controllability report; write ``control.json``, ``control_per_step.png``, ``contact_sheet.png``.
 
     ``sources`` empty means every source with held-out episodes in ``episodes``; ``probe_dir`` None
     skips the probe-based numbers (tracking, and the action swap's end-effector error). ``guidance`` is
-    the classifier-free guidance scale (None: the model's default, what the environment uses); ``window`` the SWR
-    window (None: no re-encoding). ``model_dir`` is a world-model folder, or a packed model folder holding one in
+    the classifier-free guidance scale and ``passes`` the refinement passes per frame (None: the model's defaults,
+    what the environment uses); ``window`` the SWR
+    window (None: no re-encoding); ``temperature`` 0 decodes greedily (the report's standard), above 0 samples
+    (seeded per rollout). ``model_dir`` is a world-model folder, or a packed model folder holding one in
     ``world_model/``. ``tokenizer_only`` replaces the dream by the tokenizer's reconstruction of the real frames
     (:func:`reconstruct_all`): the ceiling that the model's tokenizer sets on every number.
     """
@@ -408,12 +415,15 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not 0 < magnitude <= 1:
         raise ValueError(f"magnitude must be in (0, 1] (the controller's action range), got {magnitude}")
+    if not 0 <= temperature < float("inf"):
+        raise ValueError(f"temperature must be a finite number >= 0 (0: greedy), got {temperature}")
     check_window(window)
     load_perceptual(perceptual)
     if (Path(model_dir) / "world_model").is_dir():  # a packed model folder (world_model/, student/, seeds/)
         model_dir = Path(model_dir) / "world_model"
     model = WorldModel.load(model_dir, device)
     guidance = model.transformer.config.resolve_guidance(guidance)
+    passes = model.transformer.config.resolve_passes(passes)
     probe = load_probe(probe_dir, model.image_size) if probe_dir is not None else None
     starts = choose_starts(Path(episodes), tuple(sources), starts_per_source, steps, magnitude)
     real = [simulate(s, model.image_size) for s in tqdm(starts, desc="robosuite", unit="start", disable=not progress)]
@@ -423,7 +433,7 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
     if tokenizer_only:
         dream = reconstruct_all(model, np.concatenate([r.frames for r in real]), window, batch_size)
     else:
-        dream = dream_all(model, first, actions, window, batch_size, progress, guidance)
+        dream = dream_all(model, first, actions, window, batch_size, progress, guidance, passes, temperature)
     dream = dream.reshape(len(starts), len(ROLLOUTS), *dream.shape[1:])
     m = per_start_metrics(real, dream, perceptual, probe)
     names = np.array([s.source for s in starts])
@@ -432,8 +442,10 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
         "command": command,
         "settings": {"model": str(model_dir), "episodes": str(episodes), "probe": str(probe_dir) if probe_dir else None,
                      "starts_per_source": starts_per_source, "steps": steps, "magnitude": magnitude,
-                     "sources": sorted(set(names)), "window": window, "decoding": "tokenizer only" if tokenizer_only else "greedy",
-                     "guidance": guidance,
+                     "sources": sorted(set(names)), "window": window,
+                     "decoding": "tokenizer only" if tokenizer_only else "greedy" if temperature == 0 else
+                     f"sampled at temperature {temperature}",
+                     "guidance": guidance, "passes": passes,
                      "device": str(device),
                      "perceptual_metric": perceptual_name(perceptual), "motion_threshold": MOTION_THRESHOLD},
         "starts": [{"episode_id": s.episode_id, "source": s.source, "seed": s.seed, "other_episode_id": s.other_id,

@@ -48,6 +48,19 @@ smooth enough that a model which can, learns to ignore the action) and has to re
 Every block then takes the same positions, right after the context, and a rollout's cache holds only
 the context.
 
+With ``refine_passes`` K > 1 (and ``parallel_frames``) a frame is decoded in K passes over its block
+instead of one, as in MaskGIT: each dynamics position may also be shown the code already decoded there
+(a zero-initialized projection of its embedding, :meth:`DynamicsTransformer.reveal_inputs`). The first
+pass sees none and is the one-pass prediction; each pass commits the codes it is surest of
+(:func:`commit_mask`), and the next predicts the rest knowing them. Codes predicted together are
+independent given the past, so where the next frame is uncertain (the moving arm) a single pass lets
+each code take its own mode or draw, which need not add up to one arm; committing a few codes first
+lets their neighbours agree with them. Training shows each frame a random subset of its true codes (a
+hidden fraction ``cos(pi u / 2)``, ``u`` uniform) and scores the hidden ones. A code's log-probability
+is the one of the pass that committed it, given the codes committed before: the rollout records each
+code's pass and GRPO replays the passes in that order (the log-probability of the frame given its
+commit order, the order itself not scored).
+
 A code is predicted by one softmax over all codes, or with ``digit_head`` by one softmax per FSQ
 digit (7 + 5 + 5 + 5 + 5 outputs instead of 4375): the digits are the tokenizer's latent levels, so
 a digit's neighbours decode to similar pixels and what is learned for one code carries to its
@@ -97,6 +110,7 @@ class DynamicsTransformerConfig(PretrainedConfig):
         digit_head: bool = False,
         code_levels: list[int] | None = None,
         markov_frames: bool = False,
+        refine_passes: int = 1,
         **kwargs,
     ):
         if action_mode not in ("embed", "bins"):
@@ -105,6 +119,10 @@ class DynamicsTransformerConfig(PretrainedConfig):
             raise ValueError(f"action_dropout must be in [0, 1), got {action_dropout}")
         if markov_frames and not parallel_frames:
             raise ValueError("markov_frames needs parallel_frames (a block that holds the previous frame's codes)")
+        if isinstance(refine_passes, bool) or not isinstance(refine_passes, int) or refine_passes < 1:
+            raise ValueError(f"refine_passes must be an integer >= 1, got {refine_passes!r}")
+        if refine_passes > 1 and not parallel_frames:
+            raise ValueError("refine_passes > 1 needs parallel_frames (a frame's codes decoded together, then refined)")
         if guidance != 1.0 and action_dropout == 0.0:
             raise ValueError(f"guidance {guidance} needs a model trained with action_dropout > 0 "
                              "(classifier-free guidance contrasts it with the no-action prediction)")
@@ -128,6 +146,7 @@ class DynamicsTransformerConfig(PretrainedConfig):
         self.parallel_frames = parallel_frames
         self.digit_head = digit_head
         self.markov_frames = markov_frames
+        self.refine_passes = refine_passes
         self.code_levels = None if code_levels is None else list(code_levels)
         super().__init__(**kwargs)
 
@@ -146,6 +165,22 @@ class DynamicsTransformerConfig(PretrainedConfig):
             raise ValueError(f"guidance {scale} needs a model trained with action_dropout > 0; this one has no "
                              "'no action' input to guide against (use guidance=None or 1)")
         return float(scale)
+
+    def resolve_passes(self, passes: int | None) -> int:
+        """The refinement passes per frame to decode with: ``passes``, or this model's default when None;
+        more than one needs a model trained to refine (``refine_passes`` > 1)."""
+        count = self.refine_passes if passes is None else passes
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"passes must be None or an integer >= 1, got {passes!r}")
+        if count > 1 and not self.refinable:
+            raise ValueError(f"passes {count} needs a model trained with refine_passes > 1; this one predicts a "
+                             "frame in one pass (use passes=None or 1)")
+        return count
+
+    @property
+    def refinable(self) -> bool:
+        """Whether the model reads a frame's already decoded codes (trained to fill in the rest)."""
+        return self.refine_passes > 1
 
     @property
     def head_size(self) -> int:
@@ -202,15 +237,18 @@ class DynamicsTransformer(PreTrainedModel):
             self.null_codes = nn.Parameter(torch.zeros(config.hidden_size))
         if config.parallel_frames:
             self.start_codes = nn.Parameter(torch.zeros(config.dynamics_tokens, config.hidden_size))
+        if config.refinable:
+            self.reveal_proj = nn.Linear(config.hidden_size, config.hidden_size)
         self.post_init()
 
     #: Modules that a checkpoint trained without the conditioning options lacks; they start at
     #: their initial values when such a checkpoint is fine-tuned with the options on.
-    CONDITIONING_PARAMETERS = ("code_action_proj.weight", "code_action_proj.bias", "null_slots", "null_codes")
+    CONDITIONING_PARAMETERS = ("code_action_proj.weight", "code_action_proj.bias", "null_slots", "null_codes",
+                               "reveal_proj.weight", "reveal_proj.bias")
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # also restores LLaMA's rotary buffers after from_pretrained
-        if module is getattr(self, "action_proj", None) or module is getattr(self, "code_action_proj", None):
+        if any(module is getattr(self, name, None) for name in ("action_proj", "code_action_proj", "reveal_proj")):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, DynamicsTransformer):
@@ -265,6 +303,13 @@ class DynamicsTransformer(PreTrainedModel):
             codes = torch.where(null[..., None], self.null_codes.to(codes.dtype), codes)
         return slots, codes
 
+    def reveal_inputs(self, codes: torch.Tensor, revealed: torch.Tensor) -> torch.Tensor:
+        """The term (..., 16, hidden) a ``refine_passes`` model adds to the input of each dynamics position of a
+        block: a zero-initialized projection of the code already decoded there, where ``revealed`` (..., 16)
+        is set, and nothing where it is not (a block with nothing revealed is the one-pass prediction)."""
+        shown = self.reveal_proj(self.embed_codes(codes))
+        return torch.where(revealed[..., None], shown, torch.zeros((), dtype=shown.dtype, device=shown.device))
+
     def action_token_ids(self, actions: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         unit = (self.normalized_actions(actions) + 1) / 2
@@ -290,7 +335,7 @@ class DynamicsTransformer(PreTrainedModel):
     # --- teacher-forced pass (training, GRPO log-probabilities) -------------------------------
     def forward(self, context_codes: torch.Tensor, actions: torch.Tensor, dynamics_codes: torch.Tensor,
                 null: torch.Tensor | None = None, guidance: float = 1.0,
-                held_codes: torch.Tensor | None = None) -> torch.Tensor:
+                held_codes: torch.Tensor | None = None, revealed: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, F, 16, K) of every dynamics code given the context (B, 64), the actions
         (B, F, 7) and the true dynamics codes (B, F, 16) of the previous frames.
 
@@ -298,8 +343,16 @@ class DynamicsTransformer(PreTrainedModel):
         action dropout); ``guidance`` != 1 returns classifier-free guided logits, the distribution
         a rollout with that guidance samples from. ``held_codes`` (B, F-1, 16), for a
         ``parallel_frames`` model, are the codes blocks 1..F-1 hold in place of the true codes of
-        frames 1..F-1 (what training on the model's own predictions feeds)."""
+        frames 1..F-1 (what training on the model's own predictions feeds). ``revealed`` (B, F, 16) bool,
+        for a ``refine_passes`` model, marks the codes each block is shown (the true code of its own
+        frame at that position, :meth:`reveal_inputs`); the logits at the others are those of a
+        refinement pass that knows the revealed codes."""
         self.check_actions(actions)
+        if revealed is not None:
+            if not self.config.refinable:
+                raise ValueError("revealed needs a model with refine_passes > 1 (one that reads decoded codes)")
+            if revealed.shape != dynamics_codes.shape:
+                raise ValueError(f"revealed: expected shape {tuple(dynamics_codes.shape)}, got {tuple(revealed.shape)}")
         if held_codes is not None:
             if not self.config.parallel_frames:
                 raise ValueError("held_codes needs a parallel_frames model (one whose blocks hold the previous frame's codes)")
@@ -311,12 +364,13 @@ class DynamicsTransformer(PreTrainedModel):
                 raise ValueError("null and guidance != 1 do not combine: guidance contrasts actions with no action")
             both = self._logits(context_codes.repeat(2, 1), actions.repeat(2, 1, 1), dynamics_codes.repeat(2, 1, 1),
                                 torch.arange(2 * len(actions), device=actions.device) >= len(actions),
-                                None if held_codes is None else held_codes.repeat(2, 1, 1))
+                                None if held_codes is None else held_codes.repeat(2, 1, 1),
+                                None if revealed is None else revealed.repeat(2, 1, 1))
             cond, uncond = both.chunk(2)
             return uncond + guidance * (cond - uncond)
-        return self._logits(context_codes, actions, dynamics_codes, null, held_codes)
+        return self._logits(context_codes, actions, dynamics_codes, null, held_codes, revealed)
 
-    def _logits(self, context_codes, actions, dynamics_codes, null, held_codes=None) -> torch.Tensor:
+    def _logits(self, context_codes, actions, dynamics_codes, null, held_codes=None, revealed=None) -> torch.Tensor:
         b, f, n = dynamics_codes.shape
         cfg = self.config
         slots, code_terms = self.action_inputs(actions, None if null is None else null[:, None].expand(b, f))
@@ -325,7 +379,10 @@ class DynamicsTransformer(PreTrainedModel):
             codes = torch.cat([self.start_codes.expand(b, 1, n, -1).to(codes.dtype), codes], 1)
         else:
             codes = self.embed_codes(dynamics_codes)
-        blocks = torch.cat([slots, codes + code_terms[:, :, None]], 2)
+        codes = codes + code_terms[:, :, None]
+        if revealed is not None:
+            codes = codes + self.reveal_inputs(dynamics_codes, revealed)
+        blocks = torch.cat([slots, codes], 2)
         embeds = torch.cat([self.embed_codes(context_codes), blocks.flatten(1, 2)], 1)
         mask = self.block_mask(f, embeds.device) if cfg.parallel_frames else None
         positions = self.positions(f, embeds.device)
@@ -363,10 +420,26 @@ class DynamicsTransformer(PreTrainedModel):
         return F.cross_entropy(logits.flatten(0, 2), dynamics_codes.flatten())
 
     def log_probs(self, context_codes, actions, dynamics_codes, temperature: float = 1.0,
-                  guidance: float = 1.0) -> torch.Tensor:
-        """Log-probabilities (B, F, 16) of given dynamics codes under softmax(logits / temperature)."""
-        logits = self(context_codes, actions, dynamics_codes, guidance=guidance) / temperature
-        return logits.log_softmax(-1).gather(-1, dynamics_codes.unsqueeze(-1)).squeeze(-1)
+                  guidance: float = 1.0, commits: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities (B, F, 16) of given dynamics codes under softmax(logits / temperature)
+        (see :func:`code_log_probs`)."""
+        return code_log_probs(self, context_codes, actions, dynamics_codes, temperature, guidance, commits)
+
+
+def code_log_probs(model, context_codes: torch.Tensor, actions: torch.Tensor, codes: torch.Tensor,
+                   temperature: float = 1.0, guidance: float = 1.0,
+                   commits: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forced log-probabilities (B, F, 16) of ``codes`` under softmax(logits / temperature), where
+    ``model`` is a :class:`DynamicsTransformer` or a wrapper that calls it (DDP). ``commits`` (B, F, 16),
+    a rollout's record of the refinement pass that committed each code, replays those passes: a code's
+    log-probability is the one of its pass, shown the codes committed before it (None: one pass)."""
+    order = torch.zeros_like(codes) if commits is None else commits
+    log_probs = None
+    for k in range(int(order.max()) + 1):
+        logits = model(context_codes, actions, codes, guidance=guidance, revealed=order < k if k else None)
+        of_pass = (logits.float() / temperature).log_softmax(-1).gather(-1, codes.unsqueeze(-1)).squeeze(-1)
+        log_probs = of_pass if log_probs is None else torch.where(order == k, of_pass, log_probs)
+    return log_probs
 
 
 def sample_codes(logits: torch.Tensor, temperature: float, top_k: int | None,
@@ -398,6 +471,23 @@ def sample_codes(logits: torch.Tensor, temperature: float, top_k: int | None,
     gumbel = -torch.log(exponential.clamp_min(1e-20)).to(scaled.device)
     codes = (masked + gumbel).argmax(-1)
     return codes, scaled.log_softmax(-1).gather(-1, codes[..., None]).squeeze(-1)
+
+
+CONFIDENT = 0.9
+"""A refinement pass commits every code it predicts with at least this probability (the static scene
+mostly), besides its share of the uncertain ones."""
+
+
+def commit_mask(hidden: torch.Tensor, confidence: torch.Tensor, pass_index: int, passes: int) -> torch.Tensor:
+    """Which still hidden codes (B, n) pass ``pass_index`` of ``passes`` commits: on the last pass all of
+    them; before it, those predicted with probability ``confidence`` >= :data:`CONFIDENT`, and at least the
+    most confident ``ceil(hidden / passes left)`` of each row, so the uncertain codes (where the frame
+    moves) are spread over the passes and each later pass sees the earlier ones."""
+    if pass_index == passes - 1:
+        return hidden.clone()
+    share = (hidden.sum(-1, keepdim=True) + passes - pass_index - 1) // (passes - pass_index)
+    ranks = confidence.masked_fill(~hidden, -1.0).argsort(-1, descending=True).argsort(-1)
+    return hidden & ((confidence >= CONFIDENT) | (ranks < share))
 
 
 def _register() -> None:

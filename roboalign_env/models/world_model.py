@@ -35,7 +35,7 @@ from roboalign_env.data.io import atomic_write, replace_folder
 from roboalign_env.models.decoding import IncrementalDecoder
 from roboalign_env.models.registry import check_finite, quiet_loading
 from roboalign_env.models.tokenizer import VideoTokenizer
-from roboalign_env.models.transformer import DynamicsTransformer, sample_codes
+from roboalign_env.models.transformer import DynamicsTransformer, commit_mask, sample_codes
 
 SWR_WINDOW = 6
 """Sliding Window Re-encoding's default window W in frames (the paper's): context + W-1 generated."""
@@ -117,23 +117,26 @@ class WorldModel(torch.nn.Module):
 
     def dream(self, first_frames: torch.Tensor, horizon: int, window: int | None = SWR_WINDOW, temperature: float = 0.0,
               top_k: int | None = None, generators: list[torch.Generator] | torch.Generator | None = None,
-              record: bool = True, precision: str = "float32", guidance: float | None = None) -> "Dream":
-        return Dream(self, first_frames, horizon, window, temperature, top_k, generators, record, precision, guidance)
+              record: bool = True, precision: str = "float32", guidance: float | None = None,
+              passes: int | None = None) -> "Dream":
+        return Dream(self, first_frames, horizon, window, temperature, top_k, generators, record, precision, guidance,
+                     passes)
 
     @torch.no_grad()
     def rollout(self, first_frames: torch.Tensor, actions: torch.Tensor, window: int | None = SWR_WINDOW,
                 temperature: float = 0.0, top_k: int | None = None,
                 generators: list[torch.Generator] | torch.Generator | None = None,
-                guidance: float | None = None) -> "Rollout":
+                guidance: float | None = None, passes: int | None = None) -> "Rollout":
         """Predict frames 1..F from first frames (B, 3, H, W) and actions (B, F, 7)."""
         if actions.ndim != 3:
             raise ValueError(f"actions: expected shape (batch, frames, {self.transformer.config.action_dim}), "
                              f"got {tuple(actions.shape)}")
-        dream = self.dream(first_frames, actions.shape[1], window, temperature, top_k, generators, guidance=guidance)
+        dream = self.dream(first_frames, actions.shape[1], window, temperature, top_k, generators, guidance=guidance,
+                           passes=passes)
         tic = time.perf_counter()
         frames = [dream.step(actions[:, i]) for i in range(actions.shape[1])]
         return Rollout(torch.stack(frames, 1), torch.stack(dream.codes, 1), torch.stack(dream.log_probs, 1),
-                       dream.windows, dream.peak_sequence, time.perf_counter() - tic)
+                       dream.windows, dream.peak_sequence, time.perf_counter() - tic, torch.stack(dream.commits, 1))
 
 
 def load_component(cls, folder: Path):
@@ -167,6 +170,7 @@ class Rollout:
     windows: list[tuple[int, torch.Tensor]]  # (first generated frame index, context codes (B, 64)) per window
     peak_sequence: int  # longest token sequence the transformer attended over
     seconds: float
+    commits: torch.Tensor  # (B, F, 16) the refinement pass that committed each code (all 0 with one pass)
 
 
 @dataclass
@@ -189,6 +193,9 @@ class Dream:
     ``guidance``). Above 1 every rollout is decoded twice in the same batch, once with its actions
     and once with the "no action" input, and codes are drawn from
     ``uncond + guidance * (cond - uncond)``; both halves are fed the drawn code.
+
+    ``passes`` is the number of refinement passes per frame of a ``refine_passes`` transformer (None: its
+    config's; 1: the one-pass prediction); ``commits`` records the pass that committed each code.
     """
 
     model: WorldModel
@@ -201,7 +208,9 @@ class Dream:
     record: bool = True
     precision: str = "float32"
     guidance: float | None = None
+    passes: int | None = None
     codes: list[torch.Tensor] = field(default_factory=list)
+    commits: list[torch.Tensor] = field(default_factory=list)
     windows: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     log_probs: list[torch.Tensor] = field(default_factory=list)
     peak_sequence: int = 0
@@ -211,6 +220,7 @@ class Dream:
         frames = self._check_frames(self.first_frames, "first_frames")
         tf = self.model.transformer
         self.guidance = tf.config.resolve_guidance(self.guidance)
+        self.passes = tf.config.resolve_passes(self.passes)
         self._halves = 2 if self.guidance != 1 else 1  # guided: rows B..2B-1 decode without actions
         capacity = tf.config.sequence_length(self.window if self.window is not None else self.horizon + 1)
         self._decoder = IncrementalDecoder(tf, self.precision)
@@ -292,8 +302,9 @@ class Dream:
                              "make a new one with a longer horizon or turn SWR on")
         actions = actions.to(tf.device).repeat(self._halves, 1)
         slots, code_terms = tf.action_inputs(actions, torch.arange(len(actions), device=tf.device) >= self.batch_size)
+        commits = None
         if tf.config.parallel_frames:
-            codes, log_probs = self._sample_block(torch.cat([slots, self._pending + code_terms[:, None]], 1))
+            codes, log_probs, commits = self._sample_block(torch.cat([slots, self._pending + code_terms[:, None]], 1))
             self._pending = tf.embed_codes(codes.repeat(self._halves, 1))  # the next block's input
             if tf.config.markov_frames:  # the next block sees the context only: forget this one
                 self._cache.lengths[:] = tf.config.context_tokens
@@ -302,6 +313,7 @@ class Dream:
         if self.record:
             self.codes.append(codes)
             self.log_probs.append(log_probs)
+            self.commits.append(torch.zeros_like(codes) if commits is None else commits)
         self._last_frame = self.model.tokenizer.decode_dynamics(codes, self._context, self._skips).float().clamp(0, 1)
         self._frames_in_window += 1
         return self._last_frame
@@ -319,9 +331,34 @@ class Dream:
         self._pending = embeds  # the last code is fed with the next action
         return torch.stack(codes, 1), torch.stack(log_probs, 1)
 
-    def _sample_block(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sample all of a frame's codes from one forward pass over its block (``parallel_frames``)."""
-        return self._sample(self._forward(block, keep=self.model.transformer.config.dynamics_tokens, causal=False))
+    def _sample_block(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample all of a frame's codes (``parallel_frames``): codes, log-probabilities and the pass that
+        committed each. One forward pass over its block, or ``passes`` of them, each showing the block the
+        codes committed so far (:func:`~roboalign_env.models.transformer.commit_mask` picks what a pass
+        commits); every pass but the last is then taken out of the cache again."""
+        tf = self.model.transformer
+        n = tf.config.dynamics_tokens
+        if self.passes == 1:
+            codes, log_probs = self._sample(self._forward(block, keep=n, causal=False))
+            return codes, log_probs, torch.zeros_like(codes)
+        filled = self._cache.lengths.clone()
+        codes = log_probs = commits = None
+        hidden = torch.ones(self.batch_size, n, dtype=torch.bool, device=block.device)
+        for k in range(self.passes):
+            shown = block
+            if k:
+                self._cache.lengths.copy_(filled)
+                shown = block.clone()
+                shown[:, -n:] += tf.reveal_inputs(codes, ~hidden).repeat(self._halves, 1, 1).to(block.dtype)
+            drawn, drawn_log_probs = self._sample(self._forward(shown, keep=n, causal=False))
+            if k == 0:
+                codes, log_probs, commits = drawn, drawn_log_probs, torch.zeros_like(drawn)
+            commit = commit_mask(hidden, drawn_log_probs.exp(), k, self.passes)
+            codes = torch.where(commit, drawn, codes)
+            log_probs = torch.where(commit, drawn_log_probs, log_probs)
+            commits = torch.where(commit, k, commits)
+            hidden &= ~commit
+        return codes, log_probs, commits
 
     def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self._halves == 2:

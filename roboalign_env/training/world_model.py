@@ -47,16 +47,26 @@ def own_predictions(model: DynamicsTransformer, context: torch.Tensor, actions: 
     return torch.stack(held)[choice, torch.arange(len(dynamics), device=dynamics.device)]
 
 
+def random_reveals(shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+    """Bool (B, F, n): the codes a ``refine_passes`` model is shown while it learns to fill in the rest.
+    Each frame hides a fraction ``cos(pi u / 2)`` of its codes (``u`` uniform; MaskGIT's schedule, which
+    often hides nearly all, the first pass of decoding), each code independently."""
+    hidden_fraction = torch.cos(torch.rand(shape[:-1], generator=generator) * torch.pi / 2)
+    return torch.rand(shape, generator=generator) >= hidden_fraction[..., None]
+
+
 def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict, change_weight: float = 1.0,
               generator: torch.Generator | None = None, hold_still: bool = False,
-              rollout_depth: int = 0) -> tuple[torch.Tensor, dict]:
+              rollout_depth: int = 0, revealed_fraction: float | None = None) -> tuple[torch.Tensor, dict]:
     """Weighted cross-entropy of the dynamics codes of a batch of clips (weight ``change_weight`` on the
     codes that change, 1 elsewhere; normalized by the total weight), with the code accuracy overall and
     on changing codes. ``hold_still`` trains on codes held where no pixel moved
     (:meth:`~roboalign_env.models.tokenizer.VideoTokenizer.hold_still_codes`). In training mode, each
     clip's actions are dropped with the config's ``action_dropout`` probability (drawn from ``generator``).
     With ``rollout_depth`` > 0 each clip's previous frames are the model's own predictions up to that many
-    steps deep (:func:`own_predictions`, depths drawn from ``generator``)."""
+    steps deep (:func:`own_predictions`, depths drawn from ``generator``). A ``refine_passes`` model in
+    training mode is shown a random subset of each frame's codes (:func:`random_reveals`), or with
+    ``revealed_fraction`` that fraction of them in any mode, and is scored on the hidden ones only."""
     with torch.no_grad():
         context, dynamics = tokenizer.encode_clip(batch["frames"])
         if hold_still:
@@ -69,19 +79,27 @@ def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict
     held = None
     if rollout_depth:
         held = own_predictions(model, context, actions, dynamics, null, rollout_depth, generator)
-    logits = model(context, actions, dynamics, null=null, held_codes=held)
+    revealed = None
+    if revealed_fraction is not None:
+        revealed = (torch.rand(dynamics.shape, generator=generator) < revealed_fraction).to(dynamics.device)
+    elif model.training and getattr(model, "module", model).config.refinable:
+        revealed = random_reveals(dynamics.shape, generator).to(dynamics.device)
+    logits = model(context, actions, dynamics, null=null, held_codes=held, revealed=revealed)
     per_code = torch.nn.functional.cross_entropy(logits.flatten(0, 2), dynamics.flatten(), reduction="none")
     weights = 1.0 + (change_weight - 1.0) * changed.flatten().float()
+    scored = torch.ones_like(changed) if revealed is None else ~revealed  # a code shown to its position is not
+    weights = weights * scored.flatten().float()
     loss = (per_code * weights).sum() / weights.sum()
     hits = logits.argmax(-1) == dynamics
-    return loss, {"code_accuracy": hits.float().mean().item(),
-                  "changed_code_accuracy": hits[changed].float().mean().item() if changed.any() else float("nan"),
+    moved = changed & scored
+    return loss, {"code_accuracy": hits[scored].float().mean().item(),
+                  "changed_code_accuracy": hits[moved].float().mean().item() if moved.any() else float("nan"),
                   "changed_fraction": changed.float().mean().item()}
 
 
 #: Transformer config fields that a fine-tuning run may set anew on a loaded checkpoint (the rest, the
 #: sizes, come from the checkpoint).
-CONDITIONING_FIELDS = ("action_to_codes", "action_dropout", "guidance")
+CONDITIONING_FIELDS = ("action_to_codes", "action_dropout", "guidance", "refine_passes")
 
 
 def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoTokenizer,
@@ -169,6 +187,10 @@ def train_world_model(episodes: Path | Sequence[Path], tokenizer_dir: Path, loop
         plain = clip_loss(model, tokenizer, batch, hold_still=hold_still)[0] if change_weight != 1.0 else loss
         use = action_use_metrics(tokenizer, model, batch["frames"], batch["actions"][:, : batch["frames"].shape[1] - 1])
         own = {}
+        if model.config.refinable:  # how much knowing half of a frame's codes helps predict the other half
+            own["half_revealed_changed_accuracy"] = clip_loss(
+                model, tokenizer, batch, change_weight, torch.Generator().manual_seed(0), hold_still,
+                revealed_fraction=0.5)[1]["changed_code_accuracy"]
         if rollout_depth:  # the same clips from the model's own predictions (fixed depths)
             own["own_predictions_loss"] = clip_loss(model, tokenizer, batch, change_weight, torch.Generator().manual_seed(0),
                                                     hold_still, rollout_depth)[0].item()

@@ -1,11 +1,13 @@
 """The GRPO objective: group-normalized advantages, the clipped surrogate with a k3 KL, and the
-teacher-forced log-probabilities of a rollout's sampled codes (one pass per SWR window)."""
+teacher-forced log-probabilities of a rollout's sampled codes (one pass per SWR window and refinement pass)."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 import torch
+
+from roboalign_env.models.transformer import code_log_probs
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-4) -> torch.Tensor:
@@ -41,12 +43,15 @@ def grpo_loss(log_probs: torch.Tensor, old_log_probs: torch.Tensor, ref_log_prob
 
 
 def rollout_log_probs(model: Callable, windows: list[tuple[int, torch.Tensor]], actions: torch.Tensor,
-                      codes: torch.Tensor, temperature: float = 1.0, guidance: float = 1.0) -> torch.Tensor:
-    """Teacher-forced log-probabilities (B, F, 16) of a rollout's codes, one pass per SWR window.
+                      codes: torch.Tensor, temperature: float = 1.0, guidance: float = 1.0,
+                      commits: torch.Tensor | None = None) -> torch.Tensor:
+    """Teacher-forced log-probabilities (B, F, 16) of a rollout's codes, one pass per SWR window and
+    refinement pass.
 
     ``model`` is the transformer (or its DDP wrapper): ``model(context_codes, actions, codes)`` gives
     logits (``guidance``: the scale the rollout was sampled with). Window ``i`` starts at generated
-    frame ``windows[i][0]`` with context ``windows[i][1]``.
+    frame ``windows[i][0]`` with context ``windows[i][1]``. ``commits`` (B, F, 16) is the rollout's
+    record of the refinement pass that committed each code (:func:`code_log_probs` replays them).
     """
     t = temperature if temperature > 0 else 1.0
     bounds = [s for s, _ in windows] + [codes.shape[1]]
@@ -54,7 +59,6 @@ def rollout_log_probs(model: Callable, windows: list[tuple[int, torch.Tensor]], 
     for (start, context), end in zip(windows, bounds[1:]):
         if end <= start:
             continue
-        c = codes[:, start:end]
-        logits = model(context, actions[:, start:end], c, guidance=guidance).float() / t
-        out.append(logits.log_softmax(-1).gather(-1, c.unsqueeze(-1)).squeeze(-1))
+        out.append(code_log_probs(model, context, actions[:, start:end], codes[:, start:end], t, guidance,
+                                  None if commits is None else commits[:, start:end]))
     return torch.cat(out, 1)

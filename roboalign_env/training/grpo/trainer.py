@@ -178,18 +178,20 @@ class GRPOTrainer:
                    **self.round_metrics}
         self.round_metrics = {}
         return {"contexts": [c for _, c in roll.windows], "starts": torch.tensor([s for s, _ in roll.windows]),
-                "actions": prompt["actions"], "codes": roll.codes, "old_log_probs": roll.log_probs,
+                "actions": prompt["actions"], "codes": roll.codes, "commits": roll.commits,
+                "old_log_probs": roll.log_probs,
                 "advantages": adv, "metrics": metrics}
 
     def compute_loss(self, model, batch: dict) -> tuple[torch.Tensor, dict]:
         windows = list(zip(batch["starts"].tolist(), batch["contexts"]))
-        lp = rollout_log_probs(model, windows, batch["actions"], batch["codes"], self.cfg.temperature, self.guidance)
+        lp = rollout_log_probs(model, windows, batch["actions"], batch["codes"], self.cfg.temperature, self.guidance,
+                               batch["commits"])
         ref = None
         if self.cfg.beta:
             self.reference.to(lp.device)
             with torch.no_grad():
                 ref = rollout_log_probs(self.reference, windows, batch["actions"], batch["codes"], self.cfg.temperature,
-                                        self.guidance)
+                                        self.guidance, batch["commits"])
         loss, metrics = grpo_loss(lp, batch["old_log_probs"], ref, batch["advantages"], self.cfg.clip, self.cfg.beta)
         return loss, {**batch["metrics"], **metrics}
 
