@@ -63,6 +63,8 @@ class Args:
     """Device of the dream ('auto', 'cpu', 'cuda')."""
     window: int | None = SWR_WINDOW
     """SWR window of the dream envs in frames (the env's default; None: no re-encoding)."""
+    guidance: float | None = None
+    """Classifier-free guidance scale of the dream envs (None: the model's default)."""
     checkpoint: Path | None = None
     """A model folder to time instead of the shipped default: packed (`roboalign pack-default --out ...`) or a
     bare world-model folder (tokenizer/, transformer/; the default's student and seeds then)."""
@@ -82,16 +84,24 @@ def precision_flags(precision: str) -> dict:
     return {"bf16": "bf16" in precision, "int8": "int8" in precision}
 
 
-def env_options(precision: str, device: str, checkpoint: Path | None, window: int | None) -> dict:
-    return {"device": device, "window": window, **precision_flags(precision),
+def env_options(precision: str, device: str, checkpoint: Path | None = None, window: int | None = SWR_WINDOW,
+                guidance: float | None = None) -> dict:
+    """The env keywords of a dream env timed at ``precision`` (a model folder and decoding settings
+    other than the env's defaults when given)."""
+    return {"device": device, "window": window, "guidance": guidance, **precision_flags(precision),
             **({} if checkpoint is None else {"checkpoint": str(checkpoint)})}
 
 
-def dream_rate(n: int, steps: int, precision: str, device: str, checkpoint: Path | None, window: int | None) -> dict:
+def dream_settings(args: Args) -> dict:
+    """``env_options``' model and decoding keywords from the command line."""
+    return {"checkpoint": args.checkpoint, "window": args.window, "guidance": args.guidance}
+
+
+def dream_rate(n: int, steps: int, precision: str, device: str, args: Args) -> dict:
     import gymnasium as gym
 
     env = gym.make_vec("RoboAlignWorld-v0", num_envs=n, max_episode_steps=1000,
-                       **env_options(precision, device, checkpoint, window))
+                       **env_options(precision, device, **dream_settings(args)))
     env.reset(seed=0)
     rng = np.random.default_rng(0)
     for _ in range(2):
@@ -106,12 +116,11 @@ def dream_rate(n: int, steps: int, precision: str, device: str, checkpoint: Path
             "state_mb_per_env": state, "process_rss_mb": rss_mb()}
 
 
-def single_env_latency(precisions: tuple[str, ...], rounds: int, steps: int, device: str,
-                       checkpoint: Path | None, window: int | None) -> dict:
+def single_env_latency(precisions: tuple[str, ...], rounds: int, steps: int, device: str, args: Args) -> dict:
     """Median (and 90th percentile) ms per ``env.step`` of one env per precision, interleaved."""
     import gymnasium as gym
 
-    envs = {p: gym.make("RoboAlignWorld-v0", **env_options(p, device, checkpoint, window)) for p in precisions}
+    envs = {p: gym.make("RoboAlignWorld-v0", **env_options(p, device, **dream_settings(args))) for p in precisions}
     times: dict[str, list[float]] = {p: [] for p in precisions}
     rng = np.random.default_rng(0)
     for p, env in envs.items():
@@ -202,11 +211,10 @@ def main(args: Args) -> None:
     dream = []
     for n in args.batch_sizes:
         for precision in args.precisions:
-            dream.append(dream_rate(n, max(args.dream_steps, 64 // n), precision, device, args.checkpoint, args.window))
+            dream.append(dream_rate(n, max(args.dream_steps, 64 // n), precision, device, args))
             print(f"dream N={n:>2} {precision:>9}: {dream[-1]['steps_per_s']:7.1f} steps/s, "
                   f"{dream[-1]['ms_per_step']:.1f} ms/step", flush=True)
-    latency = single_env_latency(args.precisions, args.latency_rounds, args.latency_steps, device, args.checkpoint,
-                                 args.window)
+    latency = single_env_latency(args.precisions, args.latency_rounds, args.latency_steps, device, args)
     for p, r in latency.items():
         print(f"single env {p:>9}: median {r['median_ms']:.1f} ms/step (p90 {r['p90_ms']:.1f})", flush=True)
     best_real = max(r["steps_per_s"] for r in real)
@@ -215,7 +223,7 @@ def main(args: Args) -> None:
     results = {
         "command": "python benchmarks/env_throughput.py " + " ".join(sys.argv[1:]),
         "checkpoint": "shipped default" if args.checkpoint is None else str(args.checkpoint),
-        "window": args.window,
+        "window": args.window, "guidance": args.guidance,
         "machine": {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
                     "platform": platform.platform()},
         "dream": dream, "real": real, "single_env_latency": latency,
