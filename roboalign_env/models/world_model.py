@@ -333,26 +333,19 @@ class Dream:
 
     def _sample_block(self, block: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Sample all of a frame's codes (``parallel_frames``): codes, log-probabilities and the pass that
-        committed each. One forward pass over its block, or ``passes`` of them, each showing the block the
-        codes committed so far (:func:`~roboalign_env.models.transformer.commit_mask` picks what a pass
-        commits); every pass but the last is then taken out of the cache again."""
-        tf = self.model.transformer
-        n = tf.config.dynamics_tokens
-        if self.passes == 1:
-            codes, log_probs = self._sample(self._forward(block, keep=n, causal=False))
-            return codes, log_probs, torch.zeros_like(codes)
+        committed each. One forward pass over its block, then, with ``passes`` > 1, one more per pass, each
+        showing the block the codes committed so far (:func:`~roboalign_env.models.transformer.commit_mask`
+        picks what a pass commits); every pass but the last is taken out of the cache again."""
+        n = self.model.transformer.config.dynamics_tokens
         filled = self._cache.lengths.clone()
-        codes = log_probs = commits = None
-        hidden = torch.ones(self.batch_size, n, dtype=torch.bool, device=block.device)
-        for k in range(self.passes):
-            shown = block
-            if k:
-                self._cache.lengths.copy_(filled)
-                shown = block.clone()
-                shown[:, -n:] += tf.reveal_inputs(codes, ~hidden).repeat(self._halves, 1, 1).to(block.dtype)
+        codes, log_probs = self._sample(self._forward(block, keep=n, causal=False))
+        commits = torch.zeros_like(codes)
+        hidden = ~commit_mask(torch.ones_like(codes, dtype=torch.bool), log_probs.exp(), 0, self.passes)
+        for k in range(1, self.passes):
+            self._cache.lengths.copy_(filled)
+            shown = block.clone()
+            shown[:, -n:] += self.model.transformer.reveal_inputs(codes, ~hidden).repeat(self._halves, 1, 1)
             drawn, drawn_log_probs = self._sample(self._forward(shown, keep=n, causal=False))
-            if k == 0:
-                codes, log_probs, commits = drawn, drawn_log_probs, torch.zeros_like(drawn)
             commit = commit_mask(hidden, drawn_log_probs.exp(), k, self.passes)
             codes = torch.where(commit, drawn, codes)
             log_probs = torch.where(commit, drawn_log_probs, log_probs)
