@@ -1,6 +1,7 @@
 """Crash-safe saving: a training checkpoint or a model folder can be killed at any instant and picked up
 again; files are fsynced before they are renamed into place and get the umask's default mode."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -145,6 +146,25 @@ def test_an_older_run_folder_resumes_and_switches_to_the_new_layout(tmp_path, mo
     train(_cfg(out), fresh(), make_batch, loss_fn)
     assert _equal(load_file(str(out / "model" / "model.safetensors")), reference[4])
     assert (out / "model").is_symlink() and not (out / "resume").exists()
+
+
+def test_batches_made_ahead_by_worker_processes_train_to_the_same_weights(tmp_path, monkeypatch, reference):
+    monkeypatch.setattr(loop, "plot_metrics", lambda *args: None)
+    made = []
+
+    def logged(step, rank):  # runs in the workers: this process never calls it
+        made.append(step)
+        return make_batch(step, rank)
+
+    out = tmp_path / "run"
+    cfg = dataclasses.replace(_cfg(out), loader_workers=2, steps=2)
+    train(cfg, fresh(), logged, loss_fn)
+    train(dataclasses.replace(cfg, steps=4), fresh(), logged, loss_fn)  # resumed: workers start at step 2
+    assert made == []
+    assert _equal(load_file(str(out / "model" / "model.safetensors")), reference[4])
+    with pytest.raises(ValueError, match="loader_workers must be an integer"):
+        train(dataclasses.replace(cfg, out=tmp_path / "bad", loader_workers=-1), fresh(), make_batch, loss_fn)
+    assert not (tmp_path / "bad").exists()
 
 
 def test_resuming_with_another_seed_is_refused(tmp_path, monkeypatch):

@@ -134,26 +134,54 @@ def test_the_tokenizer_ceiling_starts_each_window_from_its_own_reconstruction():
         assert out.shape == (2, 6, 4, 4, 3) and out[:, :, 0, 0, 0].tolist() == [drawn, drawn], window
 
 
+def test_cached_real_rollouts_are_keyed_by_their_start_and_actions_and_an_unreadable_one_is_redone(tmp_path):
+    from roboalign_env.eval.control import ROLLOUTS, Real, Start, _read_real, _rollouts_key
+
+    actions = {name: np.zeros((4, 7), np.float32) for name in ROLLOUTS}
+    start = Start("lift_panda-nominal-00001", "lift_panda", 1, None, actions, np.zeros((5, 8, 8, 3), np.uint8))
+    key = _rollouts_key(start, 64)
+    assert key == _rollouts_key(Start(**{**vars(start)}), 64) and len(key) == 16
+    moved = {**actions, "+x": actions["+x"] + np.float32(0.1)}
+    assert len({key, _rollouts_key(start, 32), _rollouts_key(Start(**{**vars(start), "seed": 2}), 64),
+                _rollouts_key(Start(**{**vars(start), "actions": moved}), 64)}) == 4
+    real = Real(np.ones((10, 5, 8, 8, 3), np.uint8), np.zeros((10, 5, 3)), np.zeros((10, 5, 1, 3)))
+    np.savez(tmp_path / "ok.npz", frames=real.frames, eef=real.eef, objects=real.objects)
+    assert np.array_equal(_read_real(tmp_path / "ok.npz").frames, real.frames)
+    (tmp_path / "torn.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:100])
+    np.savez(tmp_path / "other.npz", frames=real.frames)
+    assert _read_real(tmp_path / "torn.npz") is None and _read_real(tmp_path / "other.npz") is None
+
+
 @pytest.mark.sim
 def test_eval_control_runs_end_to_end_on_a_tiny_model(collection, tmp_path, capsys, monkeypatch):
     from roboalign_env.cli import main
+    from roboalign_env.eval import control
     from roboalign_env.eval.control import evaluate_control
 
     model = tiny_world_model(tmp_path / "wm")
+    cache = tmp_path / "real_cache"
     res = evaluate_control(model, collection, tmp_path / "a", starts_per_source=1, steps=2, sources=("door_kinova3",),
-                           window=2, progress=False, tokenizer_only=True)
+                           window=2, progress=False, tokenizer_only=True, real_cache=cache)
     check_report(res, 2, ("door_kinova3",), probe=False, decoding="tokenizer only")
     for png in ("control_per_step.png", "contact_sheet.png"):
         assert (tmp_path / "a" / png).stat().st_size > 20_000
+    # the start's robosuite rollouts were kept: the reports below read them instead of simulating
+    assert len(list(cache.glob("door_kinova3-*.npz"))) == 1
+    monkeypatch.setattr(control, "simulate", lambda *args: pytest.fail("simulated a start that is in the cache"))
+    again = evaluate_control(model, collection, tmp_path / "a2", starts_per_source=1, steps=2, sources=("door_kinova3",),
+                             window=2, progress=False, tokenizer_only=True, real_cache=cache)
+    assert again["overall"] == res["overall"] and again["starts"] == res["starts"]
     sampled = [evaluate_control(model, collection, tmp_path / f"t{seed}", starts_per_source=1, steps=2, window=2,
-                                sources=("door_kinova3",), progress=False, temperature=1.0) for seed in range(2)]
+                                sources=("door_kinova3",), progress=False, temperature=1.0, real_cache=cache)
+               for seed in range(2)]
+    monkeypatch.undo()
     check_report(sampled[0], 2, ("door_kinova3",), probe=False, decoding="sampled at temperature 1.0")
     assert sampled[0]["overall"]["frames"] == sampled[1]["overall"]["frames"]  # each rollout from its own seed
 
     sources = ("door_kinova3", "pickplace_can_ur5e")  # the ones with held-out episodes in the tiny collection
     args = ["eval-control", "--model", str(model), "--episodes", str(collection), "--probe", "checkpoints/probe",
             "--out", str(tmp_path / "b"), "--starts-per-source", "1", "--steps", "3", "--sources", *sources,
-            "--device", "cpu", "--window", "None"]
+            "--device", "cpu", "--window", "None", "--real-cache", "None"]
     monkeypatch.setattr(sys, "argv", ["roboalign", *args])  # what the result file records as the command
     main(args)
     res = json.loads((tmp_path / "b" / "control.json").read_text())

@@ -565,6 +565,25 @@ def test_change_weight_and_action_dropout_in_the_training_loss():
                              clip_loss(tf, tok, other, generator=torch.Generator().manual_seed(0))[0])
 
 
+def test_training_targets_are_the_tokenizers_full_precision_codes_under_bf16_autocast(monkeypatch):
+    """bf16 autocast (the trainers' default) speeds up the transformer; the codes it learns to predict stay
+    those the tokenizer gives in float32, the codes a rollout re-encodes (in bf16 some would round to a
+    neighbouring code)."""
+    from roboalign_env.training.world_model import clip_loss
+
+    tok = tiny_tokenizer()
+    encoded_under_autocast = []
+    encode = tok.encode_clip
+    monkeypatch.setattr(tok, "encode_clip", lambda frames: (encoded_under_autocast.append(
+        torch.is_autocast_enabled("cpu")), encode(frames))[1])
+    batch = {"frames": moving_square_clips(2, 4), "actions": actions(2, 4)}
+    tf = tiny_transformer(parallel_frames=True).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.is_autocast_enabled("cpu")
+        loss, _ = clip_loss(tf, tok, batch, change_weight=5.0)
+    assert encoded_under_autocast == [False] and torch.isfinite(loss)
+
+
 def test_refinement_training_scores_the_hidden_codes_and_fine_tuning_into_it_starts_unchanged(tmp_path):
     """A ``refine_passes`` model is shown part of each frame's codes and scored on the rest: its loss is the
     weighted cross-entropy over the hidden codes only. Turning refinement on for a trained parallel-frames

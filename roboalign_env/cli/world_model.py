@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -184,6 +185,10 @@ class EvalControl:
     default is 1), each rollout from its own seed."""
     window: int | None = SWR_WINDOW
     """SWR window W in frames (context + W-1 generated; the environment's default); None: no re-encoding."""
+    real_cache: Path | None = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "roboalign_env", "control")
+    """Folder keeping robosuite's rollouts of each start (keyed by the start, its actions, the image size and the
+    robosuite and MuJoCo versions), so a later report on the same collection, for another model or decoding,
+    does not simulate them again; None: simulate every time."""
     tokenizer_only: bool = False
     """Replace the dream by the model's tokenizer encoding and decoding the real frames (each later SWR window
     against its own reconstruction of the window's first frame, as a dream re-encodes its own frames): the ceiling
@@ -198,7 +203,7 @@ class EvalControl:
                                self.magnitude, self.sources, device=resolve_device(self.device),
                                perceptual=self.perceptual, command=command_line(), guidance=self.guidance,
                                window=self.window, tokenizer_only=self.tokenizer_only, passes=self.passes,
-                               temperature=self.temperature)
+                               temperature=self.temperature, real_cache=self.real_cache)
         h = res["headline"]
         fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
         print(f"direction accuracy {fmt(h['direction_accuracy'])} (chance {1 / 6:.3f}; by direction of change "

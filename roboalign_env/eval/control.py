@@ -29,9 +29,12 @@ Reported, per source and overall:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import zipfile
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -209,6 +212,40 @@ def simulate(start: Start, image_size: int) -> Real:
     runs = [replay(start.source, start.seed, start.actions[name], image_size) for name in ROLLOUTS]
     return Real(np.stack([f for f, _ in runs]), np.stack([t["eef_pos"] for _, t in runs]),
                 np.stack([t["object_pos"] for _, t in runs]))
+
+
+def real_rollouts(starts: list[Start], image_size: int, cache: Path | None = None, progress: bool = True) -> list[Real]:
+    """What robosuite does for every rollout of every start (:func:`simulate`). With ``cache``, a start that an
+    earlier report simulated (same source, seed, actions and image size, same robosuite and MuJoCo) is read from
+    there, and a new one is written there, so reports on several models of one collection simulate it once."""
+    real = []
+    for start in tqdm(starts, desc="robosuite", unit="start", disable=not progress):
+        path = None if cache is None else Path(cache) / f"{start.episode_id}-{_rollouts_key(start, image_size)}.npz"
+        rollouts = _read_real(path) if path is not None and path.is_file() else None
+        if rollouts is None:
+            rollouts = simulate(start, image_size)
+            if path is not None:
+                atomic_write(path, lambda f, r=rollouts: np.savez(f, frames=r.frames, eef=r.eef, objects=r.objects))
+        real.append(rollouts)
+    return real
+
+
+def _rollouts_key(start: Start, image_size: int) -> str:
+    """What a start's real rollouts depend on, hashed."""
+    digest = hashlib.sha256(json.dumps([start.source, start.seed, image_size, ROLLOUTS, version("robosuite"),
+                                        version("mujoco")]).encode())
+    for name in ROLLOUTS:
+        digest.update(np.ascontiguousarray(start.actions[name], np.float32).tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _read_real(path: Path) -> Real | None:
+    """A cached start's rollouts; None for a file that cannot be read (it is simulated and written again)."""
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return Real(data["frames"], data["eef"], data["objects"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
 
 
 def to_float(frames: np.ndarray) -> torch.Tensor:
@@ -397,7 +434,7 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
                      sources: tuple[str, ...] = (), window: int | None = SWR_WINDOW, device: str = "cpu",
                      perceptual: str = "st-lpips", batch_size: int = 64, progress: bool = True,
                      command: str | None = None, guidance: float | None = None, tokenizer_only: bool = False,
-                     passes: int | None = None, temperature: float = 0.0) -> dict:
+                     passes: int | None = None, temperature: float = 0.0, real_cache: Path | None = None) -> dict:
     """Run the controllability report; write ``control.json``, ``control_per_step.png``, ``contact_sheet.png``.
 
     ``sources`` empty means every source with held-out episodes in ``episodes``; ``probe_dir`` None
@@ -407,7 +444,8 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
     window (None: no re-encoding); ``temperature`` 0 decodes greedily (the report's standard), above 0 samples
     (seeded per rollout). ``model_dir`` is a world-model folder, or a packed model folder holding one in
     ``world_model/``. ``tokenizer_only`` replaces the dream by the tokenizer's reconstruction of the real frames
-    (:func:`reconstruct_all`): the ceiling that the model's tokenizer sets on every number.
+    (:func:`reconstruct_all`): the ceiling that the model's tokenizer sets on every number. ``real_cache`` keeps
+    robosuite's rollouts of each start for the next report (:func:`real_rollouts`; None: simulate every time).
     """
     if starts_per_source < 1:
         raise ValueError(f"starts_per_source must be >= 1, got {starts_per_source}")
@@ -426,7 +464,7 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
     passes = model.transformer.config.resolve_passes(passes)
     probe = load_probe(probe_dir, model.image_size) if probe_dir is not None else None
     starts = choose_starts(Path(episodes), tuple(sources), starts_per_source, steps, magnitude)
-    real = [simulate(s, model.image_size) for s in tqdm(starts, desc="robosuite", unit="start", disable=not progress)]
+    real = real_rollouts(starts, model.image_size, real_cache, progress)
     own = ROLLOUTS.index("own")
     first = np.concatenate([np.repeat(r.frames[own : own + 1, 0], len(ROLLOUTS), 0) for r in real])
     actions = np.stack([s.actions[name] for s in starts for name in ROLLOUTS])

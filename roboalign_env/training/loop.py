@@ -81,6 +81,10 @@ class LoopConfig:
     """Seed of the data stream and of every random draw in the loop."""
     progress: bool = True
     """Show a progress bar."""
+    loader_workers: int = 0
+    """Processes that prepare batches ahead of the training step (0: the training process makes each batch
+    when it needs it). On a GPU, a few keep it from waiting on clip decoding and augmentation; the batches
+    are the same either way (each is a pure function of its step)."""
 
 
 def lr_at(cfg: LoopConfig, step: int) -> float:
@@ -117,6 +121,9 @@ def train(
     """
     from roboalign_env.extras import require
 
+    if isinstance(cfg.loader_workers, bool) or not isinstance(cfg.loader_workers, int) or cfg.loader_workers < 0:
+        raise ValueError(f"loader_workers must be an integer, 0 (no worker processes) or more; "
+                         f"got {cfg.loader_workers!r}")
     accelerate = require("accelerate", "train", "training")
     Accelerator, send_to_device = accelerate.Accelerator, accelerate.utils.send_to_device
     from tqdm.auto import tqdm
@@ -138,9 +145,10 @@ def train(
     bar = tqdm(total=cfg.steps, initial=start, disable=not (cfg.progress and main), desc=out.name, dynamic_ncols=True)
     tic = time.perf_counter()
     model.train()
-    for step in range(start, cfg.steps):
+    batches = _batches(make_batch, range(start, cfg.steps), accelerator.process_index, cfg.loader_workers)
+    for step, batch in zip(range(start, cfg.steps), batches):
         torch.manual_seed(step_seed(cfg.seed, step, accelerator.process_index) + 1)
-        batch = send_to_device(make_batch(step, accelerator.process_index), accelerator.device)
+        batch = send_to_device(batch, accelerator.device)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(cfg, step)
         with accelerator.autocast():
@@ -175,6 +183,32 @@ def train(
     bar.close()
     accelerator.wait_for_everyone()
     return accelerator.unwrap_model(model)
+
+
+class _StepBatches(torch.utils.data.Dataset):
+    """The batches of a range of steps, in order, for a DataLoader's worker processes."""
+
+    def __init__(self, make_batch: Callable[[int, int], Any], steps: range, rank: int):
+        self.make_batch, self.steps, self.rank = make_batch, steps, rank
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.make_batch(self.steps[index], self.rank)
+
+
+def _one_thread(_: int) -> None:
+    torch.set_num_threads(1)  # the workers share the cores with the training process
+
+
+def _batches(make_batch: Callable[[int, int], Any], steps: range, rank: int, workers: int):
+    """The batches of ``steps`` in order: made in this process, or ahead by ``workers`` forked processes."""
+    if workers == 0 or not steps:
+        return (make_batch(step, rank) for step in steps)
+    return iter(torch.utils.data.DataLoader(
+        _StepBatches(make_batch, steps, rank), batch_size=None, num_workers=workers, prefetch_factor=4,
+        worker_init_fn=_one_thread, multiprocessing_context="fork"))
 
 
 def _save(out: Path, step: int, seed: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:

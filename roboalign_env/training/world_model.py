@@ -67,7 +67,7 @@ def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict
     steps deep (:func:`own_predictions`, depths drawn from ``generator``). A ``refine_passes`` model in
     training mode is shown a random subset of each frame's codes (:func:`random_reveals`), or with
     ``revealed_fraction`` that fraction of them in any mode, and is scored on the hidden ones only."""
-    with torch.no_grad():
+    with torch.no_grad(), torch.autocast(batch["frames"].device.type, enabled=False):  # fp32 codes under bf16 too
         context, dynamics = tokenizer.encode_clip(batch["frames"])
         if hold_still:
             dynamics = tokenizer.hold_still_codes(batch["frames"], dynamics, MOTION_THRESHOLD)
