@@ -76,6 +76,12 @@ def clean_lift():
     return lift_trace()
 
 
+TINY_TOKENIZER = dict(channels=(8, 16, 32), dynamics_channels=32, levels=(5, 5, 3))
+"""A tokenizer config small enough for tests (64x64 frames, 75 codes)."""
+TINY_TRANSFORMER = dict(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+"""A transformer config for :data:`TINY_TOKENIZER`'s codes."""
+
+
 def tiny_world_model(folder):
     """An untrained 64x64 world model saved in ``folder`` (returns the folder)."""
     import torch
@@ -85,7 +91,6 @@ def tiny_world_model(folder):
     from roboalign_env.models.world_model import WorldModel
 
     torch.manual_seed(0)
-    tok = VideoTokenizer(TokenizerConfig(image_size=64, channels=(8, 16, 32), dynamics_channels=32, levels=(5, 5, 3)))
-    tf = DynamicsTransformer(DynamicsTransformerConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2,
-                                                       intermediate_size=64))
+    tok = VideoTokenizer(TokenizerConfig(**TINY_TOKENIZER))
+    tf = DynamicsTransformer(DynamicsTransformerConfig(**TINY_TRANSFORMER))
     return WorldModel(tok, tf).eval().save(folder)

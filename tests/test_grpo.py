@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_TOKENIZER, TINY_TRANSFORMER
 from safetensors.torch import load_file
 
 from roboalign_env.data.prompts import Prompts, allowed_starts
@@ -24,9 +25,8 @@ TINY_STUDENT = dict(widths=(8, 16, 16), video_dim=32, text_dim=32, text_layers=1
 
 def tiny_world_model(seed: int = 0, **options) -> WorldModel:
     torch.manual_seed(seed)
-    tok = VideoTokenizer(TokenizerConfig(channels=(8, 16, 32), dynamics_channels=32, levels=(5, 5, 3)))
-    tf = DynamicsTransformer(DynamicsTransformerConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2,
-                                              intermediate_size=64, **options))
+    tok = VideoTokenizer(TokenizerConfig(**TINY_TOKENIZER))
+    tf = DynamicsTransformer(DynamicsTransformerConfig(**TINY_TRANSFORMER, **options))
     if options:  # give the zero-initialized action parts an effect
         with torch.no_grad():
             tf.code_action_proj.weight.normal_(std=0.5)

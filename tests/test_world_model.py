@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import TINY_TOKENIZER, TINY_TRANSFORMER
 
 from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
 from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig, sample_codes
@@ -14,12 +15,12 @@ from roboalign_env.models.world_model import CheckpointError, WorldModel
 
 def tiny_tokenizer(seed: int = 0) -> VideoTokenizer:
     torch.manual_seed(seed)
-    return VideoTokenizer(TokenizerConfig(channels=(8, 16, 32), dynamics_channels=32, levels=(5, 5, 3))).eval()
+    return VideoTokenizer(TokenizerConfig(**TINY_TOKENIZER)).eval()
 
 
 def tiny_transformer(seed: int = 0, **kw) -> DynamicsTransformer:
     torch.manual_seed(seed)
-    cfg = DynamicsTransformerConfig(codebook_size=75, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, **kw)
+    cfg = DynamicsTransformerConfig(**TINY_TRANSFORMER, **kw)
     return DynamicsTransformer(cfg).eval()
 
 
@@ -334,7 +335,7 @@ def test_a_digit_head_gives_each_code_the_product_of_its_digits_probabilities():
     with pytest.raises(ValueError, match="FSQ levels"):
         tiny_transformer(digit_head=True, code_levels=[5, 5, 5])
     with pytest.raises(CheckpointError, match="digits of FSQ levels"):
-        WorldModel(VideoTokenizer(TokenizerConfig(channels=(8, 16, 32), dynamics_channels=32, levels=(3, 5, 5))), tf)
+        WorldModel(VideoTokenizer(TokenizerConfig(**{**TINY_TOKENIZER, "levels": (3, 5, 5)})), tf)
 
 
 def test_top_k_and_temperature_sampling():
