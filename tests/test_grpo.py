@@ -33,6 +33,9 @@ def tiny_world_model(seed: int = 0, **options) -> WorldModel:
             tf.null_codes.normal_(std=0.5)
             if tf.config.parallel_frames:
                 tf.start_codes.normal_(std=0.5)
+            if tf.config.anchor_frames:
+                tf.anchor_action_proj.weight.normal_(std=0.5)
+                tf.anchor_steps.normal_(std=0.5)
             if tf.config.refinable:  # code embeddings are small (std 0.02): scale their projection up
                 tf.reveal_proj.weight.normal_(std=20.0)
                 tf.reveal_proj.bias.normal_(std=0.5)
@@ -101,14 +104,16 @@ def test_kl_term_is_k3_on_hand_computed_numbers():
 
 @pytest.mark.parametrize("temperature, guidance, frames",
                          [(1.0, 1.0, "one by one"), (0.7, 1.0, "one by one"), (1.0, 2.5, "one by one"),
-                          (1.0, 2.5, "parallel"), (1.0, 2.5, "markov"), (1.0, 2.5, "refined")])
+                          (1.0, 2.5, "parallel"), (1.0, 2.5, "markov"), (1.0, 2.5, "refined"),
+                          (1.0, 2.5, "anchor")])
 def test_recomputed_log_probs_equal_the_samplers_across_swr_windows(temperature, guidance, frames):
     """Codes one by one, a frame's codes together predicted by their FSQ digits (digit_head),
     together from the previous frame alone (markov_frames), or in refinement passes (each code's
-    log-probability that of the pass that committed it)."""
+    log-probability that of the pass that committed it), or from the window's first frame and the actions
+    since (anchor_frames: the sums of actions restart with each window)."""
     options = dict(action_to_codes=True, action_dropout=0.1, parallel_frames=frames != "one by one",
                    digit_head=frames == "parallel", code_levels=[5, 5, 3],
-                   markov_frames=frames in ("markov", "refined"),
+                   markov_frames=frames in ("markov", "refined", "anchor"), anchor_frames=frames == "anchor",
                    refine_passes=3 if frames == "refined" else 1) if guidance != 1 else {}
     wm = tiny_world_model(**options)
     prompt = tiny_prompts(horizon=7).take(np.array([0, 1]))

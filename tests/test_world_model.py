@@ -24,25 +24,27 @@ def tiny_transformer(seed: int = 0, **kw) -> DynamicsTransformer:
     return DynamicsTransformer(cfg).eval()
 
 
-@pytest.fixture(scope="module", params=["bins", "embed", "guided", "parallel", "markov", "refined"])
+@pytest.fixture(scope="module", params=["bins", "embed", "guided", "parallel", "markov", "refined", "anchor"])
 def world_model(request) -> WorldModel:
     """``guided``: binned actions also added to every dynamics code, with a "no action" input and a
     default classifier-free guidance scale of 2 (every rollout decodes a guided batch). ``parallel``:
     the same, with each frame's codes decoded together in one forward pass and predicted by their FSQ
     digits (``digit_head``). ``markov``: a frame's codes together, from the previous frame's codes and the
-    action alone (``markov_frames``). ``refined``: ``markov`` decoded in 3 refinement passes per frame."""
-    if request.param in ("guided", "parallel", "markov", "refined"):
+    action alone (``markov_frames``). ``refined``: ``markov`` decoded in 3 refinement passes per frame.
+    ``anchor``: ``markov`` with every frame of a window from its first and the actions since (``anchor_frames``)."""
+    if request.param in ("guided", "parallel", "markov", "refined", "anchor"):
         tf = tiny_transformer(action_to_codes=True, action_dropout=0.1, guidance=2.0,
                               parallel_frames=request.param != "guided", digit_head=request.param == "parallel",
-                              code_levels=[5, 5, 3], markov_frames=request.param in ("markov", "refined"),
-                              refine_passes=3 if request.param == "refined" else 1)
+                              code_levels=[5, 5, 3], markov_frames=request.param in ("markov", "refined", "anchor"),
+                              refine_passes=3 if request.param == "refined" else 1,
+                              anchor_frames=request.param == "anchor")
     else:
         tf = tiny_transformer(action_mode=request.param)
     with torch.no_grad():  # make actions matter (the projections start at zero)
-        for name in ("action_proj", "code_action_proj"):
+        for name in ("action_proj", "code_action_proj", "anchor_action_proj"):
             if hasattr(tf, name):
                 getattr(tf, name).weight.normal_(std=0.5)
-        for name in ("null_codes", "start_codes"):
+        for name in ("null_codes", "start_codes", "anchor_steps"):
             if hasattr(tf, name):
                 getattr(tf, name).normal_(std=0.5)
         if tf.config.refinable:  # code embeddings are small (std 0.02): scale their projection up
@@ -458,6 +460,46 @@ def test_a_transformer_trained_where_the_action_decides_the_next_frame_follows_i
         swapped = model(context, actions.flip(0), codes).argmax(-1)
     assert (greedy == codes).float().mean() > 0.95
     assert (swapped == codes).float().mean() < 0.75  # other actions, other frames: the codes follow the action
+
+
+def test_small_motions_add_up_in_a_greedy_rollout_of_anchor_frames_and_not_of_markov_frames():
+    """A toy world where each step moves 4 things by less than one unit and each frame's codes show how many
+    whole units each has moved. From the previous frame's codes and the action alone (markov_frames) a greedy
+    rollout never sees a thing cross a unit (it cannot know how far into the unit it is: staying is always the
+    likelier code), so it stays where it started; from the window's first frame and the sum of the actions
+    since (anchor_frames) it follows the motion to the last frame."""
+    from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
+
+    gen = torch.Generator().manual_seed(1)
+
+    def batch(n: int, frames: int = 7):
+        actions = torch.zeros(n, frames, 7)
+        actions[..., :4] = torch.rand(n, frames, 4, generator=gen) * 0.4
+        units = actions[..., :4].cumsum(1).floor().long().clamp(max=3)
+        return torch.randint(0, 16, (n, 4), generator=gen), actions, units + 4 * torch.arange(4)
+
+    context, actions, codes = batch(64)
+    last = {}
+    for anchored in (False, True):
+        torch.manual_seed(0)
+        model = DynamicsTransformer(DynamicsTransformerConfig(
+            codebook_size=16, context_tokens=4, dynamics_tokens=4, hidden_size=48, num_layers=2, num_heads=4,
+            intermediate_size=96, action_to_codes=True, parallel_frames=True, markov_frames=True,
+            anchor_frames=anchored))
+        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+        for _ in range(300):
+            loss = model.loss(*batch(32))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            greedy = model(context, actions, codes).argmax(-1)  # anchored: no frame is read, this is the rollout
+            if not anchored:  # a rollout feeds each frame its own previous prediction
+                for _ in range(codes.shape[1]):
+                    greedy = model(context, actions, codes, held_codes=greedy[:, :-1]).argmax(-1)
+        last[anchored] = (greedy[:, -1] == codes[:, -1]).float().mean().item()
+    assert (codes[:, -1] != codes[:, 0]).float().mean() > 0.8  # by the last frame most things have moved
+    assert last[True] > 0.9 and last[False] < 0.4, last
 
 
 def test_fine_tuning_with_new_action_inputs_starts_from_the_same_predictions(tmp_path):

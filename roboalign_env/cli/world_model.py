@@ -66,6 +66,10 @@ class TrainWorldModel:
     """With --parallel-frames: predict each frame from the previous frame's codes and the action alone (its block
     sees the context and itself, not the frames before), so the motion has to come from the action instead of
     being extrapolated from the clip's history."""
+    anchor_frames: bool = False
+    """With --markov-frames: predict every frame of an SWR window from the window's first frame and the sum of the
+    actions since (never from a predicted frame), so that motions too small to change a code in one step still add
+    up, and a window's frames do not compound each other's errors (fine-tunes a --markov-frames checkpoint)."""
     digit_head: bool = False
     """Predict each dynamics code as its FSQ digits, one softmax per digit (7 + 5 + 5 + 5 + 5 outputs), instead
     of one softmax over all 4375 codes, so that neighbouring codes (similar pixels) share what is learned."""
@@ -85,8 +89,8 @@ class TrainWorldModel:
     init_from: Path | None = None
     """Fine-tune: start from this world model's transformer (a world-model folder such as the package's
     default world_model/, or a transformer folder) instead of a new one; its sizes replace --layers,
-    --hidden-size and --action-mode, while --action-to-codes, --action-dropout, --guidance and --refine-passes apply
-    (new parts start at zero). Use the tokenizer it was trained with (--tokenizer)."""
+    --hidden-size and --action-mode, while --action-to-codes, --action-dropout, --guidance, --refine-passes and
+    --anchor-frames apply (new parts start at zero). Use the tokenizer it was trained with (--tokenizer)."""
     batch_size: int = 16
     """Clips per step (each 8 frames)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/world_model", steps=3000, lr=1e-3, every=250, warmup_steps=200)
@@ -101,7 +105,7 @@ class TrainWorldModel:
                                            action_to_codes=self.action_to_codes, action_dropout=self.action_dropout,
                                            guidance=self.guidance, parallel_frames=self.parallel_frames,
                                            digit_head=self.digit_head, markov_frames=self.markov_frames,
-                                           refine_passes=self.refine_passes)
+                                           refine_passes=self.refine_passes, anchor_frames=self.anchor_frames)
         train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from,
                           change_weight=self.change_weight, hold_still=self.hold_still_codes,
                           rollout_depth=self.rollout_depth)

@@ -48,6 +48,15 @@ smooth enough that a model which can, learns to ignore the action) and has to re
 Every block then takes the same positions, right after the context, and a rollout's cache holds only
 the context.
 
+``anchor_frames`` (with ``markov_frames``) predicts every frame of a window from the window's first frame
+(the context) and the actions since, never from a predicted frame: each block holds the learned start
+inputs, and each of its dynamics positions also gets a zero-initialized projection of the sum of the
+(normalized) actions since the context plus a learned input for the number of steps since it. A Markov
+model decoded greedily loses every motion smaller than what changes a code in one step (the most likely
+code of a cell is then the one it had, step after step); here the motion adds up in the actions instead,
+and a window's frames do not compound each other's errors. Windows are at most ``anchor_horizon`` + 1
+frames (an SWR window re-anchors on its last frame).
+
 With ``refine_passes`` K > 1 (and ``parallel_frames``) a frame is decoded in K passes over its block
 instead of one, as in MaskGIT: each dynamics position may also be shown the code already decoded there
 (a zero-initialized projection of its embedding, :meth:`DynamicsTransformer.reveal_inputs`). The first
@@ -111,6 +120,8 @@ class DynamicsTransformerConfig(PretrainedConfig):
         code_levels: list[int] | None = None,
         markov_frames: bool = False,
         refine_passes: int = 1,
+        anchor_frames: bool = False,
+        anchor_horizon: int = 15,
         **kwargs,
     ):
         if action_mode not in ("embed", "bins"):
@@ -119,6 +130,10 @@ class DynamicsTransformerConfig(PretrainedConfig):
             raise ValueError(f"action_dropout must be in [0, 1), got {action_dropout}")
         if markov_frames and not parallel_frames:
             raise ValueError("markov_frames needs parallel_frames (a block that holds the previous frame's codes)")
+        if anchor_frames and not markov_frames:
+            raise ValueError("anchor_frames needs markov_frames (a block that sees the context and itself only)")
+        if isinstance(anchor_horizon, bool) or not isinstance(anchor_horizon, int) or anchor_horizon < 1:
+            raise ValueError(f"anchor_horizon must be an integer >= 1, got {anchor_horizon!r}")
         if isinstance(refine_passes, bool) or not isinstance(refine_passes, int) or refine_passes < 1:
             raise ValueError(f"refine_passes must be an integer >= 1, got {refine_passes!r}")
         if refine_passes > 1 and not parallel_frames:
@@ -147,6 +162,8 @@ class DynamicsTransformerConfig(PretrainedConfig):
         self.digit_head = digit_head
         self.markov_frames = markov_frames
         self.refine_passes = refine_passes
+        self.anchor_frames = anchor_frames
+        self.anchor_horizon = anchor_horizon
         self.code_levels = None if code_levels is None else list(code_levels)
         super().__init__(**kwargs)
 
@@ -239,16 +256,21 @@ class DynamicsTransformer(PreTrainedModel):
             self.start_codes = nn.Parameter(torch.zeros(config.dynamics_tokens, config.hidden_size))
         if config.refinable:
             self.reveal_proj = nn.Linear(config.hidden_size, config.hidden_size)
+        if config.anchor_frames:
+            self.anchor_action_proj = nn.Linear(config.action_dim, config.hidden_size)
+            self.anchor_steps = nn.Parameter(torch.zeros(config.anchor_horizon, config.hidden_size))
         self.post_init()
 
     #: Modules that a checkpoint trained without the conditioning options lacks; they start at
     #: their initial values when such a checkpoint is fine-tuned with the options on.
     CONDITIONING_PARAMETERS = ("code_action_proj.weight", "code_action_proj.bias", "null_slots", "null_codes",
-                               "reveal_proj.weight", "reveal_proj.bias")
+                               "reveal_proj.weight", "reveal_proj.bias", "anchor_action_proj.weight",
+                               "anchor_action_proj.bias", "anchor_steps")
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)  # also restores LLaMA's rotary buffers after from_pretrained
-        if any(module is getattr(self, name, None) for name in ("action_proj", "code_action_proj", "reveal_proj")):
+        if any(module is getattr(self, name, None) for name in ("action_proj", "code_action_proj", "reveal_proj",
+                                                                 "anchor_action_proj")):
             nn.init.zeros_(module.weight)
             nn.init.zeros_(module.bias)
         elif isinstance(module, DynamicsTransformer):
@@ -310,6 +332,21 @@ class DynamicsTransformer(PreTrainedModel):
         shown = self.reveal_proj(self.embed_codes(codes))
         return torch.where(revealed[..., None], shown, torch.zeros((), dtype=shown.dtype, device=shown.device))
 
+    def anchor_inputs(self, summed: torch.Tensor, steps: torch.Tensor,
+                      null: torch.Tensor | None = None) -> torch.Tensor:
+        """The term (..., hidden) an ``anchor_frames`` model adds to every dynamics position of a block: the
+        projection of ``summed`` (..., 7), the sum of the normalized actions from the context's to this block's,
+        plus the learned input of ``steps`` (...), the block's index since the context (0: the frame right after
+        it). Where ``null`` is set (no action), the step's input alone."""
+        if bool((steps < 0).any()) or bool((steps >= self.config.anchor_horizon).any()):
+            raise ValueError(f"anchor_frames: a window predicts at most anchor_horizon={self.config.anchor_horizon} "
+                             f"frames from its first; got step {int(steps.max())} (use a shorter SWR window)")
+        weight = self.anchor_action_proj.weight
+        term = self.anchor_action_proj(summed.to(weight.dtype))
+        if null is not None:
+            term = torch.where(null[..., None], torch.zeros((), dtype=term.dtype, device=term.device), term)
+        return term + self.anchor_steps[steps].to(term.dtype)
+
     def action_token_ids(self, actions: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         unit = (self.normalized_actions(actions) + 1) / 2
@@ -357,6 +394,8 @@ class DynamicsTransformer(PreTrainedModel):
             if not self.config.parallel_frames:
                 raise ValueError("held_codes needs a parallel_frames model (one whose blocks hold the previous frame's codes)")
             b, f, n = dynamics_codes.shape
+            if self.config.anchor_frames:
+                raise ValueError("held_codes: an anchor_frames model reads no previous frame (nothing to hold)")
             if held_codes.shape != (b, f - 1, n):
                 raise ValueError(f"held_codes: expected shape {(b, f - 1, n)}, got {tuple(held_codes.shape)}")
         if guidance != 1.0:
@@ -373,8 +412,14 @@ class DynamicsTransformer(PreTrainedModel):
     def _logits(self, context_codes, actions, dynamics_codes, null, held_codes=None, revealed=None) -> torch.Tensor:
         b, f, n = dynamics_codes.shape
         cfg = self.config
-        slots, code_terms = self.action_inputs(actions, None if null is None else null[:, None].expand(b, f))
-        if cfg.parallel_frames:  # each block holds the previous frame's codes
+        nulls = None if null is None else null[:, None].expand(b, f)
+        slots, code_terms = self.action_inputs(actions, nulls)
+        if cfg.anchor_frames:  # every block from the context and the actions since: the start inputs
+            codes = self.start_codes.expand(b, f, n, -1).to(slots.dtype)
+            summed = self.normalized_actions(actions).cumsum(1)
+            code_terms = code_terms + self.anchor_inputs(summed, torch.arange(f, device=actions.device).expand(b, f),
+                                                         nulls)
+        elif cfg.parallel_frames:  # each block holds the previous frame's codes
             codes = self.embed_codes(dynamics_codes[:, :-1] if held_codes is None else held_codes)
             codes = torch.cat([self.start_codes.expand(b, 1, n, -1).to(codes.dtype), codes], 1)
         else:

@@ -222,6 +222,11 @@ class Dream:
         self.guidance = tf.config.resolve_guidance(self.guidance)
         self.passes = tf.config.resolve_passes(self.passes)
         self._halves = 2 if self.guidance != 1 else 1  # guided: rows B..2B-1 decode without actions
+        reach = self.window - 1 if self.window is not None else self.horizon  # frames predicted from one context
+        if tf.config.anchor_frames and reach > tf.config.anchor_horizon:
+            raise ValueError(f"window {self.window}, horizon {self.horizon}: an anchor_frames model predicts at most "
+                             f"{tf.config.anchor_horizon} frames from a window's first (an SWR window of at most "
+                             f"{tf.config.anchor_horizon + 1} frames)")
         capacity = tf.config.sequence_length(self.window if self.window is not None else self.horizon + 1)
         self._decoder = IncrementalDecoder(tf, self.precision)
         self._cache = self._decoder.new_cache(self._halves * len(frames), capacity)
@@ -229,6 +234,7 @@ class Dream:
         self._skips: list[torch.Tensor] = []
         self._pending = None
         self._frames_in_window = torch.zeros(len(frames), dtype=torch.long)
+        self._summed = torch.zeros(self._halves * len(frames), tf.config.action_dim, device=tf.device)
         self._restart(torch.arange(len(frames)), frames)
 
     @property
@@ -284,6 +290,7 @@ class Dream:
             self._pending = last
         else:
             self._pending[cache_rows] = last
+        self._summed[cache_rows] = 0  # anchor_frames: the actions since the new context
         self._frames_in_window[rows] = 1
 
     @torch.no_grad()
@@ -301,11 +308,17 @@ class Dream:
             raise ValueError(f"this dream was sized for horizon={self.horizon} frames without SWR; "
                              "make a new one with a longer horizon or turn SWR on")
         actions = actions.to(tf.device).repeat(self._halves, 1)
-        slots, code_terms = tf.action_inputs(actions, torch.arange(len(actions), device=tf.device) >= self.batch_size)
+        null = torch.arange(len(actions), device=tf.device) >= self.batch_size
+        slots, code_terms = tf.action_inputs(actions, null)
+        if tf.config.anchor_frames:
+            self._summed += tf.normalized_actions(actions)
+            steps = (self._frames_in_window - 1).to(tf.device).repeat(self._halves)
+            code_terms = code_terms + tf.anchor_inputs(self._summed, steps, null)
         commits = None
         if tf.config.parallel_frames:
             codes, log_probs, commits = self._sample_block(torch.cat([slots, self._pending + code_terms[:, None]], 1))
-            self._pending = tf.embed_codes(codes.repeat(self._halves, 1))  # the next block's input
+            if not tf.config.anchor_frames:  # an anchor_frames block keeps the start inputs
+                self._pending = tf.embed_codes(codes.repeat(self._halves, 1))  # the next block's input
             if tf.config.markov_frames:  # the next block sees the context only: forget this one
                 self._cache.lengths[:] = tf.config.context_tokens
         else:

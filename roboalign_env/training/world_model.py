@@ -99,7 +99,7 @@ def clip_loss(model: DynamicsTransformer, tokenizer: VideoTokenizer, batch: dict
 
 #: Transformer config fields that a fine-tuning run may set anew on a loaded checkpoint (the rest, the
 #: sizes, come from the checkpoint).
-CONDITIONING_FIELDS = ("action_to_codes", "action_dropout", "guidance", "refine_passes")
+CONDITIONING_FIELDS = ("action_to_codes", "action_dropout", "guidance", "refine_passes", "anchor_frames")
 
 
 def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoTokenizer,
