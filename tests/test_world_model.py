@@ -425,6 +425,16 @@ def test_shipped_world_model_loads_and_dreams():
     assert roll.peak_sequence == cfg.sequence_length(2)
 
 
+def fit(model: DynamicsTransformer, batch, steps: int = 300) -> None:
+    """Train a toy transformer on ``batch(32)`` (context, actions, codes) for ``steps`` steps."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = model.loss(*batch(32))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+
 @pytest.mark.parametrize("parallel_frames, digit_head, markov_frames",
                          [(False, False, False), (True, False, False), (True, True, False), (True, False, True)])
 def test_a_transformer_trained_where_the_action_decides_the_next_frame_follows_it(parallel_frames, digit_head,
@@ -448,12 +458,7 @@ def test_a_transformer_trained_where_the_action_decides_the_next_frame_follows_i
         codes = (actions[..., [0, 1, 2, 6]] > 0).long() + 2 * torch.arange(4)  # code 2k or 2k+1 per slot k
         return torch.randint(0, 8, (n, 4), generator=gen), actions, codes
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(300):
-        loss = model.loss(*batch(32))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+    fit(model, batch)
     context, actions, codes = batch(64)
     with torch.no_grad():
         greedy = model(context, actions, codes).argmax(-1)  # each code predicted from the action and the codes before it
@@ -486,12 +491,7 @@ def test_small_motions_add_up_in_a_greedy_rollout_of_anchor_frames_and_not_of_ma
             codebook_size=16, context_tokens=4, dynamics_tokens=4, hidden_size=48, num_layers=2, num_heads=4,
             intermediate_size=96, action_to_codes=True, parallel_frames=True, markov_frames=True,
             anchor_frames=anchored))
-        optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-        for _ in range(300):
-            loss = model.loss(*batch(32))
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+        fit(model, batch)
         with torch.no_grad():
             greedy = model(context, actions, codes).argmax(-1)  # anchored: no frame is read, this is the rollout
             if not anchored:  # a rollout feeds each frame its own previous prediction
