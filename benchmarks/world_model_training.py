@@ -38,11 +38,14 @@ class Args:
     world_model_steps: tuple[int, ...] = (7000,)
     """Transformer optimizer steps, as cosine cycles: each entry resumes the run to that many steps with a
     fresh cosine schedule over the whole run (a warm restart)."""
-    fine_tune_steps: int = 7000
-    """Then one more cycle started from that model (`train-world-model --init-from`, a fresh warm-up of
-    `fine_tune_warmup` steps and a cosine decay over these steps) in runs/world_model_fine_tune; 0: none."""
+    fine_tune_steps: tuple[int, ...] = (7000,)
+    """Then cycles each started from the model before it (`train-world-model --init-from`, a fresh warm-up of
+    `fine_tune_warmup` steps and a cosine decay over these steps), in runs/world_model_fine_tune{1,2,..}."""
+    anchor_steps: tuple[int, ...] = (4000,)
+    """Then cycles that turn on `--anchor-frames` (each frame of an SWR window predicted from the window's
+    first frame and the actions summed since; docs/world_model.md), in runs/world_model_anchor{1,2,..}."""
     fine_tune_warmup: int = 100
-    """`train-world-model --warmup-steps` of that cycle."""
+    """`train-world-model --warmup-steps` of those cycles."""
     batch_size: int = 8
     """`train-world-model --batch-size` (clips per step)."""
     lr: float = 5e-4
@@ -80,10 +83,13 @@ def main(args: Args) -> None:
     for steps in args.world_model_steps:
         roboalign("train-world-model", *recipe, "--out", wm, "--steps", steps)
     runs = [wm]
-    if args.fine_tune_steps:
-        runs.append(args.runs / "world_model_fine_tune")
-        roboalign("train-world-model", *recipe, "--out", runs[-1], "--init-from", wm / "world_model", "--steps",
-                  args.fine_tune_steps, "--warmup-steps", args.fine_tune_warmup)
+    cycles = [(f"fine_tune{i}", steps, []) for i, steps in enumerate(args.fine_tune_steps, 1)]
+    cycles += [(f"anchor{i}", steps, ["--anchor-frames"]) for i, steps in enumerate(args.anchor_steps, 1)]
+    for name, steps, flags in cycles:
+        run = args.runs / f"world_model_{name}"
+        roboalign("train-world-model", *recipe, *flags, "--out", run, "--init-from", runs[-1] / "world_model",
+                  "--steps", steps, "--warmup-steps", args.fine_tune_warmup)
+        runs.append(run)
     final = runs[-1]
     eval_seconds = roboalign("eval-world-model", "--model", final / "world_model", "--episodes", args.episodes,
                              "--out", final / "eval")
@@ -91,7 +97,8 @@ def main(args: Args) -> None:
     summary = {
         "tokenizer_train_minutes": train_minutes(tok), "tokenizer_steps": args.tokenizer_steps,
         "world_model_train_minutes": sum(map(train_minutes, runs)), "world_model_steps": args.world_model_steps,
-        "fine_tune_steps": args.fine_tune_steps, "fine_tune_warmup": args.fine_tune_warmup,
+        "fine_tune_steps": args.fine_tune_steps, "anchor_steps": args.anchor_steps,
+        "fine_tune_warmup": args.fine_tune_warmup,
         "dynamics_grid": args.dynamics_grid, "batch_size": args.batch_size, "lr": args.lr,
         "eval_minutes": eval_seconds / 60, "evaluation": results,
         "command": "python benchmarks/world_model_training.py " + " ".join(sys.argv[1:]),

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild the default model shipped in the package (roboalign_env/assets/default) from nothing:
 # robosuite episodes (scripted + as many exploration episodes) -> RobotWorldBench -> tokenizer + world model
-# (SFT: each frame's codes together, from the previous frame and the action alone) -> state probe -> the
+# (SFT: each frame's codes together, from the previous frame and the action alone; then each frame of an SWR
+# window from the window's first frame and the actions since, --anchor-frames) -> state probe -> the
 # world model's rollouts join the bench (labelled by the probe and robosuite) -> teacher judge (reads
 # actions) -> student (reads actions) -> pack (with the probe for the reward-hacking monitor).
 # The world model is not post-trained: GRPO against the student (`roboalign post-train`, RoboAlign-R1)
@@ -9,7 +10,8 @@
 # Every step resumes after a kill (re-run the script). Stage times on a 2-core CPU with no GPU
 # (docs/rebuild.md): collect + bench 36 min (measured for the earlier recipe without exploration episodes);
 # on the 480-episode collection (60 + 60 per source): tokenizer 11 min (8x8 dynamics codes), transformer
-# 160 min (two cosine cycles of 7,000 steps, the second started from the first: 76 + 84 min), bench
+# 211 min (three cosine cycles, each started from the one before: 7,000 + 7,000 steps, 76 + 84 min; then
+# 4,000 steps with --anchor-frames, 51 min), bench
 # 13.7 min, dream rollouts 6 min, teacher 25 min (1,200 steps), student 21 min (teacher targets on the
 # bench and 12,000 extra clips, 4,000 steps).
 # On a GPU: docs/rebuild.md, "GPU recipe".

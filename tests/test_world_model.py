@@ -413,16 +413,33 @@ def test_bad_inputs_get_clear_errors(world_model, make, match):
 
 
 def test_shipped_world_model_loads_and_dreams():
-    """The shipped default is a Markov-frames model: its rollout's cache holds the context and one block."""
+    """The shipped default is an anchor-frames model: its rollout's cache holds the context and one block,
+    and its windows are at most ``longest_window`` frames."""
     from roboalign_env.assets import DEFAULT_MODEL
 
     model = WorldModel.load(DEFAULT_MODEL / "world_model")
     cfg = model.transformer.config
-    assert cfg.action_mode == "bins" and cfg.markov_frames and model.image_size == 64
+    assert cfg.action_mode == "bins" and cfg.markov_frames and cfg.anchor_frames and model.image_size == 64
     first = torch.zeros(2, 3, 64, 64)
     roll = model.rollout(first, actions(2, 2), window=6)
     assert roll.frames.shape == (2, 2, 3, 64, 64) and torch.isfinite(roll.frames).all()
     assert roll.peak_sequence == cfg.sequence_length(2)
+    with pytest.raises(ValueError, match="anchor_frames model predicts at most"):
+        model.rollout(first, actions(2, 2), window=cfg.longest_window + 1)
+
+
+def test_an_anchor_model_decodes_windows_up_to_its_longest_and_refuses_longer():
+    """Every frame of a window is predicted from its first: a window (or, without SWR, a horizon) past the
+    model's ``longest_window`` is refused before anything is decoded; up to it, it rolls out."""
+    model = WorldModel(tiny_tokenizer(), tiny_transformer(parallel_frames=True, markov_frames=True,
+                                                          anchor_frames=True, anchor_horizon=3)).eval()
+    assert model.transformer.config.longest_window == 4
+    for window, horizon in ((4, 6), (None, 3)):
+        assert model.rollout(frames(1), actions(1, horizon), window=window).frames.shape[1] == horizon
+    for window, horizon in ((5, 6), (None, 4)):
+        with pytest.raises(ValueError, match="at most 3 frames from a window's first"):
+            model.rollout(frames(1), actions(1, horizon), window=window)
+    assert tiny_transformer(parallel_frames=True, markov_frames=True).config.longest_window is None
 
 
 def fit(model: DynamicsTransformer, batch, steps: int = 300) -> None:

@@ -45,7 +45,8 @@ def test_train_tokenizer_world_model_then_evaluate(collection, tmp_path):
     assert use["clips"] == 4 and 0 < use["moving_fraction"] <= 1 and use["moving_digit_error_copy"] > 0
     val = [json.loads(line) for line in (tmp_path / "wm" / "metrics.jsonl").read_text().splitlines()]
     assert any("action_information" in row for row in val if row.get("split") == "val")
-    default, swr = res["runs"]["default"], res["runs"]["swr_w4"]
+    assert res["baseline_window"] is None  # a Markov model's baseline: no re-encoding
+    default, swr = res["runs"]["baseline"], res["runs"]["swr_w4"]
     assert set(default["at_horizon"]) == {"8", "16"}
     frame_tokens = 16 + 7  # dynamics codes + the 7 binned action tokens (the default action encoding)
     assert swr["peak_sequence_length"] == 64 + 3 * frame_tokens - 1
@@ -54,6 +55,17 @@ def test_train_tokenizer_world_model_then_evaluate(collection, tmp_path):
     assert (tmp_path / "eval" / "metrics_vs_horizon.png").stat().st_size > 5000
     video = iio.imread(tmp_path / "eval" / "side_by_side.mp4")
     assert len(video) == 2 * 16 and video.shape[2] > 2.5 * video.shape[1]  # real | default | SWR, side by side
+
+    # An anchor-frames model cannot go 16 frames without re-encoding: its baseline is its longest window.
+    roboalign("train-world-model", "--episodes", collection, "--tokenizer", tmp_path / "tok" / "model", "--out",
+              tmp_path / "anchor", "--steps", 1, "--batch-size", 2, "--layers", 1, "--hidden-size", 32,
+              "--parallel-frames", "--markov-frames", "--anchor-frames")
+    roboalign("eval-world-model", "--model", tmp_path / "anchor" / "world_model", "--episodes", collection,
+              "--out", tmp_path / "eval_anchor", "--horizon", 16, "--limit", 1, "--window", 4)
+    res = json.loads((tmp_path / "eval_anchor" / "results.json").read_text())
+    assert res["baseline_window"] == 16
+    baseline, swr = (res["runs"][k]["per_frame"]["psnr"] for k in ("baseline", "swr_w4"))
+    assert baseline[:3] == swr[:3] and baseline[3:] != swr[3:]  # the same first window, then re-encoded apart
 
     # Pack it with the default student as a user's own model, and make the environment from it.
     from roboalign_env.assets import DEFAULT_MODEL

@@ -114,8 +114,9 @@ class TrainWorldModel:
 
 @dataclass(frozen=True)
 class EvalWorldModel:
-    """Roll out a world model on held-out episodes (real first frame, real actions), default vs SWR,
-    and compare with the real frames: PSNR/SSIM/LPIPS against horizon, time, sequence length."""
+    """Roll out a world model on held-out episodes (real first frame, real actions) without re-encoding
+    (an anchor-frames model: its longest window) and with SWR, and compare with the real frames:
+    PSNR/SSIM/LPIPS against horizon, time, sequence length."""
 
     model: Path = Path("runs/world_model/world_model")
     """World-model folder (tokenizer/ + transformer/ + manifest.json)."""
@@ -148,7 +149,7 @@ class EvalWorldModel:
                 print(f"{name:>8} h={h:>2}: PSNR {m['psnr']:.2f}  SSIM {m['ssim']:.4f}  {res['perceptual_metric']} {m['lpips']:.4f}")
             print(f"{name:>8} {run['ms_per_frame']:.1f} ms/frame, total {run['total_seconds']:.1f} s, "
                   f"peak sequence {run['peak_sequence_length']}")
-        print(f"SWR vs default: {res['swr_vs_default']}\nwrote {self.out}")
+        print(f"SWR vs baseline (window {res['baseline_window']}): {res['swr_vs_baseline']}\nwrote {self.out}")
 
 
 @dataclass(frozen=True)

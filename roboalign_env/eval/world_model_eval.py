@@ -1,10 +1,12 @@
 """Held-out evaluation of a world model: open-loop rollouts against the real robosuite frames.
 
 For each held-out ("test") episode the model starts from the real first frame and is driven by the
-episode's real actions for ``horizon`` frames, once with default autoregression and once with
-Sliding Window Re-encoding. Every predicted frame is compared with the real frame at the same step
-(PSNR, SSIM, a perceptual distance; see :mod:`roboalign_env.eval.metrics`). Horizon ``h`` reports
-the mean over predicted frames ``1..h``. Decoding is greedy, so the numbers are deterministic.
+episode's real actions for ``horizon`` frames, once as the baseline and once with Sliding Window
+Re-encoding. The baseline never re-encodes (default autoregression), except for an ``anchor_frames``
+model, which cannot predict more than ``anchor_horizon`` frames from one context: its baseline is its
+longest window, the fewest re-encodings it can make. Every predicted frame is compared with the real
+frame at the same step (PSNR, SSIM, a perceptual distance; see :mod:`roboalign_env.eval.metrics`).
+Horizon ``h`` reports the mean over predicted frames ``1..h``. Decoding is greedy, so the numbers are deterministic.
 """
 
 from __future__ import annotations
@@ -178,14 +180,15 @@ def at_horizons(per_frame: dict[str, list[float]], horizons: list[int]) -> dict[
 def run_evaluation(model_dir: Path, episodes: Path, out: Path, horizon: int = 64, episodes_limit: int | None = None,
                    window: int = SWR_WINDOW, horizons: tuple[int, ...] = (8, 16, 32, 48, 64), batch_size: int = 16,
                    videos: int = 4, device: str = "cpu", perceptual: str = "st-lpips") -> dict:
-    """Evaluate default vs SWR; write ``results.json``, ``metrics_vs_horizon.png`` and ``side_by_side.mp4``."""
+    """Evaluate the baseline vs SWR; write ``results.json``, ``metrics_vs_horizon.png`` and ``side_by_side.mp4``."""
     horizons = [h for h in horizons if h <= horizon]
     load_perceptual(perceptual)
     model = WorldModel.load(model_dir, device)
     data = load_held_out(episodes, horizon, episodes_limit)
-    runs = {"default": evaluate_rollouts(model, data, None, batch_size, perceptual),
+    baseline_window = model.transformer.config.longest_window
+    runs = {"baseline": evaluate_rollouts(model, data, baseline_window, batch_size, perceptual),
             f"swr_w{window}": evaluate_rollouts(model, data, window, batch_size, perceptual)}
-    (default, swr) = runs.values()
+    (baseline, swr) = runs.values()
     runs["copy_first_frame"] = copy_first_frame(data, perceptual)
     clips, clip_actions = held_out_clips(data)
     recon = [reconstruction_metrics(model.tokenizer, c.to(device)) for c in clips.split(batch_size)]
@@ -197,25 +200,26 @@ def run_evaluation(model_dir: Path, episodes: Path, out: Path, horizon: int = 64
         "action_use": {"clips": sum(len(c) for c in clips.split(batch_size) if len(c) > 1),
                        **{k: float(np.mean([u[k] for u in use])) for k in use[0]}},
         "model": str(model_dir), "episodes": len(data.episode_ids), "horizon": horizon, "window": window,
+        "baseline_window": baseline_window,
         "perceptual_metric": perceptual_name(perceptual), "decoding": "greedy", "device": str(device),
         "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "runs": {name: {**{k: v for k, v in r.items() if k != "predictions"},
                         "at_horizon": at_horizons(r["per_frame"], horizons)} for name, r in runs.items()},
     }
     final = str(horizons[-1])
-    d, s = results["runs"]["default"]["at_horizon"][final], results["runs"][f"swr_w{window}"]["at_horizon"][final]
-    results["swr_vs_default"] = {
+    b, s = results["runs"]["baseline"]["at_horizon"][final], results["runs"][f"swr_w{window}"]["at_horizon"][final]
+    results["swr_vs_baseline"] = {
         "horizon": int(final),
-        "ssim_gain_pct": 100 * (s["ssim"] / d["ssim"] - 1),
-        "lpips_reduction_pct": 100 * (1 - s["lpips"] / d["lpips"]),
-        "psnr_gain_db": s["psnr"] - d["psnr"],
-        "extra_time_pct": 100 * (swr["total_seconds"] / default["total_seconds"] - 1),
+        "ssim_gain_pct": 100 * (s["ssim"] / b["ssim"] - 1),
+        "lpips_reduction_pct": 100 * (1 - s["lpips"] / b["lpips"]),
+        "psnr_gain_db": s["psnr"] - b["psnr"],
+        "extra_time_pct": 100 * (swr["total_seconds"] / baseline["total_seconds"] - 1),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "results.json", lambda f: f.write(json.dumps(results, indent=1)), mode="w")
     plot_vs_horizon(results, out / "metrics_vs_horizon.png")
-    write_side_by_side(data, {"default": default, "swr": swr}, out / "side_by_side.mp4", videos)
+    write_side_by_side(data, {"baseline": baseline, "swr": swr}, out / "side_by_side.mp4", videos)
     return results
 
 
@@ -239,7 +243,7 @@ def plot_vs_horizon(results: dict, png: Path) -> Path:
 
 
 def write_side_by_side(data: HeldOut, runs: dict, mp4: Path, count: int) -> Path:
-    """One row per episode: real | default | SWR, episodes one after another."""
+    """One row per episode: real | baseline | SWR, episodes one after another."""
     to_u8 = lambda x: (x.permute(0, 2, 3, 1).clamp(0, 1) * 255).round().byte().numpy()  # noqa: E731
     clips = []
     for i in range(min(count, len(data.frames))):

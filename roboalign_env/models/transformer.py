@@ -195,6 +195,11 @@ class DynamicsTransformerConfig(PretrainedConfig):
         return count
 
     @property
+    def longest_window(self) -> int | None:
+        """The longest SWR window this model decodes (None: any length, and no re-encoding at all)."""
+        return self.anchor_horizon + 1 if self.anchor_frames else None
+
+    @property
     def refinable(self) -> bool:
         """Whether the model reads a frame's already decoded codes (trained to fill in the rest)."""
         return self.refine_passes > 1
