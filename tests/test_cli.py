@@ -52,3 +52,14 @@ def test_demo_compares_the_dream_with_real_robosuite(tmp_path):
 def test_compare_refuses_an_unknown_policy(tmp_path):
     out = roboalign("compare", "--out", str(tmp_path), "--policy", "nonsense", "--sources", "lift_panda")
     assert out.returncode == 2 and "nonsense" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_compare_refuses_more_episodes_than_the_seed_clips_hold(tmp_path):
+    out = roboalign("compare", "--out", str(tmp_path / "c"), "--sources", "lift_panda", "--episodes-per-source", "1000")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    from roboalign_env.assets import DEFAULT_MODEL
+    from roboalign_env.envs.seeds import SeedClips
+
+    held = len(SeedClips.load(DEFAULT_MODEL / "seeds").of_source("lift_panda"))
+    assert "1000" in out.stderr and f"'lift_panda': {held}" in out.stderr
+    assert not (tmp_path / "c").exists()

@@ -146,6 +146,10 @@ def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps
     load_perceptual(perceptual)
     tic = time.perf_counter()
     seeds = SeedClips.load(settings.folders()[2])
+    short = {s: n for s in sources if (n := len(seeds.of_source(s))) < episodes_per_source}
+    if short:
+        raise ValueError(f"episodes_per_source {episodes_per_source}: the model's seed clips hold only {short} "
+                         "held-out starts of these sources; ask for at most that many")
     runs = []
     for source in sources:
         clips = list(seeds.of_source(source)[:episodes_per_source])
