@@ -89,3 +89,25 @@ def test_eval_of_a_missing_model_is_a_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "roboalign_env.cli", "eval-world-model", "--model", tmp_path / "nope",
                           "--episodes", tmp_path], capture_output=True, text=True)
     assert out.returncode == 2 and "nope" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.sim
+def test_longer_clips_train_an_anchor_model_on_more_steps_since_a_window_starts(collection, tmp_path):
+    """An anchor-frames model learns one input per step since a window's first frame: clips of 12 frames
+    train the first 11 of them and leave the rest at zero; clips longer than its windows are refused before
+    anything is read."""
+    from conftest import TINY_TRANSFORMER, tiny_world_model
+
+    from roboalign_env.models.transformer import DynamicsTransformerConfig
+    from roboalign_env.training.loop import LoopConfig
+    from roboalign_env.training.world_model import train_world_model
+
+    tokenizer = tiny_world_model(tmp_path / "tiny") / "tokenizer"
+    config = DynamicsTransformerConfig(**TINY_TRANSFORMER, parallel_frames=True, markov_frames=True, anchor_frames=True)
+    loop = LoopConfig(out=tmp_path / "run", steps=1, warmup_steps=0, progress=False)
+    model = train_world_model(collection, tokenizer, loop, 2, config, val_clips=2, clip_frames=12)
+    trained = model.transformer.anchor_steps.detach().abs().sum(-1) > 0
+    assert trained.tolist() == [True] * 11 + [False] * (config.anchor_horizon - 11)
+    with pytest.raises(ValueError, match="clip_frames 17: an anchor_frames model predicts at most 15"):
+        train_world_model(collection, tokenizer, LoopConfig(out=tmp_path / "r2"), 2, config, clip_frames=17)
+    assert not (tmp_path / "r2").exists()

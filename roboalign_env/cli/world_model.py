@@ -36,7 +36,7 @@ class TrainTokenizer:
 
 @dataclass(frozen=True)
 class TrainWorldModel:
-    """Stage 2: train the action-conditioned transformer on tokenized T=8 clips (resumable)."""
+    """Stage 2: train the action-conditioned transformer on tokenized clips (--clip-frames; resumable)."""
 
     episodes: tuple[Path, ...] = (Path("data/episodes"),)
     """Collection folders written by `roboalign collect`: their "train" episodes are pooled for training
@@ -91,8 +91,12 @@ class TrainWorldModel:
     default world_model/, or a transformer folder) instead of a new one; its sizes replace --layers,
     --hidden-size and --action-mode, while --action-to-codes, --action-dropout, --guidance, --refine-passes and
     --anchor-frames apply (new parts start at zero). Use the tokenizer it was trained with (--tokenizer)."""
+    clip_frames: int = 8
+    """Frames per training and validation clip (the first is the context). An anchor-frames model learns each
+    step since a window's first frame up to this minus 1, so it decodes SWR windows of up to this many frames
+    with every step trained."""
     batch_size: int = 16
-    """Clips per step (each 8 frames)."""
+    """Clips per step (each --clip-frames frames)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/world_model", steps=3000, lr=1e-3, every=250, warmup_steps=200)
     """The training loop (run folder: model/ (the transformer), world_model/ (tokenizer + transformer), metrics, curves)."""
 
@@ -108,7 +112,7 @@ class TrainWorldModel:
                                            refine_passes=self.refine_passes, anchor_frames=self.anchor_frames)
         train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from,
                           change_weight=self.change_weight, hold_still=self.hold_still_codes,
-                          rollout_depth=self.rollout_depth)
+                          rollout_depth=self.rollout_depth, clip_frames=self.clip_frames)
         print(f"world model in {self.loop.out / 'world_model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
 
 

@@ -149,7 +149,7 @@ def initial_transformer(config: DynamicsTransformerConfig, tokenizer: VideoToken
 def train_world_model(episodes: Path | Sequence[Path], tokenizer_dir: Path, loop: LoopConfig, batch_size: int,
                       config: DynamicsTransformerConfig, val_clips: int = 32,
                       init_from: Path | None = None, change_weight: float = 1.0, hold_still: bool = False,
-                      rollout_depth: int = 0) -> WorldModel:
+                      rollout_depth: int = 0, clip_frames: int = 8) -> WorldModel:
     """Train (or resume) the transformer against a frozen tokenizer; write ``<out>/world_model``.
 
     ``episodes`` is one collection or several, pooled (each one's train and val split). ``init_from``
@@ -157,19 +157,34 @@ def train_world_model(episodes: Path | Sequence[Path], tokenizer_dir: Path, loop
     that transformer); a resumed run continues from its own checkpoint either way.
     ``change_weight`` weights the loss on codes that change, ``hold_still`` holds the codes where no pixel
     moved and ``rollout_depth`` trains on the model's own predictions (see :func:`clip_loss`).
+    ``clip_frames`` is the length of the training and validation clips (the first frame is the context); an
+    anchor_frames model is trained on every step since the window's first frame up to ``clip_frames - 1``.
     """
     if not 1.0 <= change_weight < float("inf"):
         raise ValueError(f"change_weight must be a finite number >= 1 (1: plain cross-entropy), got {change_weight}")
-    if isinstance(rollout_depth, bool) or not isinstance(rollout_depth, int) or not 0 <= rollout_depth < 8:
-        raise ValueError(f"rollout_depth must be an integer from 0 (true previous frames) to 7 "
-                         f"(a clip has 7 predicted frames), got {rollout_depth!r}")
+    if isinstance(clip_frames, bool) or not isinstance(clip_frames, int) or clip_frames < 2:
+        raise ValueError(f"clip_frames must be an integer >= 2 (the context and a predicted frame), "
+                         f"got {clip_frames!r}")
+    if isinstance(rollout_depth, bool) or not isinstance(rollout_depth, int) or not 0 <= rollout_depth < clip_frames:
+        raise ValueError(f"rollout_depth must be an integer from 0 (true previous frames) to {clip_frames - 1} "
+                         f"(a clip has {clip_frames - 1} predicted frames), got {rollout_depth!r}")
     roots = folders(episodes)
     if not roots:
         raise ValueError("episodes: no collection given; expected one or more `roboalign collect` folders")
     tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).float().eval().requires_grad_(False)  # shipped: bf16
-    stream = ClipStream(roots, clip_len=8, episode_ids=split_episode_ids(roots, "train"), augment=True, seed=loop.seed,
-                        cache_size=4096)
-    val = ClipStream(roots, clip_len=8, episode_ids=split_episode_ids(roots, "val"), cache_size=4096)
+    torch.manual_seed(loop.seed)  # seeds a new transformer's initial weights
+    initial = initial_transformer(config, tokenizer, init_from)
+    if rollout_depth and not initial.config.parallel_frames:
+        raise ValueError("rollout_depth needs a parallel_frames transformer (whose blocks hold the previous "
+                         "frame's codes)")
+    longest = initial.config.longest_window
+    if longest is not None and clip_frames > longest:
+        raise ValueError(f"clip_frames {clip_frames}: an anchor_frames model predicts at most {longest - 1} frames "
+                         f"from a window's first (anchor_horizon {initial.config.anchor_horizon}); "
+                         f"use at most {longest}")
+    stream = ClipStream(roots, clip_len=clip_frames, episode_ids=split_episode_ids(roots, "train"), augment=True,
+                        seed=loop.seed, cache_size=4096)
+    val = ClipStream(roots, clip_len=clip_frames, episode_ids=split_episode_ids(roots, "val"), cache_size=4096)
     val_batch = val.batch(np.random.default_rng([loop.seed, 1]), val_clips)
 
     def make_batch(step: int, rank: int) -> dict:
@@ -197,10 +212,6 @@ def train_world_model(episodes: Path | Sequence[Path], tokenizer_dir: Path, loop
         return {"loss": loss.item(), "plain_loss": plain.item(), **metrics, **own,
                 **{k: use[k] for k in ("action_information", "moving_digit_error", "moving_digit_error_copy")}}
 
-    torch.manual_seed(loop.seed)  # seeds a new transformer's initial weights
-    initial = initial_transformer(config, tokenizer, init_from)
-    if rollout_depth and not initial.config.parallel_frames:
-        raise ValueError("rollout_depth needs a parallel_frames transformer (whose blocks hold the previous frame's codes)")
     transformer = train(loop, initial, make_batch, compute_loss, evaluate)
     world_model = WorldModel(tokenizer, transformer.eval())
     world_model.save(Path(loop.out) / "world_model")
