@@ -146,13 +146,14 @@ def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps
     load_perceptual(perceptual)
     tic = time.perf_counter()
     seeds = SeedClips.load(settings.folders()[2])
-    short = {s: n for s in sources if (n := len(seeds.of_source(s))) < episodes_per_source}
+    held = {source: seeds.of_source(source) for source in sources}
+    short = {source: len(clips) for source, clips in held.items() if len(clips) < episodes_per_source}
     if short:
         raise ValueError(f"episodes_per_source {episodes_per_source}: the model's seed clips hold only {short} "
                          "held-out starts of these sources; ask for at most that many")
     runs = []
     for source in sources:
-        clips = list(seeds.of_source(source)[:episodes_per_source])
+        clips = list(held[source][:episodes_per_source])
         runs += run_real(source, clips, seeds, steps, policy, model, seed, settings.student,
                          resolve_device(settings.device))
     real_seconds = time.perf_counter() - tic

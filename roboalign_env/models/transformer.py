@@ -199,6 +199,13 @@ class DynamicsTransformerConfig(PretrainedConfig):
         """The longest SWR window this model decodes (None: any length, and no re-encoding at all)."""
         return self.anchor_horizon + 1 if self.anchor_frames else None
 
+    def check_reach(self, frames: int, what: str) -> None:
+        """Refuse to predict more than ``frames`` frames from one context where this model cannot (``what``
+        names the setting that asks for them, for the message)."""
+        if self.longest_window is not None and frames > self.longest_window - 1:
+            raise ValueError(f"{what}: an anchor_frames model predicts at most {self.anchor_horizon} frames from a "
+                             f"window's first (an SWR window of at most {self.longest_window} frames)")
+
     @property
     def refinable(self) -> bool:
         """Whether the model reads a frame's already decoded codes (trained to fill in the rest)."""

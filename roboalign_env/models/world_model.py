@@ -223,10 +223,7 @@ class Dream:
         self.passes = tf.config.resolve_passes(self.passes)
         self._halves = 2 if self.guidance != 1 else 1  # guided: rows B..2B-1 decode without actions
         reach = self.window - 1 if self.window is not None else self.horizon  # frames predicted from one context
-        longest = tf.config.longest_window
-        if longest is not None and reach > longest - 1:
-            raise ValueError(f"window {self.window}, horizon {self.horizon}: an anchor_frames model predicts at most "
-                             f"{longest - 1} frames from a window's first (an SWR window of at most {longest} frames)")
+        tf.config.check_reach(reach, f"window {self.window}, horizon {self.horizon}")
         capacity = tf.config.sequence_length(self.window if self.window is not None else self.horizon + 1)
         self._decoder = IncrementalDecoder(tf, self.precision)
         self._cache = self._decoder.new_cache(self._halves * len(frames), capacity)

@@ -177,11 +177,7 @@ def train_world_model(episodes: Path | Sequence[Path], tokenizer_dir: Path, loop
     if rollout_depth and not initial.config.parallel_frames:
         raise ValueError("rollout_depth needs a parallel_frames transformer (whose blocks hold the previous "
                          "frame's codes)")
-    longest = initial.config.longest_window
-    if longest is not None and clip_frames > longest:
-        raise ValueError(f"clip_frames {clip_frames}: an anchor_frames model predicts at most {longest - 1} frames "
-                         f"from a window's first (anchor_horizon {initial.config.anchor_horizon}); "
-                         f"use at most {longest}")
+    initial.config.check_reach(clip_frames - 1, f"clip_frames {clip_frames}")
     stream = ClipStream(roots, clip_len=clip_frames, episode_ids=split_episode_ids(roots, "train"), augment=True,
                         seed=loop.seed, cache_size=4096)
     val = ClipStream(roots, clip_len=clip_frames, episode_ids=split_episode_ids(roots, "val"), cache_size=4096)
