@@ -207,6 +207,7 @@ class EvalControl:
         from roboalign_env.cli.options import command_line
         from roboalign_env.device import resolve_device
         from roboalign_env.eval.control import evaluate_control
+        from roboalign_env.eval.control_targets import control_shortfall
 
         res = evaluate_control(self.model, self.episodes, self.out, self.probe, self.starts_per_source, self.steps,
                                self.magnitude, self.sources, device=resolve_device(self.device),
@@ -226,6 +227,8 @@ class EvalControl:
             print(f"end effector over {self.steps} steps: dream {fmt(t['dream'])} cm, nothing moves "
                   f"{fmt(t['nothing_moves'])} cm, probe on real {fmt(t['probe_on_real'])} cm; "
                   f"action swap own/other {fmt(h['swap_eef_ratio_own_over_other'])}")
+            print(f"control shortfall {fmt(control_shortfall(h)['total'])} of 6 (0: every control target met; "
+                  "roboalign_env/eval/control_targets.py)")
         for name in ("psnr", "ssim", "moving_psnr"):
             print(f"{name}: dream {fmt(h[name]['dream'])}, nothing moves {fmt(h[name]['nothing_moves'])}")
         print(f"wrote {self.out / 'control.json'}, control_per_step.png, contact_sheet.png")
