@@ -188,6 +188,13 @@ def test_projection_of_known_points():
     assert not view.in_view(ahead + right * 2 * view.tan_half_fovy)  # beyond the right edge
     assert view.in_view(ahead + right * 0.9 * view.tan_half_fovy)
     assert not view.in_view(ahead + right * 0.9 * view.tan_half_fovy, margin=0.2)
+    up = view.rotation[:, 1]
+    assert np.allclose(view.pixels(ahead, 64), [32, 32])  # the optical axis hits the image centre
+    assert np.allclose(view.pixels(ahead + right * view.tan_half_fovy, 64), [64, 32])  # the right edge
+    assert np.allclose(view.pixels(ahead + up * view.tan_half_fovy / 2, 128), [64, 32])  # rows grow downwards
+    points = ahead + np.random.default_rng(0).normal(size=(200, 3)) * 0.6
+    inside = ((view.pixels(points, 64) >= 0) & (view.pixels(points, 64) < 64)).all(-1)
+    assert (inside[view.in_view(points)]).all()  # every point in view lands on the image
 
 
 def test_run_episode_and_in_view_fraction(tmp_path):

@@ -226,6 +226,16 @@ class CameraView:
         half = (1.0 - margin) * self.tan_half_fovy
         return (depth > 0) & (np.abs(x) < half * aspect) & (np.abs(y) < half)
 
+    def pixels(self, points: np.ndarray, size: int) -> np.ndarray:
+        """Where each world point (..., 3) lands in a ``size`` x ``size`` upright image: (..., 2) as (column,
+        row) in pixels from the top-left corner (outside [0, size) when the point is out of view)."""
+        local = (np.asarray(points, float) - self.position) @ self.rotation
+        depth = -local[..., 2]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x, y = local[..., 0] / depth, local[..., 1] / depth
+        scale = size / (2 * self.tan_half_fovy)
+        return np.stack([size / 2 + x * scale, size / 2 - y * scale], -1)
+
 
 _VIEWS: dict[str, CameraView] = {}
 
