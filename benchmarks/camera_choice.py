@@ -37,7 +37,7 @@ from roboalign_env.data.io import atomic_write
 from roboalign_env.eval.control import AXES, DIRECTIONS, choose_starts, real_rollouts
 from roboalign_env.eval.media import pyplot, save_figure
 from roboalign_env.sim.collect import CameraView, camera_view
-from roboalign_env.sim.rendering import setup_rendering
+from roboalign_env.sim.rendering import FastRenderer, parse_camera, setup_rendering
 
 CAMERAS = ("agentview", "agentview+25cm", "agentview+50cm", "frontview", "sideview", "birdview", "robot0_robotview")
 """The fixed cameras of robosuite's scenes (the robot-view one hangs from the robot's base, which stays put), and
@@ -59,41 +59,24 @@ class Args:
     out: Path = Path("benchmarks/results/camera_choice.json")
 
 
-def parse(camera: str) -> tuple[str, float]:
-    """``agentview+15cm`` -> ("agentview", 0.15) metres back; ``agentview`` -> ("agentview", 0.0)."""
-    name, _, back = camera.partition("+")
-    if back and not (back.endswith("cm") and back[:-2].isdigit()):
-        raise ValueError(f"camera {camera!r}: expected a scene camera's name, optionally +<N>cm (moved back N cm)")
-    return name, float(back[:-2]) / 100 if back else 0.0
-
-
 def view_of(source: str, camera: str) -> CameraView | None:
     """The camera's pose and field of view in the source's scene, or None when the scene has no such camera."""
-    name, back = parse(camera)
     try:
-        view = camera_view(source, name)
+        return camera_view(source, camera)
     except ValueError:
         return None
-    forward = -view.rotation[:, 2]  # MuJoCo cameras look along their -z axis
-    return CameraView(view.position - back * forward, view.rotation, view.tan_half_fovy)
 
 
 def start_frame(source: str, seed: int, camera: str, size: int) -> np.ndarray:
     """The scene at an episode's start, as ``camera`` sees it."""
-    from roboalign_env.sim.rendering import FastRenderer
     from roboalign_env.sim.robosuite_env import make_env, reset_env
     from roboalign_env.sim.sources import SOURCES
 
-    name, back = parse(camera)
     env = make_env(SOURCES[source])
-    model = env.sim.model._model
-    cam = env.sim.model.camera_name2id(name)
-    if back:
-        if model.cam_bodyid[cam] != 0:
-            raise ValueError(f"camera {camera!r}: only a camera fixed to the world can be moved back")
-        model.cam_pos[cam] = view_of(source, camera).position  # a world camera's position is in world coordinates
+    renderer = FastRenderer(env.sim.model._model, size, camera)
     reset_env(env, seed)
-    frame = FastRenderer(model, size, name).render(env.sim.data._data)
+    frame = renderer.render(env.sim.data._data)
+    renderer.close()
     env.close()
     return frame
 
@@ -112,6 +95,8 @@ def main(args: Args) -> dict:
     starts = choose_starts(args.episodes, (), args.starts_per_source, args.steps, args.magnitude)
     real = real_rollouts(starts, args.image_size, args.real_cache)
     sources = sorted({s.source for s in starts})
+    for camera in args.cameras:
+        parse_camera(camera)
     unknown = [c for c in args.cameras if all(view_of(source, c) is None for source in sources)]
     if unknown:
         raise ValueError(f"cameras: {unknown} are in none of the scenes of {sources}")

@@ -143,7 +143,8 @@ def test_cached_real_rollouts_are_keyed_by_their_start_and_actions_and_an_unread
     assert key == _rollouts_key(Start(**{**vars(start)}), 64) and len(key) == 16
     moved = {**actions, "+x": actions["+x"] + np.float32(0.1)}
     assert len({key, _rollouts_key(start, 32), _rollouts_key(Start(**{**vars(start), "seed": 2}), 64),
-                _rollouts_key(Start(**{**vars(start), "actions": moved}), 64)}) == 4
+                _rollouts_key(Start(**{**vars(start), "actions": moved}), 64),
+                _rollouts_key(Start(**{**vars(start), "camera": "agentview+50cm"}), 64)}) == 5
     real = Real(np.ones((10, 5, 8, 8, 3), np.uint8), np.zeros((10, 5, 3)), np.zeros((10, 5, 1, 3)))
     np.savez(tmp_path / "ok.npz", frames=real.frames, eef=real.eef, objects=real.objects)
     assert np.array_equal(_read_real(tmp_path / "ok.npz").frames, real.frames)

@@ -9,6 +9,7 @@ from roboalign_env.sim.collect import (
     EXPLORATION_SEED_OFFSET,
     EpisodeSpec,
     camera_view,
+    collect,
     eef_in_view_fraction,
     plan_episodes,
     run_episode,
@@ -214,3 +215,33 @@ def test_run_episode_and_in_view_fraction(tmp_path):
     assert set(by_mode) == {"lift_panda/scripted", "lift_panda/explore_constant"}
     assert by_mode["lift_panda/scripted"] == 0.5  # the nominal frames are in view, the moved ones not
     assert 0.0 <= by_mode["lift_panda/explore_constant"] <= 1.0
+
+
+def test_camera_settings_move_a_world_camera_back_along_its_line_of_sight():
+    from roboalign_env.sim.rendering import parse_camera
+
+    assert parse_camera("agentview") == ("agentview", 0.0)
+    assert parse_camera("agentview+50cm") == ("agentview", 0.5)
+    for bad in ("agentview+50", "agentview+0.5m", "+50cm", "agentview+-5cm"):
+        with pytest.raises(ValueError, match="whole centimetres"):
+            parse_camera(bad)
+    near, far = camera_view("lift_panda"), camera_view("lift_panda", "agentview+50cm")
+    assert np.allclose(far.rotation, near.rotation) and far.tan_half_fovy == near.tan_half_fovy
+    assert np.allclose(far.position - near.position, 0.5 * near.rotation[:, 2])  # it looks along -z: back is +z
+    with pytest.raises(ValueError, match="lift_panda: .*no camera 'nope'"):
+        camera_view("lift_panda", "nope")
+    with pytest.raises(ValueError, match="only a camera fixed to the world"):
+        camera_view("lift_panda", "robot0_eye_in_hand+10cm")
+
+
+def test_collect_through_another_camera_records_it_and_refuses_to_mix(tmp_path):
+    spec = EpisodeSpec("lift_panda", "nominal", 0)
+    near, far = run_episode(spec, steps=2), run_episode(spec, steps=2, camera="agentview+50cm")
+    assert far.meta["camera"] == "agentview+50cm" and near.meta["camera"] == "agentview"
+    assert np.array_equal(far.actions, near.actions) and np.abs(far.frames.astype(int) - near.frames).mean() > 5
+    with pytest.raises(ValueError, match="no camera 'nope'"):
+        collect(tmp_path / "bad", [spec], camera="nope")
+    assert not (tmp_path / "bad").exists()  # refused before anything was written
+    save_episode(episode_path(tmp_path / "far", "lift_panda", spec.episode_id), far)
+    with pytest.raises(ValueError, match="camera='agentview\\+50cm', but camera='agentview'"):
+        collect(tmp_path / "far", [spec])

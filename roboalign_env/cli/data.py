@@ -8,6 +8,7 @@ from pathlib import Path
 from roboalign_env.assets import DEFAULT_MODEL
 from roboalign_env.data.splits import HELDOUT_SOURCE
 from roboalign_env.sim.exploration import DEFAULT_EXPLORATION_MODES
+from roboalign_env.sim.rendering import CAMERA
 from roboalign_env.sim.sources import ALL_SOURCES
 
 
@@ -35,6 +36,10 @@ class Collect:
     """Worker processes (each renders with its own MuJoCo context)."""
     image_size: int = 64
     """Frame size in pixels (64, or 128 for the larger option)."""
+    camera: str = CAMERA
+    """Recording camera: one of the scene's cameras (agentview, frontview, sideview, birdview), optionally moved
+    back along its line of sight in whole centimetres, e.g. agentview+50cm (benchmarks/camera_choice.py compares
+    them). Everything trained on the collection then sees that view; eval-control replays its starts through it."""
 
     def run(self) -> None:
         from roboalign_env.sim.collect import collect, eef_in_view_fraction, plan_episodes
@@ -43,7 +48,7 @@ class Collect:
             list(self.sources), self.episodes_per_source, self.nominal_fraction, self.first_seed,
             self.exploration_fraction, self.exploration_modes,
         )
-        rows = collect(self.out, specs, self.workers, self.image_size)
+        rows = collect(self.out, specs, self.workers, self.image_size, camera=self.camera)
         print(f"{len(rows)} episodes in {self.out} (manifest: {self.out / 'manifest.jsonl'})")
         print("fraction of frames with the end effector inside the image:")
         for key, fraction in eef_in_view_fraction(self.out, by_mode=True).items():

@@ -47,6 +47,7 @@ from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.media import grid, save_figure
 from roboalign_env.eval.metrics import MOTION_THRESHOLD, frame_metrics, load_perceptual, perceptual_name
 from roboalign_env.models.world_model import SWR_WINDOW, WorldModel, check_window
+from roboalign_env.sim.rendering import CAMERA
 
 DIRECTIONS = ("+x", "-x", "+y", "-y", "+z", "-z")
 GRIPPER = ("open", "close")
@@ -70,6 +71,7 @@ class Start:
     other_id: str | None
     actions: dict[str, np.ndarray]  # rollout name -> (steps, 7)
     recorded_frames: np.ndarray  # the episode's own frames (steps + 1, H, W, 3) uint8
+    camera: str = CAMERA  # the camera setting the episode was recorded through
 
 
 @dataclass
@@ -201,7 +203,8 @@ def choose_starts(episodes: Path, sources: tuple[str, ...], per_source: int, ste
             actions = {**command_actions(magnitude, float(ep.actions[0, 6]), steps),
                        "own": ep.actions[:steps], "other": other}
             starts.append(Start(episode_id, source, int(ep.meta["seed"]), other_id,
-                                {k: np.asarray(v, np.float32) for k, v in actions.items()}, ep.frames[: steps + 1]))
+                                {k: np.asarray(v, np.float32) for k, v in actions.items()}, ep.frames[: steps + 1],
+                                ep.meta.get("camera", CAMERA)))
     return starts
 
 
@@ -209,7 +212,7 @@ def simulate(start: Start, image_size: int) -> Real:
     """Restart the episode from its seed once per rollout and step robosuite through its actions."""
     from roboalign_env.sim.replay import replay
 
-    runs = [replay(start.source, start.seed, start.actions[name], image_size) for name in ROLLOUTS]
+    runs = [replay(start.source, start.seed, start.actions[name], image_size, start.camera) for name in ROLLOUTS]
     return Real(np.stack([f for f, _ in runs]), np.stack([t["eef_pos"] for _, t in runs]),
                 np.stack([t["object_pos"] for _, t in runs]))
 
@@ -232,8 +235,10 @@ def real_rollouts(starts: list[Start], image_size: int, cache: Path | None = Non
 
 def _rollouts_key(start: Start, image_size: int) -> str:
     """What a start's real rollouts depend on, hashed."""
-    digest = hashlib.sha256(json.dumps([start.source, start.seed, image_size, ROLLOUTS, version("robosuite"),
-                                        version("mujoco")]).encode())
+    key = [start.source, start.seed, image_size, ROLLOUTS, version("robosuite"), version("mujoco")]
+    if start.camera != CAMERA:  # the default camera is left out, so earlier caches stay valid
+        key.append(start.camera)
+    digest = hashlib.sha256(json.dumps(key).encode())
     for name in ROLLOUTS:
         digest.update(np.ascontiguousarray(start.actions[name], np.float32).tobytes())
     return digest.hexdigest()[:16]

@@ -125,7 +125,8 @@ def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path,
         rng = np.random.default_rng([zlib.crc32(ep.episode_id.encode()), seed])
         for kind in ACTION_KINDS:
             actions = rollout_actions(kind, ep.actions, steps, rng)
-            frames, trace = replay(ep.meta["source"], int(ep.meta["seed"]), actions, model.image_size)
+            frames, trace = replay(ep.meta["source"], int(ep.meta["seed"]), actions, model.image_size,
+                                   ep.meta.get("camera"))
             plan.append({"episode": ep, "split": split, "kind": kind, "actions": actions, "first": frames[0], "trace": trace})
     items = []
     for start in tqdm(range(0, len(plan), batch_size), desc="dream", unit="batch", disable=not progress):

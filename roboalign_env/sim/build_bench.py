@@ -92,13 +92,14 @@ def _untouched_window(ep: Episode) -> Window | None:
 
 
 class Rerenderer:
-    """Re-renders recorded (possibly edited) simulator states of one source's episodes."""
+    """Re-renders recorded (possibly edited) simulator states of one source's episodes, through the camera
+    setting they were recorded with."""
 
-    def __init__(self, source_name: str, image_size: int):
+    def __init__(self, source_name: str, image_size: int, camera: str | None = None):
         from roboalign_env.sim.robosuite_env import reset_env, task_objects
 
         self.source = SOURCES[source_name]
-        self.env, self.renderer = cached_env(source_name, image_size)
+        self.env, self.renderer = cached_env(source_name, image_size, camera)
         reset_env(self.env, 0)
         self.free_joint = task_objects(self.env, self.source)[0].free_qpos
         model = self.env.sim.model
@@ -314,13 +315,13 @@ def _donors(entries: list[dict], splits: list[str]) -> list[dict | None]:
 
 
 # -- driver ------------------------------------------------------------------------------------
-_RERENDERERS: dict[tuple[str, int], Rerenderer] = {}
+_RERENDERERS: dict[tuple[str, int, str | None], Rerenderer] = {}
 
 
 def _build_one(args) -> list[dict]:
     ep_path, donor_path, out, split = args
     ep = load_episode(ep_path)
-    key = (ep.meta["source"], ep.meta["image_size"])
+    key = (ep.meta["source"], ep.meta["image_size"], ep.meta.get("camera"))
     if key not in _RERENDERERS:
         _RERENDERERS[key] = Rerenderer(*key)
     donor = load_episode(donor_path).actions if donor_path is not None else None

@@ -25,7 +25,7 @@ from roboalign_env.data.episodes import (
     write_manifest,
 )
 from roboalign_env.sim.exploration import DEFAULT_EXPLORATION_MODES, EXPLORATION_MODES, exploration_policy
-from roboalign_env.sim.rendering import CAMERA
+from roboalign_env.sim.rendering import CAMERA, place_camera
 from roboalign_env.sim.sources import SOURCES
 from roboalign_env.sim.workers import cached_env, imap_workers
 
@@ -106,8 +106,10 @@ def plan_episodes(
     return specs
 
 
-def run_episode(spec: EpisodeSpec, image_size: int = 64, steps: int | None = None) -> Episode:
-    """Run one episode in robosuite and return it (frames rendered at ``image_size``).
+def run_episode(spec: EpisodeSpec, image_size: int = 64, steps: int | None = None,
+                camera: str = CAMERA) -> Episode:
+    """Run one episode in robosuite and return it (frames rendered at ``image_size`` through ``camera``, a camera
+    setting of :func:`~roboalign_env.sim.rendering.parse_camera`).
 
     ``steps`` shortens (or lengthens) the episode from the source's horizon (for tests); a
     policy's own schedule (e.g. ``explore_prefix``'s switch step) still follows the horizon.
@@ -124,7 +126,7 @@ def run_episode(spec: EpisodeSpec, image_size: int = 64, steps: int | None = Non
     from roboalign_env.sim.robosuite_env import read_state, reset_env
 
     source = SOURCES[spec.source]
-    env, renderer = cached_env(spec.source, image_size)
+    env, renderer = cached_env(spec.source, image_size, camera)
     obs = reset_env(env, spec.seed)
     rng = np.random.default_rng([spec.seed, 1])
     if spec.failure in EXPLORATION_MODES:
@@ -167,9 +169,9 @@ def run_episode(spec: EpisodeSpec, image_size: int = 64, steps: int | None = Non
 
 
 def _collect_one(args) -> dict:
-    spec, root, image_size = args
+    spec, root, image_size, camera = args
     path = episode_path(root, spec.source, spec.episode_id)
-    episode = run_episode(spec, image_size)
+    episode = run_episode(spec, image_size, camera=camera)
     save_episode(path, episode)
     return _manifest_row(episode.meta, path, root)
 
@@ -179,23 +181,26 @@ def _manifest_row(meta: dict, path: Path, root: str | Path) -> dict:
 
 
 def collect(
-    root: str | Path, specs: list[EpisodeSpec], workers: int = 1, image_size: int = 64, progress: bool = True
+    root: str | Path, specs: list[EpisodeSpec], workers: int = 1, image_size: int = 64, progress: bool = True,
+    camera: str = CAMERA,
 ) -> list[dict]:
-    """Collect every spec not yet on disk under ``root``; rewrite the manifest; return its rows."""
+    """Collect every spec not yet on disk under ``root``; rewrite the manifest; return its rows. Every episode
+    is seen through ``camera`` (checked against every source's scene before anything runs)."""
     root = Path(root)
+    for source in sorted({spec.source for spec in specs}):
+        camera_view(source, camera)
     rows, todo = [], []
     for spec in specs:
         path = episode_path(root, spec.source, spec.episode_id)
         if path.is_file():
             meta = load_episode(path, frames=False).meta
-            if meta["image_size"] != image_size:
-                raise ValueError(
-                    f"{path} was collected at image_size={meta['image_size']}, but image_size={image_size} "
-                    "was asked for; use another --out folder"
-                )
+            for name, asked in (("image_size", image_size), ("camera", camera)):
+                if meta.get(name, CAMERA) != asked:
+                    raise ValueError(f"{path} was collected with {name}={meta.get(name, CAMERA)!r}, but "
+                                     f"{name}={asked!r} was asked for; use another --out folder")
             rows.append(_manifest_row(meta, path, root))
         else:
-            todo.append((spec, root, image_size))
+            todo.append((spec, root, image_size, camera))
     for i, row in enumerate(imap_workers(_collect_one, todo, workers, "collect", progress), 1):
         rows.append(row)
         if i % 50 == 0:
@@ -241,7 +246,8 @@ _VIEWS: dict[str, CameraView] = {}
 
 
 def camera_view(source_name: str, camera: str = CAMERA) -> CameraView:
-    """The recording camera of a source, read from its robosuite model (built once per process).
+    """A camera of a source's scene (a camera setting of :func:`~roboalign_env.sim.rendering.parse_camera`), read
+    from its robosuite model (built once per process and setting).
 
     The agentview camera hangs from the world body, so one reset gives its pose for every episode.
     """
@@ -251,16 +257,20 @@ def camera_view(source_name: str, camera: str = CAMERA) -> CameraView:
         from roboalign_env.sim.robosuite_env import make_env, reset_env
 
         env = make_env(SOURCES[source_name])
-        reset_env(env, 0)
-        model, data = env.sim.model._model, env.sim.data._data
-        cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
-        if cam < 0:
-            raise ValueError(f"{source_name} has no camera {camera!r}")
-        _VIEWS[source_name, camera] = CameraView(
-            np.array(data.cam_xpos[cam]), np.array(data.cam_xmat[cam]).reshape(3, 3),
-            float(np.tan(np.deg2rad(model.cam_fovy[cam]) / 2)),
-        )
-        env.close()
+        try:
+            reset_env(env, 0)
+            model, data = env.sim.model._model, env.sim.data._data
+            try:
+                cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, place_camera(model, camera))
+            except ValueError as err:
+                raise ValueError(f"{source_name}: {err}") from err
+            mujoco.mj_forward(model, data)  # the camera's world pose after a move
+            _VIEWS[source_name, camera] = CameraView(
+                np.array(data.cam_xpos[cam]), np.array(data.cam_xmat[cam]).reshape(3, 3),
+                float(np.tan(np.deg2rad(model.cam_fovy[cam]) / 2)),
+            )
+        finally:
+            env.close()
     return _VIEWS[source_name, camera]
 
 

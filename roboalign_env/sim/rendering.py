@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     import mujoco
 
 CAMERA = "agentview"
+"""The recording camera unless a collection names another (a camera setting, :func:`parse_camera`)."""
 
 
 def setup_rendering() -> None:
@@ -41,10 +42,41 @@ def setup_rendering() -> None:
         pass
 
 
-class FastRenderer:
-    """Renders ``camera`` of a MuJoCo model at ``size`` x ``size`` as upright uint8 RGB.
+def parse_camera(camera: str) -> tuple[str, float]:
+    """A camera setting: the name of one of the scene's cameras, optionally moved back along its line of sight
+    by whole centimetres. ``"agentview+50cm"`` -> ``("agentview", 0.5)``; ``"agentview"`` -> ``("agentview", 0.0)``.
+    """
+    name, plus, back = camera.partition("+")
+    if not name or (plus and not (back.endswith("cm") and back[:-2].isdigit())):
+        raise ValueError(f"camera {camera!r}: expected the name of a camera of the scene (agentview, frontview, "
+                         "sideview, birdview), optionally moved back in whole centimetres: agentview+50cm")
+    return name, int(back[:-2]) / 100 if plus else 0.0
 
-    Build it after the model's last rebuild (our envs use ``hard_reset=False``, so once per env).
+
+def place_camera(model: "mujoco.MjModel", camera: str) -> str:
+    """Apply a camera setting to ``model`` (moving the camera there: once per model) and return the name of the
+    scene camera to render."""
+    import mujoco
+
+    name, back = parse_camera(camera)
+    cam = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, name)
+    if cam < 0:
+        raise ValueError(f"camera {camera!r}: this scene has no camera {name!r}")
+    if back:
+        if model.cam_bodyid[cam] != 0:
+            raise ValueError(f"camera {camera!r}: only a camera fixed to the world can be moved back")
+        rotation = np.empty(9)
+        mujoco.mju_quat2Mat(rotation, model.cam_quat[cam])
+        model.cam_pos[cam] += back * rotation.reshape(3, 3)[:, 2]  # a camera looks along its -z axis
+    return name
+
+
+class FastRenderer:
+    """Renders ``camera`` (a camera setting, :func:`parse_camera`) of a MuJoCo model at ``size`` x ``size`` as
+    upright uint8 RGB.
+
+    Build it after the model's last rebuild (our envs use ``hard_reset=False``, so once per env); a moved camera
+    is moved in the model, so one renderer per model.
     """
 
     def __init__(self, model: "mujoco.MjModel", size: int = 64, camera: str = CAMERA):
@@ -58,6 +90,7 @@ class FastRenderer:
         model.vis.global_.offheight = max(size, 1)
         self.size = size
         self.camera = camera
+        self._camera_name = place_camera(model, camera)
         try:
             self._renderer = mujoco.Renderer(model, size, size)
         except mujoco.FatalError as err:
@@ -76,13 +109,13 @@ class FastRenderer:
 
     def render(self, data: "mujoco.MjData") -> np.ndarray:
         """Return an upright (size, size, 3) uint8 image of ``data``'s current state."""
-        self._renderer.update_scene(data, camera=self.camera, scene_option=self._option)
+        self._renderer.update_scene(data, camera=self._camera_name, scene_option=self._option)
         return self._renderer.render().copy()
 
     def close(self) -> None:
         self._renderer.close()
 
 
-def env_renderer(env, size: int = 64) -> FastRenderer:
+def env_renderer(env, size: int = 64, camera: str = CAMERA) -> FastRenderer:
     """A :class:`FastRenderer` for a robosuite env's underlying MuJoCo model."""
-    return FastRenderer(env.sim.model._model, size)
+    return FastRenderer(env.sim.model._model, size, camera)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 
-def replay(source_name: str, seed: int, actions: np.ndarray, image_size: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Restart ``source_name`` from ``seed`` and step it through ``actions`` (A, 7).
+def replay(source_name: str, seed: int, actions: np.ndarray, image_size: int,
+           camera: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Restart ``source_name`` from ``seed`` and step it through ``actions`` (A, 7), seen through ``camera`` (a
+    camera setting; None: the default one).
 
     Returns the rendered frames (A + 1, H, W, 3) uint8, the start's included, and the privileged
     state trace behind them (:func:`~roboalign_env.sim.robosuite_env.read_state`, stacked per frame:
@@ -17,7 +19,7 @@ def replay(source_name: str, seed: int, actions: np.ndarray, image_size: int) ->
     from roboalign_env.sim.workers import cached_env
 
     source = SOURCES[source_name]
-    env, renderer = cached_env(source_name, image_size)
+    env, renderer = cached_env(source_name, image_size, camera)
     reset_env(env, seed)
     frames, states = [], []
     for t in range(len(actions) + 1):
