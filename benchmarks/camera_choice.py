@@ -37,7 +37,7 @@ from roboalign_env.data.io import atomic_write
 from roboalign_env.eval.control import AXES, DIRECTIONS, choose_starts, real_rollouts
 from roboalign_env.eval.media import pyplot, save_figure
 from roboalign_env.sim.collect import CameraView, camera_view
-from roboalign_env.sim.rendering import FastRenderer, parse_camera, setup_rendering
+from roboalign_env.sim.rendering import FastRenderer, parse_camera
 
 CAMERAS = ("agentview", "agentview+25cm", "agentview+50cm", "frontview", "sideview", "birdview", "robot0_robotview")
 """The fixed cameras of robosuite's scenes (the robot-view one hangs from the robot's base, which stays put), and
@@ -91,7 +91,6 @@ def recorded_positions(collection: Path) -> dict[str, np.ndarray]:
 
 
 def main(args: Args) -> dict:
-    setup_rendering()  # before anything imports mujoco
     starts = choose_starts(args.episodes, (), args.starts_per_source, args.steps, args.magnitude)
     real = real_rollouts(starts, args.image_size, args.real_cache)
     sources = sorted({s.source for s in starts})

@@ -25,7 +25,7 @@ from roboalign_env.data.episodes import (
     write_manifest,
 )
 from roboalign_env.sim.exploration import DEFAULT_EXPLORATION_MODES, EXPLORATION_MODES, exploration_policy
-from roboalign_env.sim.rendering import CAMERA, place_camera
+from roboalign_env.sim.rendering import CAMERA, place_camera, setup_rendering
 from roboalign_env.sim.sources import SOURCES
 from roboalign_env.sim.workers import cached_env, imap_workers
 
@@ -116,8 +116,6 @@ def run_episode(spec: EpisodeSpec, image_size: int = 64, steps: int | None = Non
     """
     if steps is not None and steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    from roboalign_env.sim.rendering import setup_rendering
-
     setup_rendering()
     import mujoco
     import robosuite
@@ -252,6 +250,7 @@ def camera_view(source_name: str, camera: str = CAMERA) -> CameraView:
     The agentview camera hangs from the world body, so one reset gives its pose for every episode.
     """
     if (source_name, camera) not in _VIEWS:
+        setup_rendering()  # before mujoco is first imported: the process may render later
         import mujoco
 
         from roboalign_env.sim.robosuite_env import make_env, reset_env
