@@ -34,6 +34,17 @@ def test_a_seed_clip_episode_restarts_upright(env):
     assert top != bottom and info["source"] == "lift_panda"
 
 
+def test_another_camera_sees_the_same_start_from_elsewhere_and_a_missing_one_is_refused(env):
+    near, _ = env.reset(seed=0, options={"episode_seed": 7})
+    far_env = gym.make("RoboAlignReal-v0", source="lift_panda", camera="agentview+50cm", device="cpu")
+    far, info = far_env.reset(seed=0, options={"episode_seed": 7})
+    far_env.close()
+    assert info["episode_seed"] == 7 and np.abs(far["image"].astype(int) - near["image"]).mean() > 5
+    for camera, match in (("nope", "no camera 'nope'"), ("agentview+5m", "whole centimetres")):
+        with pytest.raises(ValueError, match=match):
+            gym.make("RoboAlignReal-v0", source="lift_panda", camera=camera, device="cpu")
+
+
 def test_seeding_goes_through_np_random(env):
     a, info_a = env.reset(seed=5)
     b, info_b = env.reset(seed=5)

@@ -1,7 +1,8 @@
 """``RoboAlignReal-v0``: the dream's spaces and reward, backed by real robosuite.
 
 One policy object runs in both: the observation is the same ``{"image", "task"}`` dict (the
-upright 64x64 agentview frame, rendered by MuJoCo's renderer), the action the same normalized
+upright 64x64 frame of ``camera``, rendered by MuJoCo's renderer: agentview, or the camera setting a
+collection was recorded with, e.g. ``camera="agentview+50cm"``), the action the same normalized
 7-D OSC_POSE command, and the reward the same student judge over the frames so far. What differs
 is the ground truth: ``terminated`` is robosuite's own success check, not the judge's.
 
@@ -36,6 +37,7 @@ from roboalign_env.envs.core import (
     task_vector,
 )
 from roboalign_env.envs.reward import is_int
+from roboalign_env.sim.rendering import CAMERA, parse_camera
 from roboalign_env.sim.sources import ALL_SOURCES
 
 
@@ -43,7 +45,7 @@ class RoboAlignRealEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, source: str = "lift_panda", render_mode: str | None = None, terminate_on_success: bool = True,
-                 **settings):
+                 camera: str = CAMERA, **settings):
         from roboalign_env.device import resolve_device
         from roboalign_env.sim.rendering import env_renderer
         from roboalign_env.sim.robosuite_env import make_env
@@ -51,6 +53,7 @@ class RoboAlignRealEnv(gym.Env):
 
         if source not in ALL_SOURCES:
             raise ValueError(f"source={source!r}: expected one of {list(ALL_SOURCES)}")
+        parse_camera(camera)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode={render_mode!r}: expected None or 'rgb_array'")
         self.render_mode = render_mode
@@ -61,7 +64,11 @@ class RoboAlignRealEnv(gym.Env):
         self.device = torch.device(resolve_device(settings.device))
         self.judge = settings.load_judge(1, self.device)
         self.sim = make_env(self.source)
-        self.renderer = env_renderer(self.sim, 64)
+        try:
+            self.renderer = env_renderer(self.sim, 64, camera)
+        except ValueError:  # a camera this scene does not have
+            self.sim.close()
+            raise
         self._task = task_vector(source)
         self._frame = np.zeros((64, 64, 3), np.uint8)
         self._autocast = settings.bf16
