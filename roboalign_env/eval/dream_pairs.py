@@ -35,6 +35,7 @@ from roboalign_env.models.state_probe import probe_labels
 from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
 from roboalign_env.rubric import DIMENSIONS
 from roboalign_env.sim.oracle import label_trace
+from roboalign_env.sim.rendering import CAMERA
 from roboalign_env.sim.replay import replay
 
 ACTION_KINDS = ("own", "random", "constant", "zero")
@@ -126,7 +127,7 @@ def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path,
         for kind in ACTION_KINDS:
             actions = rollout_actions(kind, ep.actions, steps, rng)
             frames, trace = replay(ep.meta["source"], int(ep.meta["seed"]), actions, model.image_size,
-                                   ep.meta.get("camera"))
+                                   ep.meta.get("camera", CAMERA))
             plan.append({"episode": ep, "split": split, "kind": kind, "actions": actions, "first": frames[0], "trace": trace})
     items = []
     for start in tqdm(range(0, len(plan), batch_size), desc="dream", unit="batch", disable=not progress):

@@ -34,6 +34,7 @@ from roboalign_env.data.io import atomic_savez, write_jsonl
 from roboalign_env.data.splits import split_of
 from roboalign_env.sim import degradations as deg
 from roboalign_env.sim.oracle import actions_match, label_trace
+from roboalign_env.sim.rendering import CAMERA
 from roboalign_env.sim.sources import SOURCES
 from roboalign_env.sim.workers import cached_env, imap_workers
 
@@ -95,7 +96,7 @@ class Rerenderer:
     """Re-renders recorded (possibly edited) simulator states of one source's episodes, through the camera
     setting they were recorded with."""
 
-    def __init__(self, source_name: str, image_size: int, camera: str | None = None):
+    def __init__(self, source_name: str, image_size: int, camera: str = CAMERA):
         from roboalign_env.sim.robosuite_env import reset_env, task_objects
 
         self.source = SOURCES[source_name]
@@ -315,13 +316,13 @@ def _donors(entries: list[dict], splits: list[str]) -> list[dict | None]:
 
 
 # -- driver ------------------------------------------------------------------------------------
-_RERENDERERS: dict[tuple[str, int, str | None], Rerenderer] = {}
+_RERENDERERS: dict[tuple[str, int, str], Rerenderer] = {}
 
 
 def _build_one(args) -> list[dict]:
     ep_path, donor_path, out, split = args
     ep = load_episode(ep_path)
-    key = (ep.meta["source"], ep.meta["image_size"], ep.meta.get("camera"))
+    key = (ep.meta["source"], ep.meta["image_size"], ep.meta.get("camera", CAMERA))
     if key not in _RERENDERERS:
         _RERENDERERS[key] = Rerenderer(*key)
     donor = load_episode(donor_path).actions if donor_path is not None else None

@@ -192,9 +192,10 @@ def collect(
         path = episode_path(root, spec.source, spec.episode_id)
         if path.is_file():
             meta = load_episode(path, frames=False).meta
+            recorded = {"image_size": meta["image_size"], "camera": meta.get("camera", CAMERA)}
             for name, asked in (("image_size", image_size), ("camera", camera)):
-                if meta.get(name, CAMERA) != asked:
-                    raise ValueError(f"{path} was collected with {name}={meta.get(name, CAMERA)!r}, but "
+                if recorded[name] != asked:
+                    raise ValueError(f"{path} was collected with {name}={recorded[name]!r}, but "
                                      f"{name}={asked!r} was asked for; use another --out folder")
             rows.append(_manifest_row(meta, path, root))
         else:

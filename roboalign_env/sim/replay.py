@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from roboalign_env.sim.rendering import CAMERA
+
 
 def replay(source_name: str, seed: int, actions: np.ndarray, image_size: int,
-           camera: str | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+           camera: str = CAMERA) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Restart ``source_name`` from ``seed`` and step it through ``actions`` (A, 7), seen through ``camera`` (a
-    camera setting; None: the default one).
+    camera setting, :func:`~roboalign_env.sim.rendering.parse_camera`).
 
     Returns the rendered frames (A + 1, H, W, 3) uint8, the start's included, and the privileged
     state trace behind them (:func:`~roboalign_env.sim.robosuite_env.read_state`, stacked per frame:

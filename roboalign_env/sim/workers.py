@@ -12,22 +12,24 @@ from typing import Callable, Iterable, Iterator
 
 from tqdm import tqdm
 
+from roboalign_env.sim.rendering import CAMERA
+
 _CACHE: dict[tuple[str, int, str], tuple] = {}
 
 
-def cached_env(source_name: str, image_size: int, camera: str | None = None):
-    """This process's (robosuite env, renderer) for a source and camera setting (None: the default one), built
-    once: a model takes seconds."""
-    from roboalign_env.sim.rendering import CAMERA, env_renderer, setup_rendering
+def cached_env(source_name: str, image_size: int, camera: str = CAMERA):
+    """This process's (robosuite env, renderer) for a source and camera setting
+    (:func:`~roboalign_env.sim.rendering.parse_camera`), built once: a model takes seconds."""
+    from roboalign_env.sim.rendering import env_renderer, setup_rendering
 
     setup_rendering()
     from roboalign_env.sim.robosuite_env import make_env
     from roboalign_env.sim.sources import SOURCES
 
-    key = (source_name, image_size, camera or CAMERA)
+    key = (source_name, image_size, camera)
     if key not in _CACHE:
         env = make_env(SOURCES[source_name])
-        _CACHE[key] = (env, env_renderer(env, image_size, key[2]))
+        _CACHE[key] = (env, env_renderer(env, image_size, camera))
     return _CACHE[key]
 
 
