@@ -36,7 +36,7 @@ import numpy as np
 import tyro
 
 import roboalign_env  # noqa: F401  (registers the envs)
-from roboalign_env.models.world_model import SWR_WINDOW
+from roboalign_env.models.transformer import MODEL_WINDOW, Window
 from roboalign_env.sim.sources import ALL_SOURCES
 
 
@@ -61,8 +61,8 @@ class Args:
     """Sources whose real robosuite env is timed."""
     device: str = "auto"
     """Device of the dream ('auto', 'cpu', 'cuda')."""
-    window: int | None = SWR_WINDOW
-    """SWR window of the dream envs in frames (the env's default; None: no re-encoding)."""
+    window: Window = MODEL_WINDOW
+    """SWR window of the dream envs in frames ("model": the model's own, the env's default; None: no re-encoding)."""
     guidance: float | None = None
     """Classifier-free guidance scale of the dream envs (None: the model's default)."""
     checkpoint: Path | None = None
@@ -84,7 +84,7 @@ def precision_flags(precision: str) -> dict:
     return {"bf16": "bf16" in precision, "int8": "int8" in precision}
 
 
-def env_options(precision: str, device: str, checkpoint: Path | None = None, window: int | None = SWR_WINDOW,
+def env_options(precision: str, device: str, checkpoint: Path | None = None, window: Window = MODEL_WINDOW,
                 guidance: float | None = None) -> dict:
     """The env keywords of a dream env timed at ``precision`` (a model folder and decoding settings
     other than the env's defaults when given)."""

@@ -18,6 +18,7 @@ probe should contradict), each as if the student had called success.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -130,6 +131,16 @@ def calibrate(collection: Path, frames: int) -> dict:
     return per_source
 
 
+def model_identity(settings: dict) -> dict:
+    """Which world model the dream ran: its folder and the start of its transformer weights' sha256."""
+    from roboalign_env.assets import DEFAULT_MODEL
+
+    folder = Path(settings.get("checkpoint") or DEFAULT_MODEL)
+    world_model = folder / "world_model" if (folder / "world_model").is_dir() else folder
+    digest = hashlib.sha256((world_model / "transformer" / "model.safetensors").read_bytes()).hexdigest()
+    return {"checkpoint": settings.get("checkpoint") or "the package's default", "transformer_sha256": digest[:16]}
+
+
 def main(args: Args) -> dict:
     torch.set_num_threads(args.threads)
     settings = {k: _value(v) for k, v in args.settings.items()}
@@ -138,7 +149,7 @@ def main(args: Args) -> dict:
     result = {
         "command": "python benchmarks/reward_hacking.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
-        "settings": settings, "num_envs": args.num_envs, "max_episode_steps": args.max_episode_steps,
+        "settings": settings, "model": model_identity(settings), "num_envs": args.num_envs, "max_episode_steps": args.max_episode_steps,
         "policies": rows, "calibration_on_real_episodes": calibration,
     }
     atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1)), mode="w")

@@ -22,7 +22,8 @@ import torch
 import tyro
 
 from roboalign_env.device import resolve_device
-from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
+from roboalign_env.models.transformer import MODEL_WINDOW, Window
+from roboalign_env.models.world_model import WorldModel
 
 
 @dataclass(frozen=True)
@@ -33,8 +34,8 @@ class Args:
     """Numbers of rollouts N advanced in one forward pass."""
     frames: int = 12
     """Timed frames per measurement (after one warm-up frame)."""
-    window: int = SWR_WINDOW
-    """SWR window."""
+    window: Window = MODEL_WINDOW
+    """SWR window ("model": the model's own; None: no re-encoding)."""
     device: str = "auto"
     """'auto', 'cpu' or 'cuda'."""
     out: Path = Path("benchmarks/results/world_model_throughput.json")
@@ -42,7 +43,7 @@ class Args:
 
 
 @torch.no_grad()
-def frames_per_second(model: WorldModel, n: int, frames: int, window: int, bf16: bool) -> float:
+def frames_per_second(model: WorldModel, n: int, frames: int, window: Window, bf16: bool) -> float:
     gen = torch.Generator().manual_seed(n)
     first = torch.rand(n, 3, model.image_size, model.image_size, generator=gen).to(model.tokenizer.device)
     actions = (torch.rand(n, frames + 1, 7, generator=gen) * 2 - 1).to(model.tokenizer.device)

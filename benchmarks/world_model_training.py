@@ -46,6 +46,18 @@ class Args:
     first frame and the actions summed since; docs/world_model.md), in runs/world_model_anchor{1,2,..}."""
     fine_tune_warmup: int = 100
     """`train-world-model --warmup-steps` of those cycles."""
+    long_clip_cycles: tuple[tuple[int, float, int], ...] = ((1250, 5e-4, 100), (2600, 3e-4, 50))
+    """Then anchor-frames cycles on 16-frame clips (every step since a window's first frame up to 15 trained;
+    the model's own SWR window becomes 16), each (steps, peak lr, warm-up steps) from the model before it, at
+    `long_clip_batch_size` clips per step on --episodes pooled with --pooled-with, in
+    runs/world_model_long_clips{1,2,..}. Sized for a GPU (docs/rebuild.md); () skips them."""
+    long_clip_batch_size: int = 64
+    """`train-world-model --batch-size` of the long-clip cycles."""
+    pooled_with: tuple[Path, ...] = ()
+    """Collections pooled with --episodes in the long-clip cycles (the default's: `explore_push` episodes,
+    docs/data_engine.md)."""
+    loader_workers: int = 0
+    """`train-world-model --loader-workers` of every cycle (processes making batches while a GPU trains)."""
     batch_size: int = 8
     """`train-world-model --batch-size` (clips per step)."""
     lr: float = 5e-4
@@ -80,6 +92,7 @@ def main(args: Args) -> None:
     recipe = ["--episodes", args.episodes, "--tokenizer", tok / "model", "--batch-size", args.batch_size, "--lr",
               args.lr, "--parallel-frames", "--markov-frames", "--action-to-codes", "--action-dropout",
               args.action_dropout, "--change-weight", args.change_weight]
+    recipe += ["--loader-workers", args.loader_workers]
     for steps in args.world_model_steps:
         roboalign("train-world-model", *recipe, "--out", wm, "--steps", steps)
     runs = [wm]
@@ -90,6 +103,13 @@ def main(args: Args) -> None:
         roboalign("train-world-model", *recipe, *flags, "--out", run, "--init-from", runs[-1] / "world_model",
                   "--steps", steps, "--warmup-steps", args.fine_tune_warmup)
         runs.append(run)
+    for i, (steps, lr, warmup) in enumerate(args.long_clip_cycles, 1):
+        run = args.runs / f"world_model_long_clips{i}"
+        pooled = ["--episodes", args.episodes, *args.pooled_with]
+        roboalign("train-world-model", *recipe, *pooled, "--anchor-frames", "--clip-frames", 16, "--swr-window", 16,
+                  "--batch-size", args.long_clip_batch_size, "--lr", lr, "--warmup-steps", warmup, "--out", run,
+                  "--init-from", runs[-1] / "world_model", "--steps", steps)
+        runs.append(run)
     final = runs[-1]
     eval_seconds = roboalign("eval-world-model", "--model", final / "world_model", "--episodes", args.episodes,
                              "--out", final / "eval")
@@ -98,7 +118,8 @@ def main(args: Args) -> None:
         "tokenizer_train_minutes": train_minutes(tok), "tokenizer_steps": args.tokenizer_steps,
         "world_model_train_minutes": sum(map(train_minutes, runs)), "world_model_steps": args.world_model_steps,
         "fine_tune_steps": args.fine_tune_steps, "anchor_steps": args.anchor_steps,
-        "fine_tune_warmup": args.fine_tune_warmup,
+        "fine_tune_warmup": args.fine_tune_warmup, "long_clip_cycles": args.long_clip_cycles,
+        "long_clip_batch_size": args.long_clip_batch_size, "pooled_with": [str(p) for p in args.pooled_with],
         "dynamics_grid": args.dynamics_grid, "batch_size": args.batch_size, "lr": args.lr,
         "eval_minutes": eval_seconds / 60, "evaluation": results,
         "command": "python benchmarks/world_model_training.py " + " ".join(sys.argv[1:]),

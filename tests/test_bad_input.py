@@ -369,7 +369,7 @@ def test_fuzz_actions_and_options_get_clear_errors_or_valid_output(env, venv):
 def test_fuzz_settings_get_clear_errors_or_valid_settings():
     rng = np.random.default_rng(7)
     values = {"temperature": [0, 1, 0.5, -1, float("nan"), float("inf"), "1", None],
-              "top_k": [None, 1, 16, 0, -3, 2.5, "8"], "window": [None, 2, 6, 1, 0, 6.0],
+              "top_k": [None, 1, 16, 0, -3, 2.5, "8"], "window": [None, 2, 6, "model", 1, 0, 6.0, "wide"],
               "horizon": [1, 64, 0, -5, 3.3], "source": [None, "lift_panda", "x"], "bf16": [True, False, 1, "no"],
               "int8": [True, False, None], "device": ["auto", "cpu", 3], "reward_frames": [2, 16, 1, 2.0],
               "success_threshold": [0.0, 0.8, 1.0, 1.5, float("nan")], "reward_mode": ["potential", "terminal", "x"],

@@ -41,6 +41,11 @@ def test_demo_compares_the_dream_with_real_robosuite(tmp_path):
     assert len(results["per_step"]["ssim"]) == 3 and 0 < results["mean"]["ssim"] <= 1
     assert len(results["student"]["real_aggregate_per_step"]) == 4  # the first frame, then 3 steps
     assert results["command"].startswith("roboalign demo")
+    from roboalign_env.assets import DEFAULT_MODEL
+    from roboalign_env.models.world_model import WorldModel
+
+    shipped = WorldModel.load(DEFAULT_MODEL / "world_model").transformer.config
+    assert results["dream"]["window"] == shipped.swr_window and results["dream"]["guidance"] == shipped.guidance
     import imageio
 
     with imageio.get_reader(tmp_path / "side_by_side.mp4") as reader:

@@ -7,6 +7,7 @@ import warnings
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import TINY_TOKENIZER, TINY_TRANSFORMER
 
 import roboalign_env
 from roboalign_env.assets import DEFAULT_MODEL
@@ -195,6 +196,29 @@ def test_judged_success_terminates_and_a_step_after_it_is_an_error():
     fresh = gym.make("RoboAlignWorld-v0", device="cpu").unwrapped  # without Gymnasium's order check
     with pytest.raises(RuntimeError, match="reset"):
         fresh.step(np.zeros(7, np.float32))
+
+
+def test_the_env_decodes_with_the_models_own_window_unless_told(tmp_path):
+    """The default ``window="model"`` is the checkpoint's ``swr_window``; a window asked for replaces it, and
+    one its anchor-frames model cannot decode is refused when the env is made, naming the window."""
+    import torch
+
+    from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
+    from roboalign_env.models.transformer import DynamicsTransformer, DynamicsTransformerConfig
+    from roboalign_env.models.world_model import WorldModel
+
+    torch.manual_seed(0)
+    config = DynamicsTransformerConfig(**TINY_TRANSFORMER, parallel_frames=True, markov_frames=True,
+                                       anchor_frames=True, anchor_horizon=4, swr_window=3)
+    WorldModel(VideoTokenizer(TokenizerConfig(**TINY_TOKENIZER)), DynamicsTransformer(config)).eval().save(tmp_path)
+    for kwargs, window in (({}, 3), ({"window": 5}, 5)):
+        env = gym.make("RoboAlignWorld-v0", device="cpu", checkpoint=str(tmp_path), **kwargs)
+        env.reset(seed=0)
+        assert env.unwrapped.core.dream.window == window
+        env.step(np.zeros(7, np.float32))
+        env.close()
+    with pytest.raises(ValueError, match="window 6: an anchor_frames model predicts at most 4"):
+        gym.make("RoboAlignWorld-v0", device="cpu", checkpoint=str(tmp_path), window=6)
 
 
 def test_potential_rewards_telescope_and_absolute_mode_pays_the_aggregate():

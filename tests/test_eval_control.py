@@ -196,7 +196,7 @@ def test_eval_control_runs_end_to_end_on_a_tiny_model(collection, tmp_path, caps
 def test_a_window_below_two_frames_is_refused_before_any_work(tmp_path):
     from roboalign_env.eval.control import evaluate_control
 
-    with pytest.raises(ValueError, match="window must be >= 2"):
+    with pytest.raises(ValueError, match="window must be an integer >= 2"):
         evaluate_control(tmp_path / "none", tmp_path, tmp_path / "out", window=1)
     with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
         evaluate_control(tmp_path / "none", tmp_path, tmp_path / "out", temperature=-1.0)

@@ -442,6 +442,28 @@ def test_an_anchor_model_decodes_windows_up_to_its_longest_and_refuses_longer():
     assert tiny_transformer(parallel_frames=True, markov_frames=True).config.longest_window is None
 
 
+def test_the_model_window_is_its_configs_swr_window(tmp_path):
+    """``window="model"`` (every default) decodes with the config's ``swr_window``, which is saved with the
+    model; a window that is not a number of frames >= 2, None or "model" is refused."""
+    model = WorldModel(tiny_tokenizer(), tiny_transformer(parallel_frames=True, markov_frames=True,
+                                                          swr_window=3)).eval()
+    x, a = frames(1), actions(1, 7)
+    own, three, six = (model.rollout(x, a, **kw) for kw in ({}, {"window": 3}, {"window": 6}))
+    assert [s for s, _ in own.windows] == [s for s, _ in three.windows] != [s for s, _ in six.windows]
+    assert torch.equal(own.codes, three.codes) and torch.equal(own.frames, three.frames)
+    model.save(tmp_path / "wm")
+    assert WorldModel.load(tmp_path / "wm").transformer.config.swr_window == 3
+    for bad in (1, True, 2.5, "wide"):
+        with pytest.raises(ValueError, match="window must be an integer >= 2"):
+            model.rollout(x, a, window=bad)
+
+
+@pytest.mark.parametrize("bad", [1, True, 2.5, "model"])
+def test_a_model_refuses_a_bad_swr_window(bad):
+    with pytest.raises(ValueError, match="window"):
+        DynamicsTransformerConfig(swr_window=bad)
+
+
 def fit(model: DynamicsTransformer, batch, steps: int = 300) -> None:
     """Train a toy transformer on ``batch(32)`` (context, actions, codes) for ``steps`` steps."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)

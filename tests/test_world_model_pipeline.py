@@ -9,16 +9,18 @@ import pytest
 from conftest import renamed_copy
 
 
-def roboalign(*args):
+def roboalign(*args, check: bool = True):
     out = subprocess.run([sys.executable, "-m", "roboalign_env.cli", *map(str, args)], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert not check or out.returncode == 0, out.stderr[-3000:]
     return out
 
 
 @pytest.mark.sim
 @pytest.mark.slow
 def test_train_tokenizer_world_model_then_evaluate(collection, tmp_path):
-    roboalign("train-tokenizer", "--episodes", collection, "--out", tmp_path / "tok", "--steps", 3, "--batch-size", 2)
+    # three steps cannot beat copying the context frame: the guard is what refuses that (next test)
+    roboalign("train-tokenizer", "--episodes", collection, "--out", tmp_path / "tok", "--steps", 3, "--batch-size", 2,
+              "--min-dynamics-gain", "None")
     assert (tmp_path / "tok" / "model" / "model.safetensors").is_file()
     roboalign("train-world-model", "--episodes", collection, "--tokenizer", tmp_path / "tok" / "model",
               "--out", tmp_path / "wm", "--steps", 3, "--batch-size", 2, "--layers", 1, "--hidden-size", 32)
@@ -85,6 +87,27 @@ def test_train_tokenizer_world_model_then_evaluate(collection, tmp_path):
     assert obs["image"].shape == (3, 64, 64) and np.isfinite(reward)
 
 
+def test_a_tokenizer_that_decodes_no_better_than_copying_the_context_is_refused_but_kept(tmp_path):
+    """The guard compares the dynamics frames' validation SSIM with copying the context frame: a gain below the
+    margin is refused with both numbers and the folder named (the s16 far-view tokenizer read 0.920 vs 0.920)."""
+    from roboalign_env.training.tokenizer import MIN_DYNAMICS_GAIN, check_uses_dynamics
+
+    folder = tmp_path / "tok" / "model"
+    check_uses_dynamics({"ssim_dynamics": 0.951, "ssim_copy_context": 0.920}, MIN_DYNAMICS_GAIN, folder)
+    for dynamics in (0.920, 0.9230, float("nan")):
+        with pytest.raises(ValueError, match=r"SSIM .* against 0.9200 for copying the context frame") as err:
+            check_uses_dynamics({"ssim_dynamics": dynamics, "ssim_copy_context": 0.920}, MIN_DYNAMICS_GAIN, folder)
+        assert str(folder) in str(err.value) and "--seed" in str(err.value)
+
+
+@pytest.mark.sim
+def test_train_tokenizer_refuses_a_tokenizer_that_copies_the_context(collection, tmp_path):
+    out = roboalign("train-tokenizer", "--episodes", collection, "--out", tmp_path / "tok", "--steps", 2,
+                    "--batch-size", 2, check=False)
+    assert out.returncode == 2 and "copying the context frame" in out.stderr and "Traceback" not in out.stderr
+    assert (tmp_path / "tok" / "model" / "model.safetensors").is_file()  # kept for inspection
+
+
 def test_eval_of_a_missing_model_is_a_clear_error(tmp_path):
     out = subprocess.run([sys.executable, "-m", "roboalign_env.cli", "eval-world-model", "--model", tmp_path / "nope",
                           "--episodes", tmp_path], capture_output=True, text=True)
@@ -110,4 +133,25 @@ def test_longer_clips_train_an_anchor_model_on_more_steps_since_a_window_starts(
     assert trained.tolist() == [True] * 11 + [False] * (config.anchor_horizon - 11)
     with pytest.raises(ValueError, match="clip_frames 17: an anchor_frames model predicts at most 15"):
         train_world_model(collection, tokenizer, LoopConfig(out=tmp_path / "r2"), 2, config, clip_frames=17)
+    assert not (tmp_path / "r2").exists()
+
+
+def test_a_trained_model_keeps_the_swr_window_it_was_given_and_refuses_one_past_its_reach(collection, tmp_path):
+    """``swr_window`` is saved with the model (what ``window="model"`` decodes at); an anchor-frames model is
+    refused a window longer than it can predict before anything is read."""
+    from conftest import TINY_TRANSFORMER, tiny_world_model
+
+    from roboalign_env.models.transformer import DynamicsTransformerConfig
+    from roboalign_env.models.world_model import WorldModel
+    from roboalign_env.training.loop import LoopConfig
+    from roboalign_env.training.world_model import train_world_model
+
+    tokenizer = tiny_world_model(tmp_path / "tiny") / "tokenizer"
+    flags = dict(**TINY_TRANSFORMER, parallel_frames=True, markov_frames=True, anchor_frames=True, anchor_horizon=7)
+    loop = LoopConfig(out=tmp_path / "run", steps=1, warmup_steps=0, progress=False)
+    train_world_model(collection, tokenizer, loop, 2, DynamicsTransformerConfig(**flags, swr_window=8), val_clips=2)
+    assert WorldModel.load(tmp_path / "run" / "world_model").transformer.config.swr_window == 8
+    with pytest.raises(ValueError, match="swr_window 9: an anchor_frames model predicts at most 7"):
+        train_world_model(collection, tokenizer, LoopConfig(out=tmp_path / "r2"), 2,
+                          DynamicsTransformerConfig(**flags, swr_window=9))
     assert not (tmp_path / "r2").exists()

@@ -9,7 +9,7 @@ from typing import Literal
 from roboalign_env.assets import DEFAULT_MODEL
 from roboalign_env.cli.options import Nested, command_line
 from roboalign_env.data.splits import HELDOUT_SOURCE
-from roboalign_env.models.world_model import SWR_WINDOW
+from roboalign_env.models.transformer import MODEL_WINDOW, Window
 from roboalign_env.training.grpo.trainer import GRPOConfig
 from roboalign_env.training.loop import LoopConfig
 
@@ -70,8 +70,8 @@ class EvalAlignment:
     """Output folder: results.json, alignment_bars.png, side_by_side.mp4."""
     horizon: int = 16
     """Frames per rollout (as in post-training)."""
-    window: int = SWR_WINDOW
-    """SWR window."""
+    window: Window = MODEL_WINDOW
+    """SWR window in frames ("model": the world model's own; None: no re-encoding)."""
     temperature: float = 1.0
     """Sampling temperature (every model, same seed per prompt)."""
     seed: int = 0

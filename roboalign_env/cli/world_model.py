@@ -9,8 +9,9 @@ from typing import Literal
 
 from roboalign_env.assets import DEFAULT_MODEL
 from roboalign_env.cli.options import Nested, loop_defaults
-from roboalign_env.models.world_model import SWR_WINDOW
+from roboalign_env.models.transformer import MODEL_WINDOW, SWR_WINDOW, Window
 from roboalign_env.training.loop import LoopConfig
+from roboalign_env.training.tokenizer import MIN_DYNAMICS_GAIN
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,9 @@ class TrainTokenizer:
     """Clips per step (each 8 frames)."""
     dynamics_grid: int = 4
     """Side of each later frame's dynamics-code grid (4: 16 codes per frame; 8: 64, one per 8x8 pixels at 64x64)."""
+    min_dynamics_gain: float | None = MIN_DYNAMICS_GAIN
+    """After training, refuse (exit 2; the model stays saved) a tokenizer whose validation SSIM on its dynamics
+    frames is not this much above copying the context frame: it ignores its dynamics codes. None: no check."""
     loop: Nested[LoopConfig] = loop_defaults("runs/tokenizer", steps=3000, lr=1e-3, every=250, warmup_steps=200)
     """The training loop (run folder: model/, metrics.jsonl, curves.png)."""
 
@@ -30,7 +34,8 @@ class TrainTokenizer:
         from roboalign_env.models.tokenizer import TokenizerConfig
         from roboalign_env.training.tokenizer import train_tokenizer
 
-        train_tokenizer(self.episodes, self.loop, self.batch_size, TokenizerConfig(dynamics_grid=self.dynamics_grid))
+        train_tokenizer(self.episodes, self.loop, self.batch_size, TokenizerConfig(dynamics_grid=self.dynamics_grid),
+                        min_dynamics_gain=self.min_dynamics_gain)
         print(f"tokenizer in {self.loop.out / 'model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
 
 
@@ -59,6 +64,9 @@ class TrainWorldModel:
     classifier-free guidance possible)."""
     guidance: float = 1.0
     """The model's default classifier-free guidance scale at decoding (1: none; > 1 needs --action-dropout > 0)."""
+    swr_window: int | None = SWR_WINDOW
+    """The model's own SWR window at decoding, what the environment and eval-control use unless told otherwise
+    (None: no re-encoding). An anchor-frames model trained on longer --clip-frames decodes longer windows."""
     parallel_frames: bool = False
     """Predict all of a frame's dynamics codes in one forward pass, each from the previous frame's code at
     its position, the action and everything before (block-causal attention), instead of one code per pass."""
@@ -89,8 +97,9 @@ class TrainWorldModel:
     init_from: Path | None = None
     """Fine-tune: start from this world model's transformer (a world-model folder such as the package's
     default world_model/, or a transformer folder) instead of a new one; its sizes replace --layers,
-    --hidden-size and --action-mode, while --action-to-codes, --action-dropout, --guidance, --refine-passes and
-    --anchor-frames apply (new parts start at zero). Use the tokenizer it was trained with (--tokenizer)."""
+    --hidden-size and --action-mode, while --action-to-codes, --action-dropout, --guidance, --swr-window,
+    --refine-passes and --anchor-frames apply (new parts start at zero). Use the tokenizer it was trained with
+    (--tokenizer)."""
     clip_frames: int = 8
     """Frames per training and validation clip (the first is the context). An anchor-frames model learns each
     step since a window's first frame up to this minus 1, so it decodes SWR windows of up to this many frames
@@ -109,7 +118,8 @@ class TrainWorldModel:
                                            action_to_codes=self.action_to_codes, action_dropout=self.action_dropout,
                                            guidance=self.guidance, parallel_frames=self.parallel_frames,
                                            digit_head=self.digit_head, markov_frames=self.markov_frames,
-                                           refine_passes=self.refine_passes, anchor_frames=self.anchor_frames)
+                                           refine_passes=self.refine_passes, anchor_frames=self.anchor_frames,
+                                           swr_window=self.swr_window)
         train_world_model(self.episodes, self.tokenizer, self.loop, self.batch_size, config, init_from=self.init_from,
                           change_weight=self.change_weight, hold_still=self.hold_still_codes,
                           rollout_depth=self.rollout_depth, clip_frames=self.clip_frames)
@@ -131,7 +141,7 @@ class EvalWorldModel:
     horizon: int = 64
     """Frames to predict (training clips are 8 frames; 64 is 8x that)."""
     window: int = SWR_WINDOW
-    """SWR window W in frames (context + W-1 generated)."""
+    """SWR window W in frames (context + W-1 generated; the paper's), compared with the model's longest."""
     limit: int | None = None
     """Evaluate only the first this-many held-out episodes."""
     batch_size: int = 16
@@ -159,7 +169,7 @@ class EvalWorldModel:
 @dataclass(frozen=True)
 class EvalControl:
     """Does the dream follow the actions? From held-out starts restarted exactly in robosuite, drive
-    robosuite and the world model (greedy, the environment's default SWR window unless --window) with
+    robosuite and the world model (greedy, the model's own SWR window, as the environment uses, unless --window) with
     constant commands per axis and for the gripper, the episode's own actions and another episode's; report direction
     accuracy, separation ratios, the action swap, probe tracking error and frame metrics (control.json,
     control_per_step.png, contact_sheet.png)."""
@@ -192,8 +202,9 @@ class EvalControl:
     temperature: float = 0.0
     """0: greedy (the report's standard); above 0: sample the dream at this temperature (the environment's
     default is 1), each rollout from its own seed."""
-    window: int | None = SWR_WINDOW
-    """SWR window W in frames (context + W-1 generated; the environment's default); None: no re-encoding."""
+    window: Window = MODEL_WINDOW
+    """SWR window W in frames (context + W-1 generated); "model": the model's own (what the environment uses);
+    None: no re-encoding."""
     real_cache: Path | None = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "roboalign_env", "control")
     """Folder keeping robosuite's rollouts of each start (keyed by the start, its actions, the image size and the
     robosuite and MuJoCo versions), so a later report on the same collection, for another model or decoding,

@@ -117,8 +117,9 @@ def run_real(source: str, clips: list[int], seeds, steps: int, policy: str, mode
     return runs
 
 
-def run_dream(runs: list[dict], settings: DreamSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Feed every real run's first frame, instruction and actions to the dream, in one batch."""
+def run_dream(runs: list[dict], settings: DreamSettings) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Feed every real run's first frame, instruction and actions to the dream, in one batch; return its
+    frames, the student's scores and the decoding it used (the model's defaults resolved)."""
     core = DreamCore(len(runs), settings)
     options = [{"frame": r["frames"][0], "instruction": r["instruction"], "source": r["source"]} for r in runs]
     infos = core.reset_rows(range(len(runs)), [np.random.default_rng(i) for i in range(len(runs))], options)
@@ -128,7 +129,11 @@ def run_dream(runs: list[dict], settings: DreamSettings) -> tuple[np.ndarray, np
         _, _, infos = core.step(actions[:, t], np.zeros(len(runs), bool))
         frames.append(core.frames.copy())
         scores.append([list(i["scores"].values()) for i in infos])
-    return np.stack(frames, 1), np.array(scores).transpose(1, 0, 2)
+    dream = core.dream
+    decoding = {"checkpoint": settings.checkpoint or "the package's default", "window": dream.window,
+                "temperature": settings.temperature, "guidance": dream.guidance, "passes": dream.passes,
+                "precision": settings.precision}
+    return np.stack(frames, 1), np.array(scores).transpose(1, 0, 2), decoding
 
 
 def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps: int, policy: str,
@@ -157,7 +162,7 @@ def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps
         runs += run_real(source, clips, seeds, steps, policy, model, seed, settings.student,
                          resolve_device(settings.device))
     real_seconds = time.perf_counter() - tic
-    dream_frames, dream_scores = run_dream(runs, settings)
+    dream_frames, dream_scores, decoding = run_dream(runs, settings)
     dream_seconds = time.perf_counter() - tic - real_seconds
     real_frames = np.stack([r["frames"] for r in runs])
     real_scores = np.stack([r["scores"] for r in runs])
@@ -165,7 +170,7 @@ def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps
     metrics = {k: v.view(len(runs), steps).numpy() for k, v in frame_metrics(to_t(dream_frames), to_t(real_frames), metric=perceptual).items()}
     results = {
         "command": command,
-        "policy": policy, "steps": steps, "sources": list(sources), "episodes": len(runs),
+        "policy": policy, "steps": steps, "sources": list(sources), "episodes": len(runs), "dream": decoding,
         "perceptual_metric": perceptual_name(perceptual),
         "mean": {m: float(metrics[m].mean()) for m in METRICS},
         "per_step": {m: metrics[m].mean(0).round(4).tolist() for m in METRICS},

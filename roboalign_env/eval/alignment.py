@@ -25,7 +25,7 @@ import torch
 
 from roboalign_env.data.io import atomic_write
 from roboalign_env.data.splits import HELDOUT_SOURCE
-from roboalign_env.models.world_model import SWR_WINDOW
+from roboalign_env.models.transformer import MODEL_WINDOW, Window
 from roboalign_env.rubric import DIMENSIONS, MAX_SCORES, SHORT_NAMES, aggregate
 
 
@@ -82,7 +82,7 @@ def eval_prompts(episodes: str | Path, horizon: int, heldout_source: str, starts
 
 
 @torch.no_grad()
-def roll_out(model_dir: str | Path, prompts: dict, window: int, temperature: float, seed: int,
+def roll_out(model_dir: str | Path, prompts: dict, window: Window, temperature: float, seed: int,
              batch_size: int = 16) -> tuple[torch.Tensor, float]:
     """Frames (N, F, 3, H, W) of one model on every prompt; prompt i always uses seed ``seed + i``."""
     from roboalign_env.models.world_model import WorldModel
@@ -226,7 +226,7 @@ def named_folders(items: tuple[str, ...] | list[str], flag: str = "--models") ->
 
 
 def evaluate_alignment(models: dict[str, Path], episodes: Path, teacher_dir: Path, probe_dir: Path, out: Path,
-                       horizon: int = 16, window: int = SWR_WINDOW, temperature: float = 1.0, seed: int = 0,
+                       horizon: int = 16, window: Window = MODEL_WINDOW, temperature: float = 1.0, seed: int = 0,
                        starts_per_episode: int = 3, heldout_source: str = HELDOUT_SOURCE,
                        limit: int | None = None, resamples: int = 10_000, videos: int = 4,
                        command: str | None = None, split: str = "test", perceptual: str = "st-lpips",

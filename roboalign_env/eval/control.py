@@ -2,7 +2,7 @@
 
 Every held-out ("test") episode chosen as a start is restarted exactly in robosuite (its seed), and
 from that same state both robosuite and the world model (same first frame, same actions, greedy unless
-a sampling temperature is given, the environment's default SWR window) are driven by:
+a sampling temperature is given, the model's own SWR window, as the environment uses) are driven by:
 
 - constant counterfactual commands: ``+x, -x, +y, -y, +z, -z`` at ``magnitude`` with the gripper
   held as the episode's first action had it, and the gripper ``open`` / ``close`` with zero motion;
@@ -46,7 +46,8 @@ from roboalign_env.data.io import atomic_write
 from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.media import grid, save_figure
 from roboalign_env.eval.metrics import MOTION_THRESHOLD, frame_metrics, load_perceptual, perceptual_name
-from roboalign_env.models.world_model import SWR_WINDOW, WorldModel, check_window
+from roboalign_env.models.transformer import MODEL_WINDOW, Window, check_window
+from roboalign_env.models.world_model import WorldModel
 from roboalign_env.sim.rendering import CAMERA
 
 DIRECTIONS = ("+x", "-x", "+y", "-y", "+z", "-z")
@@ -262,7 +263,7 @@ def to_uint8(frames: torch.Tensor) -> np.ndarray:
     return (frames.movedim(-3, -1).clamp(0, 1) * 255).round().byte().cpu().numpy()
 
 
-def dream_all(model: WorldModel, first: np.ndarray, actions: np.ndarray, window: int | None, batch_size: int,
+def dream_all(model: WorldModel, first: np.ndarray, actions: np.ndarray, window: Window, batch_size: int,
               progress: bool, guidance: float | None = None, passes: int | None = None,
               temperature: float = 0.0) -> np.ndarray:
     """Rollouts from first frames (N, H, W, 3) uint8 under actions (N, steps, 7): (N, steps, H, W, 3) uint8
@@ -436,7 +437,7 @@ def _json_safe(x):
 
 def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path | None = None,
                      starts_per_source: int = 8, steps: int = 16, magnitude: float = 0.8,
-                     sources: tuple[str, ...] = (), window: int | None = SWR_WINDOW, device: str = "cpu",
+                     sources: tuple[str, ...] = (), window: Window = MODEL_WINDOW, device: str = "cpu",
                      perceptual: str = "st-lpips", batch_size: int = 64, progress: bool = True,
                      command: str | None = None, guidance: float | None = None, tokenizer_only: bool = False,
                      passes: int | None = None, temperature: float = 0.0, real_cache: Path | None = None) -> dict:
@@ -445,8 +446,8 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
     ``sources`` empty means every source with held-out episodes in ``episodes``; ``probe_dir`` None
     skips the probe-based numbers (tracking, and the action swap's end-effector error). ``guidance`` is
     the classifier-free guidance scale and ``passes`` the refinement passes per frame (None: the model's defaults,
-    what the environment uses); ``window`` the SWR
-    window (None: no re-encoding); ``temperature`` 0 decodes greedily (the report's standard), above 0 samples
+    what the environment uses); ``window`` the SWR window ("model": the model's own, what the environment
+    uses; None: no re-encoding); ``temperature`` 0 decodes greedily (the report's standard), above 0 samples
     (seeded per rollout). ``model_dir`` is a world-model folder, or a packed model folder holding one in
     ``world_model/``. ``tokenizer_only`` replaces the dream by the tokenizer's reconstruction of the real frames
     (:func:`reconstruct_all`): the ceiling that the model's tokenizer sets on every number. ``real_cache`` keeps
@@ -467,6 +468,7 @@ def evaluate_control(model_dir: Path, episodes: Path, out: Path, probe_dir: Path
     model = WorldModel.load(model_dir, device)
     guidance = model.transformer.config.resolve_guidance(guidance)
     passes = model.transformer.config.resolve_passes(passes)
+    window = model.transformer.config.resolve_window(window)
     probe = load_probe(probe_dir, model.image_size) if probe_dir is not None else None
     starts = choose_starts(Path(episodes), tuple(sources), starts_per_source, steps, magnitude)
     real = real_rollouts(starts, model.image_size, real_cache, progress)

@@ -32,7 +32,8 @@ from roboalign_env.data.bench import ROLLOUT_KIND, add_external, read_index
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.eval.control import load_probe, position_error_cm, to_float, to_uint8
 from roboalign_env.models.state_probe import probe_labels
-from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
+from roboalign_env.models.transformer import MODEL_WINDOW, Window
+from roboalign_env.models.world_model import WorldModel
 from roboalign_env.rubric import DIMENSIONS
 from roboalign_env.sim.oracle import label_trace
 from roboalign_env.sim.rendering import CAMERA
@@ -102,7 +103,7 @@ def choose_episodes(collection: Path, bench: Path, per_source: int, seed: int) -
 
 
 def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path, name: str, per_source: int = 30,
-                steps: int = 16, temperature: float = 1.0, window: int | None = SWR_WINDOW, batch_size: int = 32,
+                steps: int = 16, temperature: float = 1.0, window: Window = MODEL_WINDOW, batch_size: int = 32,
                 device: str = "cpu", seed: int = 0, progress: bool = True) -> list[dict]:
     """Dream, replay and label rollouts of bench episodes, and add them to the bench as ``external/<name>``.
 
@@ -116,6 +117,7 @@ def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path,
     if (model_dir / "world_model").is_dir():
         model_dir = model_dir / "world_model"
     model = WorldModel.load(model_dir, device)
+    window = model.transformer.config.resolve_window(window)  # recorded with each rollout
     probe = load_probe(Path(probe_dir), model.image_size)
     plan = []
     for entry, split in tqdm(choose_episodes(collection, bench, per_source, seed), desc="robosuite", unit="episode",

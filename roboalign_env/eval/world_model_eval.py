@@ -27,8 +27,8 @@ from roboalign_env.data.splits import split_episode_ids
 from roboalign_env.eval.media import grid, save_figure, upscale, write_mp4
 from roboalign_env.eval.metrics import MOTION_THRESHOLD, frame_metrics, load_perceptual, perceptual_name, psnr, ssim
 from roboalign_env.models.tokenizer import VideoTokenizer, code_digits
-from roboalign_env.models.transformer import DynamicsTransformer
-from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
+from roboalign_env.models.transformer import SWR_WINDOW, DynamicsTransformer
+from roboalign_env.models.world_model import WorldModel
 
 METRICS = ("psnr", "ssim", "lpips")
 

@@ -84,6 +84,8 @@ Sliding Window Re-encoding restarts them at 0 every window.
 from __future__ import annotations
 
 import math
+from numbers import Integral
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +93,24 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM, PretrainedConfig, PreTrainedModel
 
 from roboalign_env.models.tokenizer import code_digits
+
+SWR_WINDOW = 6
+"""Sliding Window Re-encoding's window W in frames (the paper's): context + W-1 generated; a model's
+``swr_window`` unless it was trained for another."""
+MODEL_WINDOW = "model"
+"""The ``window`` setting that decodes with the model's own ``swr_window``."""
+Window = int | None | Literal["model"]
+"""An SWR window setting: W frames (>= 2), None (no re-encoding) or :data:`MODEL_WINDOW`."""
+
+
+def check_window(window: Window) -> None:
+    """An SWR window setting: at least the context and one generated frame, None (no re-encoding) or
+    :data:`MODEL_WINDOW`; refused otherwise."""
+    if window is None or window == MODEL_WINDOW:
+        return
+    if isinstance(window, bool) or not isinstance(window, Integral) or window < 2:
+        raise ValueError(f"window must be an integer >= 2 (context + one generated frame), None (no re-encoding) "
+                         f"or {MODEL_WINDOW!r} (the model's own), got {window!r}")
 
 
 class DynamicsTransformerConfig(PretrainedConfig):
@@ -122,6 +142,7 @@ class DynamicsTransformerConfig(PretrainedConfig):
         refine_passes: int = 1,
         anchor_frames: bool = False,
         anchor_horizon: int = 15,
+        swr_window: int | None = SWR_WINDOW,
         **kwargs,
     ):
         if action_mode not in ("embed", "bins"):
@@ -134,6 +155,9 @@ class DynamicsTransformerConfig(PretrainedConfig):
             raise ValueError("anchor_frames needs markov_frames (a block that sees the context and itself only)")
         if isinstance(anchor_horizon, bool) or not isinstance(anchor_horizon, int) or anchor_horizon < 1:
             raise ValueError(f"anchor_horizon must be an integer >= 1, got {anchor_horizon!r}")
+        if swr_window == MODEL_WINDOW:
+            raise ValueError(f"swr_window: a model's own window must be a number of frames or None, got {swr_window!r}")
+        check_window(swr_window)
         if isinstance(refine_passes, bool) or not isinstance(refine_passes, int) or refine_passes < 1:
             raise ValueError(f"refine_passes must be an integer >= 1, got {refine_passes!r}")
         if refine_passes > 1 and not parallel_frames:
@@ -164,6 +188,7 @@ class DynamicsTransformerConfig(PretrainedConfig):
         self.refine_passes = refine_passes
         self.anchor_frames = anchor_frames
         self.anchor_horizon = anchor_horizon
+        self.swr_window = None if swr_window is None else int(swr_window)
         self.code_levels = None if code_levels is None else list(code_levels)
         super().__init__(**kwargs)
 
@@ -193,6 +218,13 @@ class DynamicsTransformerConfig(PretrainedConfig):
             raise ValueError(f"passes {count} needs a model trained with refine_passes > 1; this one predicts a "
                              "frame in one pass (use passes=None or 1)")
         return count
+
+    def resolve_window(self, window: Window) -> int | None:
+        """The SWR window to decode with: ``window``, or this model's ``swr_window`` for
+        :data:`MODEL_WINDOW` (the window it was chosen to decode at)."""
+        chosen = self.swr_window if window == MODEL_WINDOW else window
+        check_window(chosen)
+        return None if chosen is None else int(chosen)
 
     @property
     def longest_window(self) -> int | None:

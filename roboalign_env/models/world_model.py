@@ -17,8 +17,10 @@ Sliding Window Re-encoding (SWR): a window holds ``window`` frames, the context 
 ``window - 1`` generated ones. When a window is full, the last generated frame (already decoded to
 pixels) is re-encoded as fresh context codes and context features, the KV cache is dropped and
 positions restart at 0; the sequence never grows past ``sequence_length(window)`` tokens.
-With ``window=None`` (default autoregression) the context stays the first frame and the sequence
+With ``window=None`` (plain autoregression) the context stays the first frame and the sequence
 grows by ``frame_tokens`` (23 with binned actions) per frame, past the 8-frame length seen in training.
+The default, ``window="model"``, is the model's own ``swr_window`` (its config's): the window it was
+chosen to decode at, as a model trained on longer clips decodes best with longer windows.
 """
 
 from __future__ import annotations
@@ -35,10 +37,8 @@ from roboalign_env.data.io import atomic_write, replace_folder
 from roboalign_env.models.decoding import IncrementalDecoder
 from roboalign_env.models.registry import check_finite, quiet_loading
 from roboalign_env.models.tokenizer import VideoTokenizer
-from roboalign_env.models.transformer import DynamicsTransformer, commit_mask, sample_codes
+from roboalign_env.models.transformer import MODEL_WINDOW, DynamicsTransformer, Window, commit_mask, sample_codes
 
-SWR_WINDOW = 6
-"""Sliding Window Re-encoding's default window W in frames (the paper's): context + W-1 generated."""
 MANIFEST = "manifest.json"
 COMPONENTS = ("tokenizer", "transformer")
 
@@ -115,7 +115,7 @@ class WorldModel(torch.nn.Module):
                                       f"match the tokenizer's {model.image_size}")
         return model.to(device=device, dtype=torch.float32).eval()
 
-    def dream(self, first_frames: torch.Tensor, horizon: int, window: int | None = SWR_WINDOW, temperature: float = 0.0,
+    def dream(self, first_frames: torch.Tensor, horizon: int, window: Window = MODEL_WINDOW, temperature: float = 0.0,
               top_k: int | None = None, generators: list[torch.Generator] | torch.Generator | None = None,
               record: bool = True, precision: str = "float32", guidance: float | None = None,
               passes: int | None = None) -> "Dream":
@@ -123,7 +123,7 @@ class WorldModel(torch.nn.Module):
                      passes)
 
     @torch.no_grad()
-    def rollout(self, first_frames: torch.Tensor, actions: torch.Tensor, window: int | None = SWR_WINDOW,
+    def rollout(self, first_frames: torch.Tensor, actions: torch.Tensor, window: Window = MODEL_WINDOW,
                 temperature: float = 0.0, top_k: int | None = None,
                 generators: list[torch.Generator] | torch.Generator | None = None,
                 guidance: float | None = None, passes: int | None = None) -> "Rollout":
@@ -154,12 +154,6 @@ def load_component(cls, folder: Path):
     if problems:
         raise CheckpointError(f"{folder}: weights do not match its config.json ({problems})")
     return model
-
-
-def check_window(window: int | None) -> None:
-    """An SWR window must hold the context and at least one generated frame (None: no re-encoding)."""
-    if window is not None and window < 2:
-        raise ValueError(f"window must be >= 2 frames (context + one generated) or None (no re-encoding), got {window}")
 
 
 @dataclass
@@ -196,12 +190,14 @@ class Dream:
 
     ``passes`` is the number of refinement passes per frame of a ``refine_passes`` transformer (None: its
     config's; 1: the one-pass prediction); ``commits`` records the pass that committed each code.
+
+    ``window`` is resolved on creation: the model's ``swr_window`` for ``"model"``.
     """
 
     model: WorldModel
     first_frames: torch.Tensor
     horizon: int
-    window: int | None = SWR_WINDOW
+    window: Window = MODEL_WINDOW
     temperature: float = 0.0
     top_k: int | None = None
     generators: list[torch.Generator] | torch.Generator | None = None
@@ -216,9 +212,9 @@ class Dream:
     peak_sequence: int = 0
 
     def __post_init__(self):
-        check_window(self.window)
-        frames = self._check_frames(self.first_frames, "first_frames")
         tf = self.model.transformer
+        self.window = tf.config.resolve_window(self.window)
+        frames = self._check_frames(self.first_frames, "first_frames")
         self.guidance = tf.config.resolve_guidance(self.guidance)
         self.passes = tf.config.resolve_passes(self.passes)
         self._halves = 2 if self.guidance != 1 else 1  # guided: rows B..2B-1 decode without actions

@@ -18,10 +18,29 @@ from roboalign_env.eval.world_model_eval import reconstruction_metrics
 from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
 from roboalign_env.training.loop import LoopConfig, step_seed, train
 
+MIN_DYNAMICS_GAIN = 0.005
+"""How much higher than copying the context frame a trained tokenizer's validation SSIM on its dynamics frames
+must be. A tokenizer below it has learned to decode every later frame as the context and ignore its dynamics
+codes (it happens to the 8x8 recipe on some seeds), so no world model trained on its codes can follow actions."""
+
+
+def check_uses_dynamics(metrics: dict[str, float], min_gain: float, folder: Path) -> None:
+    """Refuse a tokenizer whose dynamics frames (``metrics`` from
+    :func:`~roboalign_env.eval.world_model_eval.reconstruction_metrics`) are not ``min_gain`` SSIM better than
+    copying the context frame; ``folder`` (where it was saved anyway) is named in the message."""
+    gain = metrics["ssim_dynamics"] - metrics["ssim_copy_context"]
+    if not gain >= min_gain:
+        raise ValueError(
+            f"{folder}: the tokenizer reconstructs its dynamics frames with SSIM {metrics['ssim_dynamics']:.4f}, "
+            f"against {metrics['ssim_copy_context']:.4f} for copying the context frame (gain {gain:+.4f}, at least "
+            f"{min_gain} expected): it ignores its dynamics codes. Train it again with another --seed (or more "
+            f"steps); it was saved for inspection")
+
 
 def train_tokenizer(episodes: Path, loop: LoopConfig, batch_size: int, config: TokenizerConfig,
-                    val_clips: int = 32) -> VideoTokenizer:
-    """Train (or resume) a tokenizer on clips of the collection at ``episodes``."""
+                    val_clips: int = 32, min_dynamics_gain: float | None = MIN_DYNAMICS_GAIN) -> VideoTokenizer:
+    """Train (or resume) a tokenizer on clips of the collection at ``episodes``; then refuse it (after saving it)
+    unless it beats copying the context frame by ``min_dynamics_gain`` (:func:`check_uses_dynamics`; None: no check)."""
     stream = ClipStream(episodes, clip_len=8, episode_ids=split_episode_ids(episodes, "train"),
                         augment=True, seed=loop.seed, cache_size=4096)
     val = ClipStream(episodes, clip_len=8, episode_ids=split_episode_ids(episodes, "val"), cache_size=4096)
@@ -38,4 +57,7 @@ def train_tokenizer(episodes: Path, loop: LoopConfig, batch_size: int, config: T
         return reconstruction_metrics(model, val_frames.to(model.device))
 
     torch.manual_seed(loop.seed)
-    return train(loop, VideoTokenizer(config), make_batch, compute_loss, evaluate)
+    tokenizer = train(loop, VideoTokenizer(config), make_batch, compute_loss, evaluate)
+    if min_dynamics_gain is not None:
+        check_uses_dynamics(evaluate(tokenizer.eval(), loop.steps), min_dynamics_gain, Path(loop.out) / "model")
+    return tokenizer

@@ -49,7 +49,8 @@ import torch
 
 from roboalign_env.data.prompts import Prompts, load_prompts
 from roboalign_env.data.splits import HELDOUT_SOURCE
-from roboalign_env.models.world_model import SWR_WINDOW, WorldModel
+from roboalign_env.models.transformer import MODEL_WINDOW, Window
+from roboalign_env.models.world_model import WorldModel
 from roboalign_env.rubric import aggregate, check_weights
 from roboalign_env.training.grpo.objective import group_advantages, grpo_loss, rollout_log_probs
 from roboalign_env.training.grpo.plots import plot_grpo
@@ -70,8 +71,9 @@ class GRPOConfig:
     """Prompts per update (G x prompts rollouts, generated in one batch)."""
     horizon: int = 16
     """Frames per rollout."""
-    window: int = SWR_WINDOW
-    """SWR window W in frames (context + W-1 generated; the paper's 6)."""
+    window: Window = MODEL_WINDOW
+    """SWR window W in frames (context + W-1 generated); "model": the world model's own (its config's
+    ``swr_window``)."""
     temperature: float = 1.0
     """Sampling temperature (the ratio and KL use softmax(logits / T))."""
     top_k: int | None = None
