@@ -149,7 +149,8 @@ def main(args: Args) -> dict:
     result = {
         "command": "python benchmarks/reward_hacking.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {args.threads}",
-        "settings": settings, "model": model_identity(settings), "num_envs": args.num_envs, "max_episode_steps": args.max_episode_steps,
+        "settings": settings, "model": model_identity(settings), "num_envs": args.num_envs,
+        "max_episode_steps": args.max_episode_steps,
         "policies": rows, "calibration_on_real_episodes": calibration,
     }
     atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1)), mode="w")

@@ -28,8 +28,8 @@ $R collect --out "$DATA/episodes" --episodes-per-source 200 --exploration-fracti
 $R collect --out "$DATA/push" --episodes-per-source 16 --exploration-fraction 0.75 --exploration-modes explore_push \
     --first-seed 100000 --workers 2
 $R build-bench --collection "$DATA/episodes" --out "$DATA/bench" --workers 2
-.venv/bin/python benchmarks/world_model_training.py --episodes "$DATA/episodes" --pooled-with "$DATA/push" --runs "$RUNS" \
-    --export "$RUNS/world_model_export"
+.venv/bin/python benchmarks/world_model_training.py --episodes "$DATA/episodes" --pooled-with "$DATA/push" \
+    --runs "$RUNS" --export "$RUNS/world_model_export"
 $R train-probe --collection "$DATA/episodes" --out "$RUNS/probe" --export-to checkpoints/probe
 [ -f "$DATA/bench/videos/external/sft.npz" ] || $R add-dream-pairs --name sft --model "$RUNS/world_model_export" \
     --probe checkpoints/probe --collection "$DATA/episodes" --bench "$DATA/bench"

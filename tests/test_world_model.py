@@ -284,9 +284,9 @@ def test_reduced_precision_decoders_agree_with_float32():
     codes, log_probs = greedy["float32"]
     for precision in ("bfloat16", "int8"):
         agree = (greedy[precision][0] == codes).float().mean()
-        assert agree >= 0.85, (precision, agree)  # measured on the 32 seeds: bf16 0.975, int8 0.932
+        assert agree >= 0.85, (precision, agree)  # measured on the 32 seeds: bf16 0.976, int8 0.947
         gap = (greedy[precision][1] - log_probs).abs().mean()
-        assert gap < 0.15, (precision, gap)  # measured: bf16 0.011, int8 0.059 nats
+        assert gap < 0.15, (precision, gap)  # measured: bf16 0.014, int8 0.032 nats
     with pytest.raises(ValueError, match="precision 'fp8'"):
         IncrementalDecoder(model.transformer, "fp8")
 

@@ -205,8 +205,9 @@ class DreamSettings(JudgeSettings):
     """A teacher judge folder (e.g. checkpoints/judge) the monitor also checks success calls with
     (info then has teacher_success); None: the probe only."""
     int8: bool = False
-    """Decode with int8 transformer weights (CPU only; a quarter of the weight bytes each decoded
-    token reads; see roboalign_env.models.decoding). Takes precedence over bf16 for the transformer."""
+    """Decode with int8 transformer weights (CPU only; the attention and gate/up products in int8, about half the
+    weight bytes each decoded token reads; see roboalign_env.models.decoding). Takes precedence over bf16 for
+    the transformer."""
 
     def __post_init__(self):
         super().__post_init__()

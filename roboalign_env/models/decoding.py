@@ -13,10 +13,12 @@ token. :class:`IncrementalDecoder` holds the transformer's weights rearranged fo
   permuted, so a :class:`KVCache` is only ever read back by a decoder;
 - a ``precision``: ``float32`` (exact: tests compare it with the teacher-forced ``forward``),
   ``bfloat16`` (half the weight bytes, on CPU or GPU) or ``int8`` (CPU: per-output-channel int8
-  weights of the layers, a quarter of the bytes, through torch's fbgemm dynamic-quantized linear, which
+  weights of the attention and gate/up products, through torch's fbgemm dynamic-quantized linear, which
   also quantizes each call's activations; the prediction head stays float32, because it alone picks the
   greedy code among thousands of close logits, and quantizing it flipped enough codes of an 8x8 frame to
-  move the dreamed frames away from float32's).
+  move the dreamed frames away from float32's; so does each MLP's down projection, whose input (the gated
+  product) carries a few large activations that one int8 scale per call rounds the rest of away; the
+  agreement with float32 with and without it is in docs/environments.md).
 
 Why fbgemm and not torchao (the maintained home of torch's quantization): at these shapes, one
 token of a 256-wide model, torchao's int8 tensor subclasses cost 2-4x more per product than the
@@ -98,7 +100,7 @@ class IncrementalDecoder:
                 linear(torch.cat([a.q_proj.weight[pairs], a.k_proj.weight[pairs], a.v_proj.weight]), layer.input_layernorm),
                 linear(a.o_proj.weight),
                 linear(torch.cat([m.gate_proj.weight, m.up_proj.weight]), layer.post_attention_layernorm),
-                linear(m.down_proj.weight),
+                linear(m.down_proj.weight, quantize=False),  # never int8: its input's outliers (below)
             ))
         self.head = linear(transformer.llama.lm_head.weight[: cfg.head_size], model.norm, quantize=False)  # never int8
         rope = model.rotary_emb
