@@ -23,7 +23,7 @@ from gymnasium import spaces
 from roboalign_env.envs.monitor import HackMonitor
 from roboalign_env.envs.reward import JudgeReward, RewardConfig, expect, is_int, is_real
 from roboalign_env.envs.seeds import SeedClips
-from roboalign_env.models.transformer import MODEL_WINDOW, Window
+from roboalign_env.models.transformer import MODEL_WINDOW, Window, check_window
 from roboalign_env.rubric import DIMENSIONS
 from roboalign_env.sim.sources import ALL_SOURCES
 
@@ -213,8 +213,7 @@ class DreamSettings(JudgeSettings):
         super().__post_init__()
         expect(self.checkpoint is None or isinstance(self.checkpoint, (str, Path)), "checkpoint", self.checkpoint,
                 "None or a folder path")
-        expect(self.window in (None, MODEL_WINDOW) or (is_int(self.window) and self.window >= 2), "window",
-               self.window, f"{MODEL_WINDOW!r} (the model's own), None (SWR off) or an int >= 2")
+        check_window(self.window)
         expect(is_real(self.temperature) and 0 <= self.temperature < float("inf"), "temperature", self.temperature,
                 "a finite number >= 0 (0: greedy)")
         expect(self.top_k is None or (is_int(self.top_k) and self.top_k >= 1), "top_k", self.top_k,
@@ -277,8 +276,7 @@ class DreamCore:
             self.model.transformer.config.resolve_guidance(settings.guidance)
             self.model.transformer.config.resolve_passes(settings.passes)
             window = self.model.transformer.config.resolve_window(settings.window)
-            self.model.transformer.config.check_reach(window - 1 if window is not None else settings.horizon,
-                                                      f"window {settings.window}")
+            self.model.transformer.config.check_window_reach(window, settings.horizon, f"window {settings.window}")
         except ValueError as err:
             raise ValueError(f"{model_dir}: {err}") from None
         if self.model.image_size != IMAGE_SIZE:

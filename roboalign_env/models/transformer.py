@@ -238,6 +238,11 @@ class DynamicsTransformerConfig(PretrainedConfig):
             raise ValueError(f"{what}: an anchor_frames model predicts at most {self.anchor_horizon} frames from a "
                              f"window's first (an SWR window of at most {self.longest_window} frames)")
 
+    def check_window_reach(self, window: int | None, horizon: int, what: str) -> None:
+        """:meth:`check_reach` for decoding with SWR window ``window`` (its W-1 generated frames per context) or,
+        with None, ``horizon`` frames from one context."""
+        self.check_reach(window - 1 if window is not None else horizon, what)
+
     @property
     def refinable(self) -> bool:
         """Whether the model reads a frame's already decoded codes (trained to fill in the rest)."""

@@ -218,8 +218,7 @@ class Dream:
         self.guidance = tf.config.resolve_guidance(self.guidance)
         self.passes = tf.config.resolve_passes(self.passes)
         self._halves = 2 if self.guidance != 1 else 1  # guided: rows B..2B-1 decode without actions
-        reach = self.window - 1 if self.window is not None else self.horizon  # frames predicted from one context
-        tf.config.check_reach(reach, f"window {self.window}, horizon {self.horizon}")
+        tf.config.check_window_reach(self.window, self.horizon, f"window {self.window}, horizon {self.horizon}")
         capacity = tf.config.sequence_length(self.window if self.window is not None else self.horizon + 1)
         self._decoder = IncrementalDecoder(tf, self.precision)
         self._cache = self._decoder.new_cache(self._halves * len(frames), capacity)

@@ -178,8 +178,8 @@ def train_world_model(episodes: Path | Sequence[Path], tokenizer_dir: Path, loop
         raise ValueError("rollout_depth needs a parallel_frames transformer (whose blocks hold the previous "
                          "frame's codes)")
     initial.config.check_reach(clip_frames - 1, f"clip_frames {clip_frames}")
-    window = initial.config.swr_window
-    initial.config.check_reach(window - 1 if window is not None else clip_frames - 1, f"swr_window {window}")
+    initial.config.check_window_reach(initial.config.swr_window, clip_frames - 1,
+                                      f"swr_window {initial.config.swr_window}")
     stream = ClipStream(roots, clip_len=clip_frames, episode_ids=split_episode_ids(roots, "train"), augment=True,
                         seed=loop.seed, cache_size=4096)
     val = ClipStream(roots, clip_len=clip_frames, episode_ids=split_episode_ids(roots, "val"), cache_size=4096)
