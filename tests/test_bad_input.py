@@ -176,6 +176,15 @@ def test_invalid_json_names_the_file(model_copy, file):
         gym.make("RoboAlignWorld-v0", device="cpu", checkpoint=str(model_copy))
 
 
+def test_seed_clips_recorded_through_several_cameras_are_refused(model_copy):
+    path = model_copy / "seeds" / "seeds.json"
+    meta = json.loads(path.read_text())
+    meta[0]["camera"] = "agentview+50cm"
+    path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"seeds\.json: clips recorded through several cameras .*expected one"):
+        gym.make("RoboAlignWorld-v0", device="cpu", checkpoint=str(model_copy))
+
+
 def test_truncated_seeds_names_the_file(model_copy):
     path = model_copy / "seeds" / "seeds.npz"
     path.write_bytes(path.read_bytes()[:1000])

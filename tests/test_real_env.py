@@ -45,6 +45,22 @@ def test_another_camera_sees_the_same_start_from_elsewhere_and_a_missing_one_is_
             gym.make("RoboAlignReal-v0", source="lift_panda", camera=camera, device="cpu")
 
 
+def test_compare_renders_robosuite_through_the_camera_its_seed_clips_were_recorded_with():
+    """The seed clips of a model trained on a far camera's frames make `compare` render robosuite through
+    that camera: the same start seen from farther away, not the default view."""
+    from dataclasses import replace
+
+    from roboalign_env.envs.compare import run_real
+
+    seeds = SeedClips.load(DEFAULT_MODEL / "seeds")
+    assert seeds.camera == "agentview"
+    index = int(seeds.of_source("lift_panda")[0])
+    far = replace(seeds, meta=[{**m, "camera": "agentview+50cm"} for m in seeds.meta])
+    runs = {s.camera: run_real("lift_panda", [index], s, 1, "random", None, 0, None, "cpu")[0] for s in (seeds, far)}
+    assert np.abs(runs["agentview"]["frames"][0].transpose(1, 2, 0).astype(int) - seeds.frames[index, 0]).max() <= 2
+    assert np.abs(runs["agentview+50cm"]["frames"][0].astype(int) - runs["agentview"]["frames"][0]).mean() > 5
+
+
 def test_seeding_goes_through_np_random(env):
     a, info_a = env.reset(seed=5)
     b, info_b = env.reset(seed=5)

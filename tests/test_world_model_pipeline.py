@@ -83,6 +83,8 @@ def test_train_tokenizer_world_model_then_evaluate(collection, tmp_path):
     assert env.unwrapped.core.model.transformer.config.hidden_size == 32  # the user's model, not the default
     obs, info = env.reset(seed=0)
     assert len(env.unwrapped.core.seeds) == 4 and info["seed_index"] in range(4)
+    seeds = env.unwrapped.core.seeds  # each clip records its collection's camera, which `compare` renders through
+    assert seeds.camera == "agentview" and all(m["camera"] == "agentview" for m in seeds.meta)
     obs, reward, *_ = env.step(np.zeros(7, np.float32))
     assert obs["image"].shape == (3, 64, 64) and np.isfinite(reward)
 

@@ -89,11 +89,11 @@ def check_policy(policy: str, trust_pickle: bool = False) -> tuple[str | None, P
 
 def run_real(source: str, clips: list[int], seeds, steps: int, policy: str, model, seed: int, student: str | None,
              device: str) -> list[dict]:
-    """Run ``policy`` (``model`` from :func:`load_model`) in robosuite from each seed clip's episode;
-    frames, actions and student scores."""
+    """Run ``policy`` (``model`` from :func:`load_model`) in robosuite from each seed clip's episode, seen
+    through the camera the clips were recorded with; frames, actions and student scores."""
     from roboalign_env.envs.real import RoboAlignRealEnv
 
-    env = RoboAlignRealEnv(source, student=student, device=device, terminate_on_success=False)
+    env = RoboAlignRealEnv(source, student=student, device=device, terminate_on_success=False, camera=seeds.camera)
     runs = []
     try:
         for k, index in enumerate(clips):
@@ -171,6 +171,7 @@ def compare(out: Path, sources: tuple[str, ...], episodes_per_source: int, steps
     results = {
         "command": command,
         "policy": policy, "steps": steps, "sources": list(sources), "episodes": len(runs), "dream": decoding,
+        "camera": seeds.camera,
         "perceptual_metric": perceptual_name(perceptual),
         "mean": {m: float(metrics[m].mean()) for m in METRICS},
         "per_step": {m: metrics[m].mean(0).round(4).tolist() for m in METRICS},

@@ -4,7 +4,10 @@ A seed clip is the beginning of a held-out ("test" split) scripted episode: its 
 frames, its first ``T`` actions, and what is needed to start the same episode again in robosuite
 (source and robosuite seed) or to instruct it (the source's instruction templates). The dream
 resets to a clip's first frame; ``roboalign compare`` and the tests also use the rest of the clip
-as the real reference. Stored as ``seeds.npz`` (arrays, no pickle) + ``seeds.json`` (metadata).
+as the real reference. Every clip records the camera setting its collection was recorded through
+(:attr:`SeedClips.camera`; clips saved before it was recorded were seen through the default camera),
+so that robosuite is rendered as the dream was trained to draw it. Stored as ``seeds.npz`` (arrays,
+no pickle) + ``seeds.json`` (metadata).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from roboalign_env.data.io import atomic_savez, atomic_write
+from roboalign_env.sim.rendering import CAMERA
 from roboalign_env.sim.sources import ALL_SOURCES
 
 
@@ -24,10 +28,15 @@ from roboalign_env.sim.sources import ALL_SOURCES
 class SeedClips:
     frames: np.ndarray  # (M, T + 1, H, W, 3) uint8
     actions: np.ndarray  # (M, T, 7) float32
-    meta: list[dict]  # per clip: source, episode_id, seed, failure, instructions
+    meta: list[dict]  # per clip: source, episode_id, seed, failure, instructions, camera
 
     def __len__(self) -> int:
         return len(self.meta)
+
+    @property
+    def camera(self) -> str:
+        """The camera setting every clip was recorded through (what robosuite must render to compare)."""
+        return self.meta[0].get("camera", CAMERA)
 
     def of_source(self, source: str | None) -> np.ndarray:
         """Indices of the clips of ``source`` (every clip for ``None``); a clear error if there are none."""
@@ -70,6 +79,10 @@ class SeedClips:
                              "'instructions'")
         if not (len(frames) == len(actions) == len(meta)) or frames.dtype != np.uint8 or frames.ndim != 5:
             raise ValueError(f"{folder}: seeds.npz and seeds.json disagree or frames are not uint8 (M, T+1, H, W, 3)")
+        cameras = sorted({m.get("camera", CAMERA) for m in meta})
+        if len(cameras) != 1:
+            raise ValueError(f"{folder / 'seeds.json'}: clips recorded through several cameras {cameras}; "
+                             "expected one camera setting for all of them")
         return cls(frames, actions.astype(np.float32), meta)
 
     @classmethod
@@ -95,5 +108,5 @@ class SeedClips:
                 frames.append(ep.frames[: steps + 1])
                 actions.append(ep.actions[:steps])
                 meta.append({k: ep.meta[k] for k in ("source", "episode_id", "seed", "failure")}
-                            | {"instructions": ep.meta["instruction_templates"]})
+                            | {"instructions": ep.meta["instruction_templates"], "camera": ep.meta.get("camera", CAMERA)})
         return cls(np.stack(frames), np.stack(actions).astype(np.float32), meta)
