@@ -6,7 +6,8 @@ succeeded) as the last 17 frames of its ``ghost_arm`` rendering
 (``roboalign_env.sim.degradations``: the first frame held, the motion drawn as a faded smear, how the
 first dream drew the arm). With ``--bench``, also the ghosts the dream draws itself: the bench's
 world-model rollouts (``roboalign add-dream-pairs``) of its test and held-out episodes whose actions
-failed in robosuite and whose frames show no manipulation (label MS 0). Every clip is scored with the
+failed in robosuite and whose frames show no manipulation (label MS 0); test and held-out as the student
+saw the bench (a student distilled for every source trained on the held-out source's train episodes). Every clip is scored with the
 actions that made it. Reports the student's expected Manipulation Success (0-2) of each group per
 source, and the share of ghosts scored <= 1.0.
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 import tyro
 
-from roboalign_env.data.bench import is_rollout, load_pair, read_index, shard_path
+from roboalign_env.data.bench import is_rollout, load_pair, read_index, shard_path, trained_view
 from roboalign_env.data.episodes import load_episode, read_manifest
 from roboalign_env.data.io import atomic_write
 from roboalign_env.models.registry import load_scorer
@@ -70,12 +71,12 @@ def clips(collection: Path, frames: int) -> dict[str, dict[str, list]]:
     return out
 
 
-def dream_ghosts(bench: Path, shard: str | None) -> dict[str, list]:
-    """Per source: the bench's dream rollouts (of ``shard``, or all) of test / held-out episodes that failed
-    in robosuite and show no manipulation."""
+def dream_ghosts(bench: Path, shard: str | None, heldout_source: str | None = None) -> dict[str, list]:
+    """Per source: the bench's dream rollouts (of ``shard``, or all) of test / held-out episodes (in the
+    ``heldout_source`` view) that failed in robosuite and show no manipulation."""
     out: dict[str, list] = {}
     wanted = None if shard is None else str(shard_path(bench, "external", shard).relative_to(bench))
-    for row in read_index(bench):
+    for row in read_index(bench, heldout_source=heldout_source):
         params = row["provenance"].get("params", {})
         if (is_rollout(row) and row["split"] in ("test", "heldout") and wanted in (None, row["file"])
                 and not params["real_success"] and row["labels"]["manipulation_success"] == 0):
@@ -100,7 +101,7 @@ def ghost_summary(scores: np.ndarray, name: str) -> dict:
 
 def main(args: Args) -> dict:
     student = load_scorer(args.student)
-    dreams = dream_ghosts(args.bench, args.shard) if args.bench is not None else {}
+    dreams = dream_ghosts(args.bench, args.shard, trained_view(student)) if args.bench is not None else {}
     per_source, pooled = {}, {"real": [], "ghost": [], "dream": []}
     for source, groups in sorted(clips(args.collection, args.frames).items()):
         real, ghost = manipulation_scores(student, groups["success"]), manipulation_scores(student, groups["ghost"])

@@ -5,7 +5,14 @@ import json
 import numpy as np
 import pytest
 
-from roboalign_env.data.bench import add_external, episodes_by_split, load_pair, read_index
+from roboalign_env.data.bench import (
+    add_external,
+    bench_heldout_source,
+    episodes_by_split,
+    load_pair,
+    read_index,
+    view_split,
+)
 from roboalign_env.data.splits import split_of
 from roboalign_env.eval.bench_stats import bench_stats
 from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
@@ -96,6 +103,49 @@ def test_splits_do_not_leak_and_heldout_is_one_source(bench):
     assert {r["source"] for r in rows if r["split"] == "heldout"} == {"pickplace_can_ur5e"}
     assert all(r["split"] != "heldout" for r in rows if r["source"] != "pickplace_can_ur5e")
     assert split_of("x", "lift_panda", "pickplace_can_ur5e") == split_of("x", "lift_panda", "pickplace_can_ur5e")
+
+
+def test_the_bench_seen_with_another_source_held_out_or_none(bench):
+    """A judge for every source trains on the held-out source's episodes split by their hash; holding
+    out another source moves all of its pairs to "heldout"; an unknown source is refused."""
+    rows = read_index(bench)
+    assert bench_heldout_source(bench) == "pickplace_can_ur5e"
+    for held, moved in (("", "pickplace_can_ur5e"), ("lift_panda", "pickplace_can_ur5e")):
+        view = read_index(bench, heldout_source=held)
+        assert [r["pair_id"] for r in view] == [r["pair_id"] for r in rows]
+        for before, after in zip(rows, view):
+            if before["source"] == held:
+                assert after["split"] == "heldout"
+            elif before["source"] == moved:
+                assert after["split"] == split_of(before["episode_id"], moved, "") != "heldout"
+            else:
+                assert after["split"] == before["split"]
+        assert not set().union(*(ids for s, ids in episodes_by_split(view).items() if s != "heldout")) & \
+            episodes_by_split(view).get("heldout", set())
+    rollout = {"source": "pickplace_can_ur5e", "split": "heldout", "episode_id": "external-x-00000",
+               "provenance": {"kind": "rollout_own", "params": {"episode_id": "pickplace_can_ur5e-nominal-00001"}}}
+    assert view_split(rollout, "") == split_of("pickplace_can_ur5e-nominal-00001", "pickplace_can_ur5e", "")
+    with pytest.raises(ValueError, match="expected one of .*'' to hold none out"):
+        read_index(bench, heldout_source="lift_ur5e")
+
+
+def test_eval_judge_scores_a_judge_on_the_splits_it_was_trained_on(bench, tmp_path):
+    """A judge trained on every source has no held-out split: the report says so instead of scoring
+    the source it trained on as if held out, and its other splits include that source."""
+    from roboalign_env.eval.judge_report import evaluate_judge
+    from roboalign_env.models.judge import RoboAlignJudge, RoboAlignJudgeConfig
+
+    model = RoboAlignJudge(RoboAlignJudgeConfig(widths=(8, 16, 16, 16), dim=32, layers=1, heads=2, ffn=64,
+                                                text_encoder="trained"))
+    model.config.heldout_source = ""
+    model.save_pretrained(tmp_path / "judge")
+    report = evaluate_judge(tmp_path / "judge", bench, tmp_path / "eval", splits=("train", "heldout"))
+    assert report["heldout_source"] == "" and "skipped" in report["splits"]["heldout"]
+    train = read_index(bench, "train", heldout_source="")
+    assert report["splits"]["train"]["vs_oracle"]["n"] == len(train) > len(read_index(bench, "train"))
+    per_source = report["splits"]["train"]["vs_oracle_per_source"]
+    assert set(per_source) == {r["source"] for r in train} and "pickplace_can_ur5e" in per_source
+    assert sum(v["n"] for v in per_source.values()) == len(train)
 
 
 def test_rebuild_skips_finished_shards_and_restores_lost_ones(collection, bench):

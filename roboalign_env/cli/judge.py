@@ -30,6 +30,9 @@ class TrainJudge:
     """Pairs per step."""
     augment: bool = True
     """Clip-wise photometric and geometric jitter of the training videos."""
+    heldout_source: str | None = None
+    """Train with this source held out instead of the one the bench was built without ('' trains on every
+    source: the judge a deployed reward is distilled from; None keeps the bench's splits)."""
     export_to: Path | None = None
     """Also copy the final model here (e.g. checkpoints/judge)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/judge", steps=1200, lr=5e-4, every=200)
@@ -40,7 +43,7 @@ class TrainJudge:
         from roboalign_env.training.judge import train_judge
 
         train_judge(self.bench, self.loop, RoboAlignJudgeConfig(text_encoder=self.text_encoder), self.batch_size,
-                    augment=self.augment)
+                    augment=self.augment, heldout_source=self.heldout_source)
         print(f"teacher judge in {self.loop.out / 'model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
         _export(self.loop.out / "model", self.export_to)
 
@@ -127,7 +130,11 @@ class EvalJudge:
 
         report = evaluate_judge(self.model, self.bench, self.out, self.reference, self.splits)
         for split, entry in report["splits"].items():
-            summary = ", ".join(f"{k}: acc {v['mean_accuracy']:.3f}, spearman {v['aggregate_spearman']:.3f}" for k, v in entry.items())
+            if "skipped" in entry:
+                print(f"{split}: skipped ({entry['skipped']})")
+                continue
+            summary = ", ".join(f"{k}: acc {v['mean_accuracy']:.3f}, spearman {v['aggregate_spearman']:.3f}"
+                                for k, v in entry.items() if k != "vs_oracle_per_source")
             print(f"{split}: {summary}")
         print(f"wrote {self.out / 'metrics.json'} and confusion matrices")
 

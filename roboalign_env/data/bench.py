@@ -15,7 +15,7 @@ import numpy as np
 
 from roboalign_env.data.io import atomic_savez, read_jsonl, write_jsonl
 from roboalign_env.data.paths import check_id, inside
-from roboalign_env.data.splits import SPLITS
+from roboalign_env.data.splits import SPLITS, split_of
 from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
 
 INDEX = "pairs.jsonl"
@@ -26,13 +26,47 @@ def shard_path(root: str | Path, source: str, shard: str) -> Path:
     return Path(root) / "videos" / check_id(source, "source") / f"{check_id(shard, 'shard (episode id)')}.npz"
 
 
-def read_index(root: str | Path, split: str | None = None) -> list[dict]:
-    """Rows of the bench index, optionally only one split."""
+def read_index(root: str | Path, split: str | None = None, heldout_source: str | None = None) -> list[dict]:
+    """Rows of the bench index, optionally only one split.
+
+    With ``heldout_source``, the rows are seen with that source held out instead of the one the bench
+    was built without ('' holds none out): each row's ``split`` is :func:`view_split`'s.
+    """
     path = Path(root) / INDEX
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no bench index; run `roboalign build-bench --out {root}` first")
     rows = list(read_jsonl(path))
+    if heldout_source is not None:
+        sources = sorted({r["source"] for r in rows})
+        if heldout_source and heldout_source not in sources:
+            raise ValueError(f"heldout_source={heldout_source!r}: {path} has no pairs of it; "
+                             f"expected one of {sources}, or '' to hold none out")
+        rows = [{**r, "split": view_split(r, heldout_source)} for r in rows]
     return rows if split is None else [r for r in rows if r["split"] == split]
+
+
+def bench_heldout_source(root: str | Path) -> str | None:
+    """The source the bench at ``root`` was built without ('' none; None when its held-out pairs come from several)."""
+    held = {r["source"] for r in read_index(root, "heldout")}
+    return "" if not held else held.pop() if len(held) == 1 else None
+
+
+def trained_view(model) -> str | None:
+    """The ``heldout_source`` view of the bench a judge was trained on (recorded in its config by training),
+    or None (the bench's own splits) for a model that records none."""
+    return getattr(model.config, "heldout_source", None)
+
+
+def view_split(row: dict, heldout_source: str) -> str:
+    """The split of an index row when ``heldout_source`` is held out ('' holds none out) instead of the
+    source the bench was built without: its pairs become "heldout", and the pairs held out when the bench
+    was built take their episode's hash split (a rollout, the split of the episode it restarts)."""
+    if row["source"] == heldout_source:
+        return "heldout"
+    if row["split"] != "heldout":
+        return row["split"]
+    episode = row["provenance"]["params"]["episode_id"] if is_rollout(row) else row["episode_id"]
+    return split_of(episode, row["source"], "")
 
 
 def load_pair(root: str | Path, row: dict) -> dict[str, np.ndarray]:

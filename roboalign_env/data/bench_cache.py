@@ -92,24 +92,29 @@ class VideoSet:
         return cls(rows=list(read_jsonl(folder / "rows.jsonl")), **arrays)
 
 
-def open_split(bench: str | Path, split: str, progress: bool = True) -> VideoSet:
-    """The cache of ``split`` of the bench at ``bench``, built first if missing or stale."""
+def open_split(bench: str | Path, split: str, progress: bool = True, heldout_source: str | None = None) -> VideoSet:
+    """The cache of ``split`` of the bench at ``bench``, built first if missing or stale.
+
+    ``heldout_source`` views the bench with that source held out instead ('' none; see
+    :func:`~roboalign_env.data.bench.read_index`), cached in ``cache/<split>.heldout-<source or none>``.
+    """
     if split not in SPLITS:
         raise ValueError(f"split={split!r}; expected one of {SPLITS}")
     bench = Path(bench)
-    folder = bench / "cache" / split
+    folder = bench / "cache" / (split if heldout_source is None else f"{split}.heldout-{heldout_source or 'none'}")
     done = folder / "rows.jsonl"
     if not done.is_file() or done.stat().st_mtime < (bench / INDEX).stat().st_mtime:
-        build_split(bench, split, folder, progress)
+        build_split(bench, split, folder, progress, heldout_source)
     return VideoSet.open(folder)
 
 
-def build_split(bench: Path, split: str, folder: Path, progress: bool = True) -> None:
+def build_split(bench: Path, split: str, folder: Path, progress: bool = True, heldout_source: str | None = None) -> None:
     from tqdm.auto import tqdm
 
-    rows = read_index(bench, split)
+    rows = read_index(bench, split, heldout_source)
     if not rows:
-        raise ValueError(f"{bench}: split {split!r} has no pairs")
+        held = "" if heldout_source is None else f" with heldout_source={heldout_source!r}"
+        raise ValueError(f"{bench}: split {split!r}{held} has no pairs")
     by_file = defaultdict(list)
     for i, row in enumerate(rows):
         by_file[row["file"]].append(i)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from roboalign_env.data.bench import trained_view
 from roboalign_env.data.bench_cache import open_split
 from roboalign_env.data.io import atomic_write
 from roboalign_env.eval.judge_metrics import agreement, plot_confusions
@@ -16,10 +17,12 @@ from roboalign_env.models.registry import load_scorer, scorer_kind
 
 def evaluate_judge(model_dir: str | Path, bench: str | Path, out: str | Path, reference: str | Path | None = None,
                    splits: tuple[str, ...] = ("test", "heldout")) -> dict:
-    """Agreement per split; writes ``out/metrics.json`` and confusion matrices (PNG) and returns the report.
+    """Agreement per split (and with the oracle per source); writes ``out/metrics.json`` and confusion matrices (PNG) and returns the report.
 
-    The state probe is scored through the oracle's rules; a ``reference`` scorer's outputs are kept
-    in ``out/reference_<split>.npz`` and reused.
+    The splits are those the model was trained on (its recorded ``heldout_source``): a judge trained on
+    every source has no held-out split, which the report says instead of scoring it. The state probe is
+    scored through the oracle's rules; a ``reference`` scorer's outputs are kept in
+    ``out/reference_<split>.npz`` and reused.
     """
     model_dir, out = Path(model_dir), Path(out)
     model = load_scorer(model_dir)
@@ -28,12 +31,20 @@ def evaluate_judge(model_dir: str | Path, bench: str | Path, out: str | Path, re
     else:
         score_split = predict
     ref_model = load_scorer(reference) if reference else None
-    report = {"model": str(model_dir), "reference": str(reference) if reference else None, "splits": {}}
+    view = trained_view(model)
+    report = {"model": str(model_dir), "reference": str(reference) if reference else None,
+              "heldout_source": view, "splits": {}}
     for split in splits:
-        videos = open_split(bench, split)
+        if split == "heldout" and view == "":
+            report["splits"][split] = {"skipped": "the model was trained on every source"}
+            continue
+        videos = open_split(bench, split, heldout_source=view)
         labels = np.asarray(videos.labels)
         pred = score_split(model, videos)
-        entry = {"vs_oracle": agreement(pred["argmax"], pred["expected"], labels)}
+        sources = np.array([r["source"] for r in videos.rows])
+        entry = {"vs_oracle": agreement(pred["argmax"], pred["expected"], labels),
+                 "vs_oracle_per_source": {s: agreement(pred["argmax"][sources == s], pred["expected"][sources == s],
+                                                       labels[sources == s]) for s in sorted(set(sources))}}
         plot_confusions(pred["argmax"], labels, out / f"confusion_{split}.png", f"{model_dir.name} vs oracle, {split}")
         if ref_model is not None:
             ref = cached_predict(ref_model, videos, out / f"reference_{split}.npz")

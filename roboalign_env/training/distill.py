@@ -171,8 +171,10 @@ def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: s
     :class:`~roboalign_env.models.student.StudentRewardConfig`, default one that reads actions) on the
     bench's train split plus ``extra_clips`` unlabelled clips of its training episodes, validating on the val split.
 
-    The teacher's outputs are kept in ``targets`` and reused by later runs with the same teacher.
+    The splits are the ones the teacher was trained on (its recorded ``heldout_source``), which the
+    student records too. The teacher's outputs are kept in ``targets`` and reused by later runs with the same teacher.
     """
+    from roboalign_env.data.bench import trained_view
     from roboalign_env.data.bench_cache import open_split
     from roboalign_env.models.batch_scoring import cached_predict
     from roboalign_env.models.registry import load_scorer
@@ -182,15 +184,19 @@ def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: s
         raise ValueError(f"loss {loss!r}; expected one of {LOSSES}")
     targets = Path(targets)
     teacher = load_scorer(teacher_dir)
+    view = trained_view(teacher)
     data = DistillData()
-    train_set = open_split(bench, "train")
+    train_set = open_split(bench, "train", heldout_source=view)
     data.add(train_set, cached_predict(teacher, train_set, targets / "bench_train.npz")["log_probs"])
     if extra_clips:
         clips = episode_clips(collection, {r["episode_id"] for r in train_set.rows}, extra_clips, loop.seed)
         data.add(clips, cached_predict(teacher, clips, targets / f"clips_{extra_clips}_{loop.seed}.npz")["log_probs"])
-    val = open_split(bench, "val")
+    val = open_split(bench, "val", heldout_source=view)
     val_pred = cached_predict(teacher, val, targets / "bench_val.npz")
-    return distill(StudentReward(config or StudentRewardConfig(read_actions=True)), data, loop, loss, temperature, batch_size, (val, val_pred))
+    student = StudentReward(config or StudentRewardConfig(read_actions=True))
+    if view is not None:
+        student.config.heldout_source = view
+    return distill(student, data, loop, loss, temperature, batch_size, (val, val_pred))
 
 
 class OnlineDistiller:
