@@ -45,15 +45,9 @@ def read_index(root: str | Path, split: str | None = None, heldout_source: str |
     return rows if split is None else [r for r in rows if r["split"] == split]
 
 
-def bench_heldout_source(root: str | Path) -> str | None:
-    """The source the bench at ``root`` was built without ('' none; None when its held-out pairs come from several)."""
-    held = {r["source"] for r in read_index(root, "heldout")}
-    return "" if not held else held.pop() if len(held) == 1 else None
-
-
 def trained_view(model) -> str | None:
-    """The ``heldout_source`` view of the bench a judge was trained on (recorded in its config by training),
-    or None (the bench's own splits) for a model that records none."""
+    """The ``heldout_source`` view of the bench a judge was trained on (recorded in its config when training
+    was given one), or None: the bench's own splits."""
     return getattr(model.config, "heldout_source", None)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from roboalign_env.data.bench import bench_heldout_source, labels_need_actions
+from roboalign_env.data.bench import labels_need_actions
 from roboalign_env.data.bench_cache import VideoSet, open_split
 from roboalign_env.data.clips import augment_clip
 from roboalign_env.models.batch_scoring import TextMemo, cache_batch, model_inputs, predict
@@ -43,14 +43,15 @@ def train_judge(bench: str | Path, loop: LoopConfig, config: RoboAlignJudgeConfi
     """Train (or resume) the teacher on the bench's train split, validating on its val split.
 
     ``heldout_source`` trains on the bench seen with that source held out instead of the one it was
-    built without ('' holds none out: a judge for every source, no held-out measurement); the model's
-    config records the source it never saw (``heldout_source``), which evaluation and distillation read.
+    built without ('' holds none out: a judge for every source, no held-out measurement) and records it
+    in the model's config (``heldout_source``), which evaluation and distillation read.
     """
     val = open_split(bench, "val", heldout_source=heldout_source)
     val_idx = np.random.default_rng(0).permutation(len(val))[:eval_pairs]
     train_set = open_split(bench, "train", heldout_source=heldout_source)
     model = RoboAlignJudge(config or RoboAlignJudgeConfig())
-    model.config.heldout_source = bench_heldout_source(bench) if heldout_source is None else heldout_source
+    if heldout_source is not None:
+        model.config.heldout_source = heldout_source
     return fit_judge(model, train_set, loop, batch_size, action_dropout, (val, val_idx), augment)
 
 
