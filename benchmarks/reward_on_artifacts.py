@@ -46,8 +46,8 @@ class Args:
     """Frames per clip (the env's reward reads the first frame and the last 16)."""
     bench: Path | None = None
     """Bench with dream rollouts (`roboalign add-dream-pairs`); None skips the dream's own ghosts."""
-    shard: str | None = None
-    """Only the rollouts of this `add-dream-pairs --name` (one world model's dreams); None: every shard."""
+    shard: tuple[str, ...] | None = None
+    """Only the rollouts of these `add-dream-pairs --name` shards (e.g. one world model's dreams); None: every shard."""
     out: Path = Path("benchmarks/results/reward_on_artifacts.json")
     """Result file."""
 
@@ -71,14 +71,14 @@ def clips(collection: Path, frames: int) -> dict[str, dict[str, list]]:
     return out
 
 
-def dream_ghosts(bench: Path, shard: str | None, heldout_source: str | None = None) -> dict[str, list]:
-    """Per source: the bench's dream rollouts (of ``shard``, or all) of test / held-out episodes (in the
+def dream_ghosts(bench: Path, shards: tuple[str, ...] | None, heldout_source: str | None = None) -> dict[str, list]:
+    """Per source: the bench's dream rollouts (of ``shards``, or all) of test / held-out episodes (in the
     ``heldout_source`` view) that failed in robosuite and show no manipulation."""
     out: dict[str, list] = {}
-    wanted = None if shard is None else str(shard_path(bench, "external", shard).relative_to(bench))
+    wanted = None if shards is None else {str(shard_path(bench, "external", s).relative_to(bench)) for s in shards}
     for row in read_index(bench, heldout_source=heldout_source):
         params = row["provenance"].get("params", {})
-        if (is_rollout(row) and row["split"] in ("test", "heldout") and wanted in (None, row["file"])
+        if (is_rollout(row) and row["split"] in ("test", "heldout") and (wanted is None or row["file"] in wanted)
                 and not params["real_success"] and row["labels"]["manipulation_success"] == 0):
             pair = load_pair(bench, row)
             out.setdefault(row["source"], []).append((pair["video"], row["instruction"], pair["actions"]))

@@ -82,8 +82,9 @@ TINY_TRANSFORMER = dict(codebook_size=75, hidden_size=32, num_layers=2, num_head
 """A transformer config for :data:`TINY_TOKENIZER`'s codes."""
 
 
-def tiny_world_model(folder):
-    """An untrained 64x64 world model saved in ``folder`` (returns the folder)."""
+def tiny_world_model(folder, moving: bool = False):
+    """An untrained 64x64 world model saved in ``folder`` (returns the folder). Untrained, its frames equal
+    their context frame; ``moving`` gives the tokenizer's change head random weights, so that they do not."""
     import torch
 
     from roboalign_env.models.tokenizer import TokenizerConfig, VideoTokenizer
@@ -93,4 +94,6 @@ def tiny_world_model(folder):
     torch.manual_seed(0)
     tok = VideoTokenizer(TokenizerConfig(**TINY_TOKENIZER))
     tf = DynamicsTransformer(DynamicsTransformerConfig(**TINY_TRANSFORMER))
+    if moving:
+        torch.nn.init.normal_(tok.dynamics_decoder.out[-2].weight, std=0.5)
     return WorldModel(tok, tf).eval().save(folder)

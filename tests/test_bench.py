@@ -146,6 +146,35 @@ def test_eval_judge_scores_a_judge_on_the_splits_it_was_trained_on(bench, tmp_pa
     assert sum(v["n"] for v in per_source.values()) == len(train)
 
 
+def test_a_teacher_is_fine_tuned_from_a_trained_one_on_the_view_it_was_trained_on(bench, tmp_path):
+    """train_judge(init_from=...) starts from the judge's weights and config (a new run would not), and refuses
+    a judge of another view of the bench, a model that is not a teacher, or a config beside it."""
+    import torch
+
+    from roboalign_env.models.judge import RoboAlignJudge, RoboAlignJudgeConfig
+    from roboalign_env.training.judge import train_judge
+    from roboalign_env.training.loop import LoopConfig
+
+    tiny = dict(widths=(8, 16, 16, 16), dim=32, layers=1, heads=2, ffn=64, text_encoder="trained")
+    torch.manual_seed(7)
+    RoboAlignJudge(RoboAlignJudgeConfig(**tiny)).save_pretrained(tmp_path / "judge")
+    loop = lambda name: LoopConfig(out=tmp_path / name, steps=2, lr=1e-9, warmup_steps=1, eval_every=100,  # noqa: E731
+                                   progress=False)
+    tuned = train_judge(bench, loop("tuned"), batch_size=4, eval_pairs=8, init_from=tmp_path / "judge")
+    start = RoboAlignJudge.from_pretrained(tmp_path / "judge").state_dict()
+    fresh = train_judge(bench, loop("fresh"), RoboAlignJudgeConfig(**tiny), batch_size=4, eval_pairs=8).state_dict()
+    for name, weight in tuned.state_dict().items():
+        if weight.is_floating_point() and weight.numel() > 1 and start[name].std() > 1e-3:  # not zero-initialized
+            assert torch.allclose(weight, start[name], atol=1e-5) and not torch.allclose(weight, fresh[name], atol=1e-3)
+    with pytest.raises(ValueError, match="pass no config"):
+        train_judge(bench, loop("x"), RoboAlignJudgeConfig(**tiny), init_from=tmp_path / "judge")
+    with pytest.raises(ValueError, match="not a teacher judge"):
+        train_judge(bench, loop("x"), init_from="checkpoints/probe")
+    with pytest.raises(ValueError, match="asks for another view"):
+        train_judge(bench, loop("x"), heldout_source="", init_from=tmp_path / "judge")
+    assert not (tmp_path / "x").exists()
+
+
 def test_rebuild_skips_finished_shards_and_restores_lost_ones(collection, bench):
     rows = read_index(bench)
     shard = bench / rows[0]["file"]
@@ -206,6 +235,49 @@ def test_dream_rollouts_join_the_bench_labelled_from_their_frames(bench, collect
         if params["labelled_by"].endswith("strays from robosuite"):
             assert params["eef_error_cm"] >= 8.0 and row["labels"]["action_outcome_consistency"] == 0
     assert len(read_index(copy)) == len(read_index(bench)) + len(new)
+
+
+def test_a_policy_acting_on_the_dream_is_rolled_out_closed_loop_and_replayed(bench, collection, tmp_path):
+    """The policy kind: the policy sees the real first frame, then each frame the dream drew from its own
+    last action; the pair keeps those actions, and robosuite's replay of them labels it."""
+    import shutil
+
+    from conftest import tiny_world_model
+
+    from roboalign_env.eval.dream_pairs import dream_pairs
+
+    shown, chosen = [], []
+
+    def policy(frames, sources):  # acts on what it sees: the brightness sets the x command
+        assert frames.dtype == np.uint8 and frames.shape[1:] == (3, 64, 64) and sources == ["lift_panda"] * len(frames)
+        shown.append(frames.copy())
+        action = np.zeros((len(frames), 7), np.float32)
+        action[:, 0] = frames.reshape(len(frames), -1).mean(1) % 8 / 4 - 1
+        action[:, 1] = 2.0  # out of range: clipped, as the env clips
+        action[:, 6] = -1
+        chosen.append(np.clip(action, -1, 1))
+        return action
+
+    copy = tmp_path / "bench"
+    shutil.copytree(bench, copy)
+    model = tiny_world_model(tmp_path / "wm", moving=True)
+    for bad, match in [(dict(kinds=("policy",)), "needs a policy"), (dict(kinds=("own",), policy=policy), "needs the"),
+                       (dict(kinds=("sideways",)), "kinds"), (dict(sources=("door_panda",)), "bench's sources")]:
+        with pytest.raises(ValueError, match=match):
+            dream_pairs(model, "checkpoints/probe", collection, copy, "bad", per_source=1, steps=7, progress=False, **bad)
+    assert len(read_index(copy)) == len(read_index(bench))  # refused before anything was written
+    new = dream_pairs(model, "checkpoints/probe", collection, copy, "closed_loop", per_source=1, steps=7, progress=False,
+                      kinds=("policy",), sources=("lift_panda",), policy=policy, policy_name="brightness")
+    assert len(new) == 1 and new[0]["provenance"]["kind"] == "rollout_policy"
+    params = new[0]["provenance"]["params"]
+    assert params["policy"] == "brightness" and params["labelled_by"] and isinstance(params["real_success"], bool)
+    pair = load_pair(copy, new[0])
+    assert len(shown) == 7
+    for t, frames in enumerate(shown):  # frame t of the video is what the policy saw before action t
+        assert np.array_equal(frames[0].transpose(1, 2, 0), pair["video"][t])
+    assert not np.array_equal(pair["video"][1], pair["video"][0])  # the dream drew new frames
+    np.testing.assert_array_equal(pair["actions"], np.concatenate(chosen))
+    assert len({float(a) for a in pair["actions"][:, 0]}) > 1 and (pair["actions"][:, 1] == 1).all()
 
 
 def test_a_dream_equal_to_robosuite_takes_robosuites_labels_and_a_frozen_one_strays(collection):

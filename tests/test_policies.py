@@ -183,3 +183,20 @@ def test_cli_refuses_a_zip_without_the_flag(tmp_path):
                           "--policy", f"ppo:{path}", "--sources", "lift_panda"], capture_output=True, text=True)
     assert out.returncode == 2 and "--trust-sb3-zip" in out.stderr and "Traceback" not in out.stderr
     assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_frame_policy_acts_on_a_batch_of_frames_as_on_the_envs_observations(ppo_folder):
+    """What add-dream-pairs' policy kind calls: a batch of frames and their sources in, the actions the
+    policy takes on each env observation (frame + the source's task vector) out, deterministic."""
+    from roboalign_env.envs.core import task_vector
+    from roboalign_env.envs.policies import frame_policy
+    from roboalign_env.sim.sources import ALL_SOURCES
+
+    policy = load_policy(ppo_folder)
+    frames = np.random.default_rng(2).integers(0, 256, (6, 3, 36, 36), dtype=np.uint8)
+    sources = [ALL_SOURCES[i % len(ALL_SOURCES)] for i in range(6)]
+    actions = frame_policy(policy)(frames, sources)
+    assert actions.shape == (6, 7) and actions.dtype == np.float32
+    for frame, source, action in zip(frames, sources, actions):
+        alone = policy.predict({"image": frame, "task": task_vector(source)}, deterministic=True)[0]
+        np.testing.assert_allclose(action, alone, atol=1e-5)

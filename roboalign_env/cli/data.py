@@ -112,22 +112,44 @@ class AddDreamPairs:
     bench: Path = Path("data/bench")
     """Bench folder written by `roboalign build-bench`."""
     per_source: int = 30
-    """Episodes per source; each gives one rollout per action kind (own, random, constant, zero)."""
+    """Episodes per source; each gives one rollout per action kind."""
     steps: int = 16
     """Dreamed steps per rollout (the video has one frame more: the real first frame)."""
     temperature: float = 1.0
     """Sampling temperature of the dream (1: the environment's default; 0: greedy)."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    policy: str | None = None
+    """A saved policy (folder from save_policy, as PATH or ALGO:PATH, e.g. PPO trained in the dream) that acts on
+    the dreamed frames, closed loop; its actions are replayed in robosuite. Adds the 'policy' kind."""
+    kinds: tuple[str, ...] | None = None
+    """Rollout kinds per episode, from own, random, constant, zero, policy (default: the first four, and policy
+    when --policy is given)."""
+    sources: tuple[str, ...] | None = None
+    """Only episodes of these sources (default: every source in the bench)."""
+    seed: int = 0
+    """Seed of the episodes chosen, the random and constant commands and the dream's sampling (another seed, another
+    shard name: more rollouts of the same episodes)."""
 
     def run(self) -> None:
         import json
 
         from roboalign_env.device import resolve_device
-        from roboalign_env.eval.dream_pairs import dream_pairs, summarize_rows
+        from roboalign_env.eval.dream_pairs import ACTION_KINDS, POLICY_KIND, dream_pairs, summarize_rows
 
+        policy = None
+        if self.policy is not None:
+            from roboalign_env.envs.compare import load_model
+            from roboalign_env.envs.policies import frame_policy
+
+            if self.policy in ("scripted", "random"):
+                raise SystemExit(f"--policy {self.policy}: expected a saved policy folder (PATH or ALGO:PATH); random "
+                                 "actions are the 'random' kind, and a scripted policy cannot see the dream")
+            policy = frame_policy(load_model(self.policy))
+        kinds = self.kinds or ACTION_KINDS + ((POLICY_KIND,) if policy else ())
         rows = dream_pairs(self.model, self.probe, self.collection, self.bench, self.name, self.per_source, self.steps,
-                           self.temperature, device=resolve_device(self.device))
+                           self.temperature, device=resolve_device(self.device), seed=self.seed, kinds=kinds,
+                           sources=self.sources, policy=policy, policy_name=self.policy)
         print(f"added {len(rows)} dream pairs to {self.bench}:")
         print(json.dumps(summarize_rows(rows), indent=1))
 

@@ -33,6 +33,10 @@ class TrainJudge:
     heldout_source: str | None = None
     """Train with this source held out instead of the one the bench was built without ('' trains on every
     source: the judge a deployed reward is distilled from; None keeps the bench's splits)."""
+    init_from: Path | None = None
+    """Start from this trained judge (e.g. checkpoints/judge) instead of a new one: fine-tune it on the bench, for
+    example after `add-dream-pairs` added new rollouts. It keeps its own config (--text-encoder is not used) and
+    must have been trained with the same --heldout-source."""
     export_to: Path | None = None
     """Also copy the final model here (e.g. checkpoints/judge)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/judge", steps=1200, lr=5e-4, every=200)
@@ -42,8 +46,9 @@ class TrainJudge:
         from roboalign_env.models.judge import RoboAlignJudgeConfig
         from roboalign_env.training.judge import train_judge
 
-        train_judge(self.bench, self.loop, RoboAlignJudgeConfig(text_encoder=self.text_encoder), self.batch_size,
-                    augment=self.augment, heldout_source=self.heldout_source)
+        config = RoboAlignJudgeConfig(text_encoder=self.text_encoder) if self.init_from is None else None
+        train_judge(self.bench, self.loop, config, self.batch_size, augment=self.augment,
+                    heldout_source=self.heldout_source, init_from=self.init_from)
         print(f"teacher judge in {self.loop.out / 'model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
         _export(self.loop.out / "model", self.export_to)
 

@@ -229,3 +229,16 @@ def load_sb3_zip(path: str | Path, algorithm: str):
     policy_classes(algorithm)  # a known algorithm
     stable_baselines3 = _sb3("loading an SB3 .zip")
     return getattr(stable_baselines3, algorithm.upper()).load(path, device="cpu")
+
+
+def frame_policy(model):
+    """``model`` (a loaded policy: ``predict(obs, deterministic)``) as a function of a batch of frames, uint8
+    (B, 3, 64, 64), and each frame's source, returning actions (B, 7): the observations it is given are
+    ``RoboAlignWorld-v0``'s (the frame and the source's task vector), and it acts deterministically."""
+    from roboalign_env.envs.core import task_vector
+
+    def act(frames: np.ndarray, sources: list[str]) -> np.ndarray:
+        observation = {"image": np.ascontiguousarray(frames), "task": np.stack([task_vector(s) for s in sources])}
+        return np.asarray(model.predict(observation, deterministic=True)[0], np.float32)
+
+    return act

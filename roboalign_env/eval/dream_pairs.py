@@ -5,6 +5,11 @@ twice from the same state: in the dream (sampled at ``temperature``, the environ
 on) and in robosuite (the episode restarted from its seed). The pair is the dreamed video (the first
 frame, then ``steps`` dreamed frames) with its instruction and actions, in the episode's split.
 
+The ``policy`` kind closes the loop: a policy (for example PPO trained in the dream) sees each dreamed
+frame and picks the next action, as it does in ``RoboAlignWorld-v0``; its actions are then replayed in
+robosuite. These are the rollouts where a policy has learned what the reward pays for in the dream
+(an arm smeared over an object that never moves) rather than the task.
+
 Labels come from what the dreamed frames show and from robosuite, never from a judge:
 
 - the state probe reads the dreamed frames and the oracle's rules label that trace
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -41,6 +47,10 @@ from roboalign_env.sim.replay import replay
 
 ACTION_KINDS = ("own", "random", "constant", "zero")
 """The episode's recorded actions; random commands held 4 steps; one constant direction at 0.8; no motion."""
+POLICY_KIND = "policy"
+"""A policy acting on the dreamed frames (closed loop); added to the kinds when one is given."""
+Policy = Callable[[np.ndarray, list], np.ndarray]
+"""A policy on the dream: (current frames uint8 (B, 3, H, W), each row's source) -> actions (B, 7)."""
 CLOSE_CM = 4.0
 STRAY_CM = 8.0
 
@@ -87,12 +97,19 @@ def label_rollout(probe, video: np.ndarray, instruction: str, real: dict, failur
                  "real_success": bool(real["success"][-1])}
 
 
-def choose_episodes(collection: Path, bench: Path, per_source: int, seed: int) -> list[tuple[dict, str]]:
-    """Up to ``per_source`` bench episodes of each source (random, by ``seed``), with their bench split."""
+def choose_episodes(collection: Path, bench: Path, per_source: int, seed: int,
+                    sources: tuple[str, ...] | None = None) -> list[tuple[dict, str]]:
+    """Up to ``per_source`` bench episodes of each source (random, by ``seed``; of ``sources`` only when
+    given), with their bench split."""
     split = {r["episode_id"]: r["split"] for r in read_index(bench)}
     entries = [e for e in read_manifest(collection) if e["episode_id"] in split]
     if not entries:
         raise ValueError(f"{collection}: none of its episodes is in the bench at {bench}; pass the collection it was built from")
+    if sources is not None:
+        present = sorted({e["source"] for e in entries})
+        if not sources or set(sources) - set(present):
+            raise ValueError(f"sources={sources}: expected one or more of the bench's sources {present}")
+        entries = [e for e in entries if e["source"] in sources]
     rng = np.random.default_rng([seed, 13])
     chosen = []
     for source in sorted({e["source"] for e in entries}):
@@ -104,55 +121,90 @@ def choose_episodes(collection: Path, bench: Path, per_source: int, seed: int) -
 
 def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path, name: str, per_source: int = 30,
                 steps: int = 16, temperature: float = 1.0, window: Window = MODEL_WINDOW, batch_size: int = 32,
-                device: str = "cpu", seed: int = 0, progress: bool = True) -> list[dict]:
+                device: str = "cpu", seed: int = 0, progress: bool = True, kinds: tuple[str, ...] = ACTION_KINDS,
+                sources: tuple[str, ...] | None = None, policy: Policy | None = None,
+                policy_name: str | None = None) -> list[dict]:
     """Dream, replay and label rollouts of bench episodes, and add them to the bench as ``external/<name>``.
 
     Returns the new index rows. ``model_dir`` is a world-model folder or a packed model folder.
+    ``kinds`` picks the rollouts of each episode (:data:`ACTION_KINDS`, and :data:`POLICY_KIND` with a
+    ``policy``, recorded by ``policy_name``); ``sources`` restricts the episodes (default: every source).
     """
     if not 7 <= steps <= 31:
         raise ValueError(f"steps={steps}: expected 7..31 (a bench video holds 8 to 32 frames)")
     if temperature < 0:
         raise ValueError(f"temperature={temperature}: expected >= 0 (0 is greedy)")
+    allowed = ACTION_KINDS + (POLICY_KIND,)
+    if not kinds or set(kinds) - set(allowed):
+        raise ValueError(f"kinds={kinds}: expected one or more of {allowed}")
+    if (POLICY_KIND in kinds) != (policy is not None):
+        raise ValueError(f"kinds={kinds}, policy={policy_name}: the {POLICY_KIND!r} kind needs a policy, and a policy "
+                         f"needs the {POLICY_KIND!r} kind")
     model_dir, collection, bench = Path(model_dir), Path(collection), Path(bench)
     if (model_dir / "world_model").is_dir():
         model_dir = model_dir / "world_model"
+    episodes = choose_episodes(collection, bench, per_source, seed, sources)
     model = WorldModel.load(model_dir, device)
     window = model.transformer.config.resolve_window(window)  # recorded with each rollout
     probe = load_probe(Path(probe_dir), model.image_size)
     plan = []
-    for entry, split in tqdm(choose_episodes(collection, bench, per_source, seed), desc="robosuite", unit="episode",
-                             disable=not progress):
+    for entry, split in tqdm(episodes, desc="robosuite", unit="episode", disable=not progress):
         ep = load_episode(collection / entry["path"])
         if ep.num_steps < steps:
             continue
         rng = np.random.default_rng([zlib.crc32(ep.episode_id.encode()), seed])
-        for kind in ACTION_KINDS:
-            actions = rollout_actions(kind, ep.actions, steps, rng)
-            frames, trace = replay(ep.meta["source"], int(ep.meta["seed"]), actions, model.image_size,
-                                   ep.meta.get("camera", CAMERA))
+        for kind in kinds:
+            actions = None if kind == POLICY_KIND else rollout_actions(kind, ep.actions, steps, rng)
+            frames, trace = replay(ep.meta["source"], int(ep.meta["seed"]), np.zeros((0, 7)) if actions is None else actions,
+                                   model.image_size, ep.meta.get("camera", CAMERA))
             plan.append({"episode": ep, "split": split, "kind": kind, "actions": actions, "first": frames[0], "trace": trace})
     items = []
     for start in tqdm(range(0, len(plan), batch_size), desc="dream", unit="batch", disable=not progress):
         chunk = plan[start : start + batch_size]
-        first = to_float(np.stack([p["first"] for p in chunk])).to(model.tokenizer.device)
-        actions = torch.from_numpy(np.stack([p["actions"] for p in chunk])).to(model.tokenizer.device)
-        generators = [torch.Generator(device=first.device).manual_seed(seed * 100_003 + start + i) for i in range(len(chunk))]
-        with torch.no_grad():
-            roll = model.rollout(first, actions, window=window, temperature=temperature, generators=generators)
-        dreamed = to_uint8(roll.frames)
-        for p, frames in zip(chunk, dreamed):
+        generators = [torch.Generator(device=model.tokenizer.device).manual_seed(seed * 100_003 + start + i) for i in range(len(chunk))]
+        dreamed, actions = dream_chunk(model, chunk, steps, window, temperature, generators, policy)
+        for p, frames, acted in zip(chunk, dreamed, actions):
             ep = p["episode"]
+            if p["actions"] is None:  # the policy's actions, now known: what robosuite does under them
+                p["actions"] = acted
+                p["trace"] = replay(ep.meta["source"], int(ep.meta["seed"]), acted, model.image_size,
+                                    ep.meta.get("camera", CAMERA))[1]
             video = np.concatenate([p["first"][None], frames])
             failure = ep.meta["failure"] if p["kind"] == "own" else "nominal"  # other actions carry no scripted intent
             labels, why = label_rollout(probe, video, ep.meta["instruction"], p["trace"], failure)
+            params = {"episode_id": ep.episode_id, "model": str(model_dir), "temperature": temperature, "window": window,
+                      **({"policy": policy_name} if p["kind"] == POLICY_KIND else {}), **why}
             items.append({
                 "video": video, "initial_frame": p["first"], "actions": p["actions"], "instruction": ep.meta["instruction"],
                 "labels": labels, "source": ep.meta["source"], "split": p["split"],
-                "provenance": {"family": "dream", "kind": ROLLOUT_KIND.format(p["kind"]),
-                               "params": {"episode_id": ep.episode_id, "model": str(model_dir), "temperature": temperature,
-                                          "window": window, **why}},
+                "provenance": {"family": "dream", "kind": ROLLOUT_KIND.format(p["kind"]), "params": params},
             })
     return add_external(bench, name, items)
+
+
+@torch.no_grad()
+def dream_chunk(model: WorldModel, chunk: list[dict], steps: int, window: Window, temperature: float,
+                generators: list[torch.Generator], policy: Policy | None) -> tuple[np.ndarray, np.ndarray]:
+    """Dream ``chunk``'s rollouts in one batch: (frames uint8 (B, steps, H, W, 3), actions (B, steps, 7)).
+
+    A rollout with actions follows them; one without (the policy kind) takes, at each step, the
+    policy's action for the frame it is shown: the first frame, then the dream's own, as uint8 like an
+    environment's observation.
+    """
+    device = model.tokenizer.device
+    first = np.stack([p["first"] for p in chunk])
+    acting = [i for i, p in enumerate(chunk) if p["actions"] is None]
+    actions = np.stack([np.zeros((steps, 7), np.float32) if p["actions"] is None else p["actions"] for p in chunk])
+    dream = model.dream(to_float(first).to(device), steps, window, temperature, generators=generators, record=False)
+    shown, frames = first.transpose(0, 3, 1, 2), []
+    for t in range(steps):
+        if acting:
+            chosen = np.asarray(policy(shown[acting], [chunk[i]["episode"].meta["source"] for i in acting]), np.float32)
+            actions[acting, t] = np.clip(chosen.reshape(len(acting), 7), -1, 1)
+        frame = to_uint8(dream.step(torch.from_numpy(actions[:, t]).to(device)))
+        frames.append(frame)
+        shown = frame.transpose(0, 3, 1, 2)
+    return np.stack(frames, 1), actions
 
 
 def summarize_rows(rows: list[dict]) -> dict:

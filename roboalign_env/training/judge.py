@@ -39,20 +39,44 @@ def quick_metrics(pred: dict, labels: np.ndarray) -> dict[str, float]:
 
 def train_judge(bench: str | Path, loop: LoopConfig, config: RoboAlignJudgeConfig | None = None,
                 batch_size: int = 32, action_dropout: float = 0.5, eval_pairs: int = 512,
-                augment: bool = True, heldout_source: str | None = None) -> RoboAlignJudge:
+                augment: bool = True, heldout_source: str | None = None,
+                init_from: str | Path | None = None) -> RoboAlignJudge:
     """Train (or resume) the teacher on the bench's train split, validating on its val split.
 
     ``heldout_source`` trains on the bench seen with that source held out instead of the one it was
     built without ('' holds none out: a judge for every source, no held-out measurement) and records it
     in the model's config (``heldout_source``), which evaluation and distillation read.
+
+    ``init_from`` starts from a trained judge's weights and config instead of a new judge (fine-tuning,
+    for example on new pairs added to the bench); ``config`` must then be None. The judge must have been
+    trained on the same view of the bench (the same held-out source): fine-tuning cannot take back what a
+    judge has seen.
     """
+    model = RoboAlignJudge(config or RoboAlignJudgeConfig()) if init_from is None else \
+        initial_judge(init_from, config, heldout_source)
     val = open_split(bench, "val", heldout_source=heldout_source)
     val_idx = np.random.default_rng(0).permutation(len(val))[:eval_pairs]
     train_set = open_split(bench, "train", heldout_source=heldout_source)
-    model = RoboAlignJudge(config or RoboAlignJudgeConfig())
     if heldout_source is not None:
         model.config.heldout_source = heldout_source
     return fit_judge(model, train_set, loop, batch_size, action_dropout, (val, val_idx), augment)
+
+
+def initial_judge(folder: str | Path, config: RoboAlignJudgeConfig | None, heldout_source: str | None) -> RoboAlignJudge:
+    """The trained judge in ``folder`` (float32, train mode) to fine-tune, checked against the view asked for."""
+    from roboalign_env.models.registry import load_scorer
+
+    if config is not None:
+        raise ValueError(f"init_from {folder}: the judge's own config is used; pass no config")
+    model = load_scorer(folder)
+    if not isinstance(model, RoboAlignJudge):
+        raise ValueError(f"init_from {folder}: holds a {type(model).__name__}, not a teacher judge (RoboAlignJudge)")
+    trained = getattr(model.config, "heldout_source", None)
+    if trained != heldout_source:
+        seen = "the bench's own held-out source" if trained is None else repr(trained)
+        raise ValueError(f"init_from {folder}: it was trained with {seen} held out, and heldout_source={heldout_source!r} "
+                         "asks for another view; fine-tune on the view it was trained on")
+    return model.train()
 
 
 def augment_batch(batch: dict, rng: np.random.Generator) -> dict:
