@@ -464,11 +464,14 @@ def test_a_model_refuses_a_bad_swr_window(bad):
         DynamicsTransformerConfig(swr_window=bad)
 
 
-def fit(model: DynamicsTransformer, batch, steps: int = 300) -> None:
-    """Train a toy transformer on ``batch(32)`` (context, actions, codes) for ``steps`` steps."""
+def fit(model: DynamicsTransformer, batch, steps: int = 300, stop_below: float = 0.0) -> None:
+    """Train a toy transformer on ``batch(32)`` (context, actions, codes) for ``steps`` steps, or until a
+    batch's loss falls below ``stop_below``."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(steps):
         loss = model.loss(*batch(32))
+        if loss.item() < stop_below:
+            return
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -497,7 +500,9 @@ def test_a_transformer_trained_where_the_action_decides_the_next_frame_follows_i
         codes = (actions[..., [0, 1, 2, 6]] > 0).long() + 2 * torch.arange(4)  # code 2k or 2k+1 per slot k
         return torch.randint(0, 8, (n, 4), generator=gen), actions, codes
 
-    fit(model, batch)
+    # a code whose action is learned late sits on a plateau first (one in 16 is guessed half the time), and
+    # how long the plateau lasts varies with the seed and the build of torch: train until the batch is fit
+    fit(model, batch, steps=1200, stop_below=0.01)
     context, actions, codes = batch(64)
     with torch.no_grad():
         greedy = model(context, actions, codes).argmax(-1)  # each code predicted from the action and the codes before it
