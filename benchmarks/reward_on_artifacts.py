@@ -6,7 +6,7 @@ succeeded) as the last 17 frames of its ``ghost_arm`` rendering
 (``roboalign_env.sim.degradations``: the first frame held, the motion drawn as a faded smear, how the
 first dream drew the arm). With ``--bench``, also the ghosts the dream draws itself: the bench's
 world-model rollouts (``roboalign add-dream-pairs``) of its test and held-out episodes whose actions
-failed in robosuite and whose frames show no manipulation (label MS 0); test and held-out as the student
+failed in robosuite and whose frames show no manipulation (label MS 0); test and held-out (``--splits``) as the student
 saw the bench (a student distilled for every source trained on the held-out source's train episodes). Every clip is scored with the
 actions that made it. Reports the student's expected Manipulation Success (0-2) of each group per
 source, and the share of ghosts scored <= 1.0.
@@ -48,6 +48,9 @@ class Args:
     """Bench with dream rollouts (`roboalign add-dream-pairs`); None skips the dream's own ghosts."""
     shard: tuple[str, ...] | None = None
     """Only the rollouts of these `add-dream-pairs --name` shards (e.g. one world model's dreams); None: every shard."""
+    splits: tuple[str, ...] = ("test", "heldout")
+    """Splits of the dream rollouts scored; every split is fair for a shard no judge was trained on yet (e.g. a fresh
+    `add-dream-pairs --adversary` attack)."""
     out: Path = Path("benchmarks/results/reward_on_artifacts.json")
     """Result file."""
 
@@ -71,14 +74,15 @@ def clips(collection: Path, frames: int) -> dict[str, dict[str, list]]:
     return out
 
 
-def dream_ghosts(bench: Path, shards: tuple[str, ...] | None, heldout_source: str | None = None) -> dict[str, list]:
-    """Per source: the bench's dream rollouts (of ``shards``, or all) of test / held-out episodes (in the
+def dream_ghosts(bench: Path, shards: tuple[str, ...] | None, heldout_source: str | None = None,
+                 splits: tuple[str, ...] = ("test", "heldout")) -> dict[str, list]:
+    """Per source: the bench's dream rollouts (of ``shards``, or all) of episodes in ``splits`` (in the
     ``heldout_source`` view) that failed in robosuite and show no manipulation."""
     out: dict[str, list] = {}
     wanted = None if shards is None else {str(shard_path(bench, "external", s).relative_to(bench)) for s in shards}
     for row in read_index(bench, heldout_source=heldout_source):
         params = row["provenance"].get("params", {})
-        if (is_rollout(row) and row["split"] in ("test", "heldout") and (wanted is None or row["file"] in wanted)
+        if (is_rollout(row) and row["split"] in splits and (wanted is None or row["file"] in wanted)
                 and not params["real_success"] and row["labels"]["manipulation_success"] == 0):
             pair = load_pair(bench, row)
             out.setdefault(row["source"], []).append((pair["video"], row["instruction"], pair["actions"]))
@@ -101,7 +105,7 @@ def ghost_summary(scores: np.ndarray, name: str) -> dict:
 
 def main(args: Args) -> dict:
     student = load_scorer(args.student)
-    dreams = dream_ghosts(args.bench, args.shard, trained_view(student)) if args.bench is not None else {}
+    dreams = dream_ghosts(args.bench, args.shard, trained_view(student), args.splits) if args.bench is not None else {}
     per_source, pooled = {}, {"real": [], "ghost": [], "dream": []}
     for source, groups in sorted(clips(args.collection, args.frames).items()):
         real, ghost = manipulation_scores(student, groups["success"]), manipulation_scores(student, groups["ghost"])
@@ -114,7 +118,8 @@ def main(args: Args) -> dict:
     overall = {"real_successes": len(pooled["real"]), "real_success_ms_mean": float(pooled["real"].mean()),
                **ghost_summary(pooled["ghost"], "ghosts_of_failures"), **ghost_summary(pooled["dream"], "dream_ghosts")}
     result = {"command": "python benchmarks/reward_on_artifacts.py " + " ".join(sys.argv[1:]),
-              "student": str(args.student), "frames": args.frames, "shard": args.shard, "overall": overall,
+              "student": str(args.student), "frames": args.frames, "shard": args.shard, "splits": list(args.splits),
+              "overall": overall,
               "per_source": per_source}
     atomic_write(args.out, lambda f: f.write(json.dumps(result, indent=1)), mode="w")
     for source, r in {**per_source, "overall": overall}.items():

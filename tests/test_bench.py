@@ -280,6 +280,84 @@ def test_a_policy_acting_on_the_dream_is_rolled_out_closed_loop_and_replayed(ben
     assert len({float(a) for a in pair["actions"][:, 0]}) > 1 and (pair["actions"][:, 1] == 1).all()
 
 
+def test_the_adversary_keeps_the_searched_actions_and_the_dream_they_were_scored_on(bench, collection, tmp_path):
+    """The adversary kind: the stored video and actions are the search's best candidate (the objective gives
+    them the recorded score), commands held ``hold`` steps, replayed in robosuite and labelled like any rollout."""
+    import shutil
+
+    from conftest import tiny_world_model
+
+    from roboalign_env.eval.adversary import SearchConfig
+    from roboalign_env.eval.dream_pairs import dream_pairs
+
+    def brightness(videos, instruction, actions):  # pays for a bright last frame
+        assert videos.shape[1:] == (8, 64, 64, 3) and actions.shape == (len(videos), 7, 7) and instruction
+        return videos[:, -1].reshape(len(videos), -1).mean(1) / 100
+
+    copy = tmp_path / "bench"
+    shutil.copytree(bench, copy)
+    model = tiny_world_model(tmp_path / "wm", moving=True)
+    search = SearchConfig(population=6, iterations=2, elites=2, hold=3)
+    with pytest.raises(ValueError, match="needs a adversary"):
+        dream_pairs(model, "checkpoints/probe", collection, copy, "bad", per_source=1, steps=7, progress=False,
+                    kinds=("adversary",))
+    assert len(read_index(copy)) == len(read_index(bench))
+    new = dream_pairs(model, "checkpoints/probe", collection, copy, "attack", per_source=1, steps=7, progress=False,
+                      kinds=("adversary",), sources=("lift_panda",), adversary=brightness, adversary_name="bright",
+                      search=search)
+    assert len(new) == 1 and new[0]["provenance"]["kind"] == "rollout_adversary"
+    params = new[0]["provenance"]["params"]
+    assert params["adversary"] == "bright" and params["search"]["population"] == 6 and len(params["search_trace"]) == 2
+    assert params["adversary_score"] == max(params["search_trace"]) and params["labelled_by"]
+    pair = load_pair(copy, new[0])
+    assert brightness(pair["video"][None], "x", pair["actions"][None])[0] == pytest.approx(params["adversary_score"], abs=1e-4)
+    actions = pair["actions"]
+    assert (actions[:, 3:6] == 0).all() and set(np.unique(actions[:, 6])) <= {-1.0, 1.0} and np.abs(actions).max() <= 1
+    assert (actions[0] == actions[2]).all() and (actions[3] == actions[5]).all()  # each command held 3 steps
+
+
+def test_the_cross_entropy_search_climbs_its_objective(tmp_path):
+    from conftest import tiny_world_model
+
+    from roboalign_env.eval.adversary import SearchConfig, search_actions
+    from roboalign_env.models.transformer import MODEL_WINDOW
+    from roboalign_env.models.world_model import WorldModel
+
+    model = WorldModel.load(tiny_world_model(tmp_path / "wm", moving=True), "cpu")
+    window = model.transformer.config.resolve_window(MODEL_WINDOW)
+    first = np.full((64, 64, 3), 120, np.uint8)
+    target = np.array([0.5, -0.3, 0.2])
+
+    def near(videos, instruction, actions):  # pays for translation commands close to a target
+        return -np.abs(actions[..., :3] - target).mean((1, 2))
+
+    frames, actions, score, trace = search_actions(model, first, "lift the red cube", near, 8, window, 1.0, seed=0,
+                                                   config=SearchConfig(population=12, iterations=4, elites=3))
+    assert frames.shape == (8, 64, 64, 3) and frames.dtype == np.uint8 and actions.shape == (8, 7)
+    assert trace[-1] > trace[0] + 0.1 and score == max(trace)  # a random draw of 12 is far from the target
+    assert near(None, "", actions[None])[0] == pytest.approx(score, abs=1e-6)
+    for bad in (dict(elites=32), dict(population=1), dict(iterations=0), dict(min_std=0.0)):
+        with pytest.raises(ValueError):
+            SearchConfig(**bad)
+
+
+def test_the_adversary_attacks_a_rewards_manipulation_success(collection):
+    """What --adversary REWARD maximizes: the reward's expected Manipulation Success of each clip, read with
+    its actions (the env's reward window: the first frame and the dreamed frames)."""
+    from roboalign_env.assets import DEFAULT_MODEL
+    from roboalign_env.data.episodes import load_episode, read_manifest
+    from roboalign_env.eval.adversary import manipulation_success
+    from roboalign_env.models.registry import load_scorer
+
+    student = load_scorer(DEFAULT_MODEL / "student")
+    ep = load_episode(collection / read_manifest(collection)[0]["path"])
+    videos, actions = np.stack([ep.frames[:9], ep.frames[:1].repeat(9, 0)]), np.stack([ep.actions[:8], ep.actions[:8] * 0])
+    paid = manipulation_success(student)(videos, ep.meta["instruction"], actions)
+    scores = student.score(list(videos), [ep.meta["instruction"]] * 2, actions=list(actions))
+    expected = scores.expected[:, DIMENSIONS.index("manipulation_success")]
+    assert paid.shape == (2,) and np.allclose(paid, expected.numpy(), atol=1e-6) and (0 <= paid).all() and (paid <= 2).all()
+
+
 def test_a_dream_equal_to_robosuite_takes_robosuites_labels_and_a_frozen_one_strays(collection):
     from roboalign_env.data.episodes import load_episode, read_manifest
     from roboalign_env.eval.dream_pairs import label_rollout

@@ -51,7 +51,7 @@ def test_loss_falls_and_files_are_written(tmp_path):
     cfg = LoopConfig(out=tmp_path / "run", steps=60, lr=1e-2, warmup_steps=5, save_every=30, log_every=10,
                      progress=False)
     train(cfg, fresh(), make_batch, loss_fn)
-    rows = [json.loads(l) for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [10, 20, 30, 40, 50, 60]
     assert rows[-1]["loss"] < 0.5 * rows[0]["loss"]
     assert (tmp_path / "run" / "model" / "config.json").is_file()
@@ -75,7 +75,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     # Start over from a different init: the loop must load the saved weights, not keep these.
     torch.manual_seed(123)
     train(cut, Tiny(TinyConfig()), make_batch, loss_fn)
-    steps = [json.loads(l)["step"] for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [10, 20]
     a = load_file(str(tmp_path / "full" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "model" / "model.safetensors"))

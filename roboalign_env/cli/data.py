@@ -7,6 +7,7 @@ from pathlib import Path
 
 from roboalign_env.assets import DEFAULT_MODEL
 from roboalign_env.data.splits import HELDOUT_SOURCE
+from roboalign_env.eval.adversary import SearchConfig
 from roboalign_env.sim.exploration import DEFAULT_EXPLORATION_MODES
 from roboalign_env.sim.rendering import CAMERA
 from roboalign_env.sim.sources import ALL_SOURCES
@@ -122,9 +123,14 @@ class AddDreamPairs:
     policy: str | None = None
     """A saved policy (folder from save_policy, as PATH or ALGO:PATH, e.g. PPO trained in the dream) that acts on
     the dreamed frames, closed loop; its actions are replayed in robosuite. Adds the 'policy' kind."""
+    adversary: Path | None = None
+    """A reward (student or teacher folder) to attack: per episode, the actions whose dream it pays most Manipulation
+    Success, found by a cross-entropy search in the dream (--search.*); they are replayed in robosuite. Adds the
+    'adversary' kind."""
+    search: SearchConfig = SearchConfig()
     kinds: tuple[str, ...] | None = None
-    """Rollout kinds per episode, from own, random, constant, zero, policy (default: the first four, and policy
-    when --policy is given)."""
+    """Rollout kinds per episode, from own, random, constant, zero, policy, adversary (default: the first four, and
+    policy / adversary when --policy / --adversary is given)."""
     sources: tuple[str, ...] | None = None
     """Only episodes of these sources (default: every source in the bench)."""
     seed: int = 0
@@ -135,7 +141,9 @@ class AddDreamPairs:
         import json
 
         from roboalign_env.device import resolve_device
-        from roboalign_env.eval.dream_pairs import ACTION_KINDS, POLICY_KIND, dream_pairs, summarize_rows
+        from roboalign_env.eval.adversary import manipulation_success
+        from roboalign_env.eval.dream_pairs import ACTION_KINDS, ADVERSARY_KIND, POLICY_KIND, dream_pairs, summarize_rows
+        from roboalign_env.models.registry import load_scorer
 
         policy = None
         if self.policy is not None:
@@ -146,10 +154,13 @@ class AddDreamPairs:
                 raise SystemExit(f"--policy {self.policy}: expected a saved policy folder (PATH or ALGO:PATH); random "
                                  "actions are the 'random' kind, and a scripted policy cannot see the dream")
             policy = frame_policy(load_model(self.policy))
-        kinds = self.kinds or ACTION_KINDS + ((POLICY_KIND,) if policy else ())
+        device = resolve_device(self.device)
+        adversary = None if self.adversary is None else manipulation_success(load_scorer(self.adversary).to(device))
+        kinds = self.kinds or ACTION_KINDS + ((POLICY_KIND,) if policy else ()) + ((ADVERSARY_KIND,) if adversary else ())
         rows = dream_pairs(self.model, self.probe, self.collection, self.bench, self.name, self.per_source, self.steps,
-                           self.temperature, device=resolve_device(self.device), seed=self.seed, kinds=kinds,
-                           sources=self.sources, policy=policy, policy_name=self.policy)
+                           self.temperature, device=device, seed=self.seed, kinds=kinds, sources=self.sources,
+                           policy=policy, policy_name=self.policy, adversary=adversary,
+                           adversary_name=None if self.adversary is None else str(self.adversary), search=self.search)
         print(f"added {len(rows)} dream pairs to {self.bench}:")
         print(json.dumps(summarize_rows(rows), indent=1))
 

@@ -8,7 +8,8 @@ frame, then ``steps`` dreamed frames) with its instruction and actions, in the e
 The ``policy`` kind closes the loop: a policy (for example PPO trained in the dream) sees each dreamed
 frame and picks the next action, as it does in ``RoboAlignWorld-v0``; its actions are then replayed in
 robosuite. These are the rollouts where a policy has learned what the reward pays for in the dream
-(an arm smeared over an object that never moves) rather than the task.
+(an arm smeared over an object that never moves) rather than the task. The ``adversary`` kind searches
+the actions instead (:mod:`roboalign_env.eval.adversary`): those that a reward pays most in the dream.
 
 Labels come from what the dreamed frames show and from robosuite, never from a judge:
 
@@ -36,6 +37,7 @@ from tqdm import tqdm
 
 from roboalign_env.data.bench import ROLLOUT_KIND, add_external, read_index
 from roboalign_env.data.episodes import load_episode, read_manifest
+from roboalign_env.eval.adversary import Objective, SearchConfig, search_actions
 from roboalign_env.eval.control import load_probe, position_error_cm, to_float, to_uint8
 from roboalign_env.models.state_probe import probe_labels
 from roboalign_env.models.transformer import MODEL_WINDOW, Window
@@ -49,6 +51,8 @@ ACTION_KINDS = ("own", "random", "constant", "zero")
 """The episode's recorded actions; random commands held 4 steps; one constant direction at 0.8; no motion."""
 POLICY_KIND = "policy"
 """A policy acting on the dreamed frames (closed loop); added to the kinds when one is given."""
+ADVERSARY_KIND = "adversary"
+"""Actions searched in the dream to maximize an objective (a reward); added to the kinds when one is given."""
 Policy = Callable[[np.ndarray, list], np.ndarray]
 """A policy on the dream: (current frames uint8 (B, 3, H, W), each row's source) -> actions (B, 7)."""
 CLOSE_CM = 4.0
@@ -123,23 +127,26 @@ def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path,
                 steps: int = 16, temperature: float = 1.0, window: Window = MODEL_WINDOW, batch_size: int = 32,
                 device: str = "cpu", seed: int = 0, progress: bool = True, kinds: tuple[str, ...] = ACTION_KINDS,
                 sources: tuple[str, ...] | None = None, policy: Policy | None = None,
-                policy_name: str | None = None) -> list[dict]:
+                policy_name: str | None = None, adversary: Objective | None = None, adversary_name: str | None = None,
+                search: SearchConfig = SearchConfig()) -> list[dict]:
     """Dream, replay and label rollouts of bench episodes, and add them to the bench as ``external/<name>``.
 
     Returns the new index rows. ``model_dir`` is a world-model folder or a packed model folder.
-    ``kinds`` picks the rollouts of each episode (:data:`ACTION_KINDS`, and :data:`POLICY_KIND` with a
-    ``policy``, recorded by ``policy_name``); ``sources`` restricts the episodes (default: every source).
+    ``kinds`` picks the rollouts of each episode (:data:`ACTION_KINDS`; :data:`POLICY_KIND` with a
+    ``policy``, recorded by ``policy_name``; :data:`ADVERSARY_KIND` with an ``adversary`` objective, recorded
+    by ``adversary_name``, searched as ``search`` says); ``sources`` restricts the episodes (default: every source).
     """
     if not 7 <= steps <= 31:
         raise ValueError(f"steps={steps}: expected 7..31 (a bench video holds 8 to 32 frames)")
     if temperature < 0:
         raise ValueError(f"temperature={temperature}: expected >= 0 (0 is greedy)")
-    allowed = ACTION_KINDS + (POLICY_KIND,)
+    allowed = ACTION_KINDS + (POLICY_KIND, ADVERSARY_KIND)
     if not kinds or set(kinds) - set(allowed):
         raise ValueError(f"kinds={kinds}: expected one or more of {allowed}")
-    if (POLICY_KIND in kinds) != (policy is not None):
-        raise ValueError(f"kinds={kinds}, policy={policy_name}: the {POLICY_KIND!r} kind needs a policy, and a policy "
-                         f"needs the {POLICY_KIND!r} kind")
+    for kind, given, what in ((POLICY_KIND, policy, policy_name), (ADVERSARY_KIND, adversary, adversary_name)):
+        if (kind in kinds) != (given is not None):
+            raise ValueError(f"kinds={kinds}, {kind}={what}: the {kind!r} kind needs a {kind}, and a {kind} needs "
+                             f"the {kind!r} kind")
     model_dir, collection, bench = Path(model_dir), Path(collection), Path(bench)
     if (model_dir / "world_model").is_dir():
         model_dir = model_dir / "world_model"
@@ -154,31 +161,41 @@ def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path,
             continue
         rng = np.random.default_rng([zlib.crc32(ep.episode_id.encode()), seed])
         for kind in kinds:
-            actions = None if kind == POLICY_KIND else rollout_actions(kind, ep.actions, steps, rng)
+            actions = None if kind in (POLICY_KIND, ADVERSARY_KIND) else rollout_actions(kind, ep.actions, steps, rng)
             frames, trace = replay(ep.meta["source"], int(ep.meta["seed"]), np.zeros((0, 7)) if actions is None else actions,
                                    model.image_size, ep.meta.get("camera", CAMERA))
             plan.append({"episode": ep, "split": split, "kind": kind, "actions": actions, "first": frames[0], "trace": trace})
-    items = []
-    for start in tqdm(range(0, len(plan), batch_size), desc="dream", unit="batch", disable=not progress):
-        chunk = plan[start : start + batch_size]
+    dreamed = []  # (plan entry, dreamed frames, actions, what the kind adds to the params)
+    searched = [p for p in plan if p["kind"] == ADVERSARY_KIND]
+    for i, p in enumerate(tqdm(searched, desc="adversary", unit="rollout", disable=not progress)):
+        frames, acted, score, trace = search_actions(model, p["first"], p["episode"].meta["instruction"], adversary, steps,
+                                                     window, temperature, seed * 100_003 + i, search)
+        dreamed.append((p, frames, acted, {"adversary": adversary_name, "adversary_score": round(score, 4),
+                                           "search_trace": [round(t, 4) for t in trace], "search": search.as_dict()}))
+    rest = [p for p in plan if p["kind"] != ADVERSARY_KIND]
+    for start in tqdm(range(0, len(rest), batch_size), desc="dream", unit="batch", disable=not progress):
+        chunk = rest[start : start + batch_size]
         generators = [torch.Generator(device=model.tokenizer.device).manual_seed(seed * 100_003 + start + i) for i in range(len(chunk))]
-        dreamed, actions = dream_chunk(model, chunk, steps, window, temperature, generators, policy)
-        for p, frames, acted in zip(chunk, dreamed, actions):
-            ep = p["episode"]
-            if p["actions"] is None:  # the policy's actions, now known: what robosuite does under them
-                p["actions"] = acted
-                p["trace"] = replay(ep.meta["source"], int(ep.meta["seed"]), acted, model.image_size,
-                                    ep.meta.get("camera", CAMERA))[1]
-            video = np.concatenate([p["first"][None], frames])
-            failure = ep.meta["failure"] if p["kind"] == "own" else "nominal"  # other actions carry no scripted intent
-            labels, why = label_rollout(probe, video, ep.meta["instruction"], p["trace"], failure)
-            params = {"episode_id": ep.episode_id, "model": str(model_dir), "temperature": temperature, "window": window,
-                      **({"policy": policy_name} if p["kind"] == POLICY_KIND else {}), **why}
-            items.append({
-                "video": video, "initial_frame": p["first"], "actions": p["actions"], "instruction": ep.meta["instruction"],
-                "labels": labels, "source": ep.meta["source"], "split": p["split"],
-                "provenance": {"family": "dream", "kind": ROLLOUT_KIND.format(p["kind"]), "params": params},
-            })
+        frames, actions = dream_chunk(model, chunk, steps, window, temperature, generators, policy)
+        dreamed += [(p, f, a, {"policy": policy_name} if p["kind"] == POLICY_KIND else {})
+                    for p, f, a in zip(chunk, frames, actions)]
+    items = []
+    for p, frames, acted, extra in dreamed:
+        ep = p["episode"]
+        if p["actions"] is None:  # the policy's or the adversary's actions, now known: what robosuite does under them
+            p["actions"] = acted
+            p["trace"] = replay(ep.meta["source"], int(ep.meta["seed"]), acted, model.image_size,
+                                ep.meta.get("camera", CAMERA))[1]
+        video = np.concatenate([p["first"][None], frames])
+        failure = ep.meta["failure"] if p["kind"] == "own" else "nominal"  # other actions carry no scripted intent
+        labels, why = label_rollout(probe, video, ep.meta["instruction"], p["trace"], failure)
+        params = {"episode_id": ep.episode_id, "model": str(model_dir), "temperature": temperature, "window": window,
+                  **extra, **why}
+        items.append({
+            "video": video, "initial_frame": p["first"], "actions": p["actions"], "instruction": ep.meta["instruction"],
+            "labels": labels, "source": ep.meta["source"], "split": p["split"],
+            "provenance": {"family": "dream", "kind": ROLLOUT_KIND.format(p["kind"]), "params": params},
+        })
     return add_external(bench, name, items)
 
 
