@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from roboalign_env.assets import DEFAULT_MODEL
+from roboalign_env.cli.options import Nested
 from roboalign_env.data.splits import HELDOUT_SOURCE
 from roboalign_env.eval.adversary import SearchConfig
 from roboalign_env.sim.exploration import DEFAULT_EXPLORATION_MODES
@@ -125,9 +126,9 @@ class AddDreamPairs:
     the dreamed frames, closed loop; its actions are replayed in robosuite. Adds the 'policy' kind."""
     adversary: Path | None = None
     """A reward (student or teacher folder) to attack: per episode, the actions whose dream it pays most Manipulation
-    Success, found by a cross-entropy search in the dream (--search.*); they are replayed in robosuite. Adds the
+    Success, found by a cross-entropy search in the dream (the search options); they are replayed in robosuite. Adds the
     'adversary' kind."""
-    search: SearchConfig = SearchConfig()
+    search: Nested[SearchConfig] = SearchConfig()
     kinds: tuple[str, ...] | None = None
     """Rollout kinds per episode, from own, random, constant, zero, policy, adversary (default: the first four, and
     policy / adversary when --policy / --adversary is given)."""
