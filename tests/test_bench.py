@@ -390,3 +390,58 @@ def test_which_pairs_keep_their_actions_in_training():
     assert labels_need_actions(row("actions", "mirrored")) and labels_need_actions(row("dream", "rollout_own"))
     assert is_rollout(row("dream", "rollout_zero")) and not is_rollout(row("dream", "ghost_arm"))
     assert not labels_need_actions(row("dream", "ghost_arm")) and not labels_need_actions(row("clean", "full"))
+
+
+def test_hardening_attacks_the_current_student_and_distils_the_teachers_labels(bench, collection, tmp_path):
+    """harden_student: each round attacks the student the previous round left, from training episodes only;
+    every candidate the search dreamed is kept with the teacher's labels and distilled on; a rerun with more
+    rounds reuses the finished ones."""
+    import dataclasses
+
+    import torch
+    from conftest import tiny_world_model
+    from test_judge import TINY_STUDENT, TINY_TEACHER
+
+    from roboalign_env.data.bench_cache import VideoSet
+    from roboalign_env.eval.adversary import SearchConfig, manipulation_success
+    from roboalign_env.models.batch_scoring import predict
+    from roboalign_env.models.judge import RoboAlignJudge, RoboAlignJudgeConfig
+    from roboalign_env.models.student import StudentReward, StudentRewardConfig
+    from roboalign_env.training.adversarial import HardenConfig, harden_student
+
+    torch.manual_seed(0)
+    RoboAlignJudge(RoboAlignJudgeConfig(**TINY_TEACHER)).save_pretrained(tmp_path / "teacher")
+    StudentReward(StudentRewardConfig(**TINY_STUDENT, read_actions=True)).save_pretrained(tmp_path / "student")
+    model = tiny_world_model(tmp_path / "wm", moving=True)
+    config = HardenConfig(rounds=2, per_source=1, steps=7, distill_steps=3, batch_size=4,
+                          search=SearchConfig(population=3, iterations=2, elites=1))
+    out = tmp_path / "harden"
+    args = (tmp_path / "student", tmp_path / "teacher", model, bench, collection, out)
+    harden_student(*args, config, extra_clips=0, targets=tmp_path / "targets", progress=False)
+
+    train = {r["episode_id"] for r in read_index(bench, "train")}
+    teacher = RoboAlignJudge.from_pretrained(tmp_path / "teacher").eval()
+    sources = len({r["source"] for r in read_index(bench, "train")})
+    for r in range(2):
+        with np.load(out / f"attack_{r:03d}.npz") as f:
+            found = {k: f[k] for k in f.files}
+        assert found["video"].shape == (sources * 6, 8, 64, 64, 3) and found["actions"].shape == (sources * 6, 7, 7)
+        assert set(found["episode_id"]) <= train and found["best"].sum() == sources
+        videos = VideoSet.from_videos(list(found["video"]), [str(t) for t in found["instruction"]],
+                                      actions=list(found["actions"]))
+        labels = predict(teacher, videos)["log_probs"]
+        for k in range(len(DIMENSIONS)):  # the teacher's labels, not the attacked student's
+            np.testing.assert_allclose(found[f"teacher_{k}"], labels[k], atol=1e-5)
+        attacked = tmp_path / "student" if r == 0 else out / "round_000" / "model"
+        paid = manipulation_success(StudentReward.from_pretrained(attacked).float().eval())
+        np.testing.assert_allclose(found["score"][:3], paid(found["video"][:3], str(found["instruction"][0]),
+                                                            found["actions"][:3]), atol=1e-4)
+    rows = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in rows] == [0, 1] and rows[1]["held"] == rows[0]["held"] + sources * 6
+    first = (out / "attack_000.npz").stat().st_mtime_ns, (out / "round_001" / "model" / "model.safetensors").stat().st_mtime_ns
+    harden_student(*args, dataclasses.replace(config, rounds=3), extra_clips=0, targets=tmp_path / "targets",
+                   progress=False)
+    assert ((out / "attack_000.npz").stat().st_mtime_ns, (out / "round_001" / "model" / "model.safetensors").stat().st_mtime_ns) == first
+    assert len((out / "rounds.jsonl").read_text().splitlines()) == 3 and (out / "model" / "model.safetensors").is_file()
+    with pytest.raises(ValueError, match="rounds"):
+        HardenConfig(rounds=0)

@@ -162,6 +162,20 @@ def _labelled_set(teacher, n=24):
     return data
 
 
+def test_distillation_batches_draw_each_set_by_its_size_and_weight(student):
+    from roboalign_env.models.batch_scoring import TextMemo
+
+    data = DistillData()
+    for mark, weight in ((0.0, 1.0), (-1.0, 3.0)):  # equal sizes; the second set drawn three times as often
+        videos = VideoSet.from_videos(random_videos(6, (8,), seed=int(-mark)), ["lift the red cube"] * 6)
+        data.add(videos, [np.full((6, top + 1), mark, np.float32) for top in MAX_SCORES], weight)
+    batch = data.batch(np.random.default_rng(0), 2000, TextMemo(student))
+    share = (batch["teacher"][0][:, 0] == -1.0).float().mean().item()
+    assert batch["video"].shape[0] == 2000 and abs(share - 0.75) < 0.04
+    with pytest.raises(ValueError, match="weight"):
+        data.add(videos, [np.zeros((6, top + 1), np.float32) for top in MAX_SCORES], 0.0)
+
+
 @pytest.mark.parametrize("loss", ["kl", "huber"])
 def test_distillation_loss_falls(teacher, loss, tmp_path):
     torch.manual_seed(1)

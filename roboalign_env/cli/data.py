@@ -134,6 +134,8 @@ class AddDreamPairs:
     policy / adversary when --policy / --adversary is given)."""
     sources: tuple[str, ...] | None = None
     """Only episodes of these sources (default: every source in the bench)."""
+    splits: tuple[str, ...] | None = None
+    """Only episodes of these bench splits (e.g. test: an attack on episodes no judge trained on; default: every split)."""
     seed: int = 0
     """Seed of the episodes chosen, the random and constant commands and the dream's sampling (another seed, another
     shard name: more rollouts of the same episodes)."""
@@ -159,7 +161,7 @@ class AddDreamPairs:
         adversary = None if self.adversary is None else manipulation_success(load_scorer(self.adversary).to(device))
         kinds = self.kinds or ACTION_KINDS + ((POLICY_KIND,) if policy else ()) + ((ADVERSARY_KIND,) if adversary else ())
         rows = dream_pairs(self.model, self.probe, self.collection, self.bench, self.name, self.per_source, self.steps,
-                           self.temperature, device=device, seed=self.seed, kinds=kinds, sources=self.sources,
+                           self.temperature, device=device, seed=self.seed, kinds=kinds, sources=self.sources, splits=self.splits,
                            policy=policy, policy_name=self.policy, adversary=adversary,
                            adversary_name=None if self.adversary is None else str(self.adversary), search=self.search)
         print(f"added {len(rows)} dream pairs to {self.bench}:")

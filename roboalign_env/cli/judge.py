@@ -7,6 +7,7 @@ from pathlib import Path
 
 from roboalign_env.assets import DEFAULT_MODEL
 from roboalign_env.cli.options import Nested, loop_defaults
+from roboalign_env.training.adversarial import HardenConfig
 from roboalign_env.training.loop import LoopConfig
 
 
@@ -116,6 +117,46 @@ class Distill:
 
 
 @dataclass(frozen=True)
+class HardenStudent:
+    """Harden the student reward against an adversary in the dream: rounds of a cross-entropy attack on the current
+    student from training episodes' first frames, every dreamed candidate labelled by the teacher, then distillation
+    continued on all of it (resumable; see roboalign_env.training.adversarial)."""
+
+    student: Path = DEFAULT_MODEL / "student"
+    """The student to harden (default: the shipped one)."""
+    teacher: Path = Path("checkpoints/judge")
+    """The teacher it was distilled from, which labels what the attacks find."""
+    model: Path = DEFAULT_MODEL / "world_model"
+    """World-model folder the attacks dream in (default: the shipped one)."""
+    bench: Path = Path("data/bench")
+    """Bench folder: its train split (and its training episodes, the only ones attacked) is distilled on."""
+    collection: Path = Path("data/episodes")
+    """Collection the bench was built from."""
+    extra_clips: int = 12000
+    """Unlabelled extra clips the teacher scores, as in `distill`."""
+    targets: Path = Path("runs/teacher_targets")
+    """Folder keeping the teacher's outputs on the bench and the extra clips (shared with `distill`)."""
+    out: Path = Path("runs/harden")
+    """Run folder: attack_XXX.npz, round_XXX/ (each round's student), rounds.jsonl, model/ (the last student)."""
+    export_to: Path | None = None
+    """Also write the final student here in float16 (e.g. the package's default student)."""
+    harden: Nested[HardenConfig] = HardenConfig()
+    seed: int = 0
+    """Seed of the episodes attacked, the search and the distillation batches."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+
+    def run(self) -> None:
+        from roboalign_env.device import resolve_device
+        from roboalign_env.training.adversarial import harden_student
+
+        harden_student(self.student, self.teacher, self.model, self.bench, self.collection, self.out, self.harden,
+                       self.extra_clips, self.targets, self.seed, resolve_device(self.device))
+        print(f"hardened student in {self.out / 'model'}; rounds in {self.out / 'rounds.jsonl'}")
+        _export(self.out / "model", self.export_to, half=True)
+
+
+@dataclass(frozen=True)
 class EvalJudge:
     """Agreement of a teacher or student with the oracle (and optionally with a reference scorer) per split."""
 
@@ -175,5 +216,6 @@ class Score:
             print(f"wrote {self.out}")
 
 
-COMMANDS = {"train-judge": TrainJudge, "train-probe": TrainProbe, "distill": Distill, "eval-judge": EvalJudge,
+COMMANDS = {"train-judge": TrainJudge, "train-probe": TrainProbe, "distill": Distill,
+            "harden-student": HardenStudent, "eval-judge": EvalJudge,
             "score": Score}

@@ -33,6 +33,9 @@ from roboalign_env.rubric import DIMENSIONS
 Objective = Callable[[np.ndarray, str, np.ndarray], np.ndarray]
 """What the adversary maximizes: (videos uint8 (P, T, H, W, 3), instruction, actions (P, T - 1, 7)) -> (P,)."""
 
+Watcher = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
+"""Shown every round's candidates: (videos uint8 (P, T, H, W, 3), actions (P, T - 1, 7), scores (P,))."""
+
 
 @dataclass(frozen=True)
 class SearchConfig:
@@ -88,8 +91,12 @@ def knots_to_actions(knots: np.ndarray, steps: int, hold: int) -> np.ndarray:
 @torch.no_grad()
 def search_actions(model: WorldModel, first: np.ndarray, instruction: str, objective: Objective, steps: int,
                    window: Window, temperature: float, seed: int,
-                   config: SearchConfig = SearchConfig()) -> tuple[np.ndarray, np.ndarray, float, list[float]]:
+                   config: SearchConfig = SearchConfig(),
+                   watch: Watcher | None = None) -> tuple[np.ndarray, np.ndarray, float, list[float]]:
     """Search the actions from ``first`` (uint8 (H, W, 3)) that ``objective`` scores highest in the dream.
+
+    ``watch``, when given, is shown every round's candidates with their scores (all that the search dreamed,
+    e.g. to have another judge label them).
 
     Returns the best candidate's dreamed frames (uint8 (steps, H, W, 3), without the first frame), its
     actions (steps, 7), its score, and each round's best score (the search's trace).
@@ -110,6 +117,8 @@ def search_actions(model: WorldModel, first: np.ndarray, instruction: str, objec
         frames = np.stack([to_uint8(dream.step(torch.from_numpy(actions[:, t]).to(device))) for t in range(steps)], 1)
         videos = np.concatenate([np.repeat(first[None, None], config.population, 0), frames], 1)
         scores = np.asarray(objective(videos, instruction, actions), np.float64)
+        if watch is not None:
+            watch(videos, actions, scores)
         top = int(scores.argmax())
         trace.append(float(scores[top]))
         if best is None or scores[top] > best[0]:

@@ -37,6 +37,7 @@ from tqdm import tqdm
 
 from roboalign_env.data.bench import ROLLOUT_KIND, add_external, read_index
 from roboalign_env.data.episodes import load_episode, read_manifest
+from roboalign_env.data.splits import SPLITS
 from roboalign_env.eval.adversary import Objective, SearchConfig, search_actions
 from roboalign_env.eval.control import load_probe, position_error_cm, to_float, to_uint8
 from roboalign_env.models.state_probe import probe_labels
@@ -101,14 +102,19 @@ def label_rollout(probe, video: np.ndarray, instruction: str, real: dict, failur
                  "real_success": bool(real["success"][-1])}
 
 
-def choose_episodes(collection: Path, bench: Path, per_source: int, seed: int,
-                    sources: tuple[str, ...] | None = None) -> list[tuple[dict, str]]:
-    """Up to ``per_source`` bench episodes of each source (random, by ``seed``; of ``sources`` only when
-    given), with their bench split."""
-    split = {r["episode_id"]: r["split"] for r in read_index(bench)}
+def choose_episodes(collection: Path, bench: Path, per_source: int, seed: int, sources: tuple[str, ...] | None = None,
+                    splits: tuple[str, ...] | None = None, heldout_source: str | None = None) -> list[tuple[dict, str]]:
+    """Up to ``per_source`` bench episodes of each source (random, by ``seed``; of ``sources`` and ``splits`` only
+    when given), with their split (in the bench's ``heldout_source`` view, :func:`read_index`)."""
+    split = {r["episode_id"]: r["split"] for r in read_index(bench, heldout_source=heldout_source)}
+    if splits is not None:
+        if not splits or set(splits) - set(SPLITS):
+            raise ValueError(f"splits={splits}: expected one or more of {SPLITS}")
+        split = {e: s for e, s in split.items() if s in splits}
     entries = [e for e in read_manifest(collection) if e["episode_id"] in split]
     if not entries:
-        raise ValueError(f"{collection}: none of its episodes is in the bench at {bench}; pass the collection it was built from")
+        raise ValueError(f"{collection}: none of its episodes is in the bench at {bench}"
+                         f"{'' if splits is None else f' split {splits}'}; pass the collection it was built from")
     if sources is not None:
         present = sorted({e["source"] for e in entries})
         if not sources or set(sources) - set(present):
@@ -128,13 +134,14 @@ def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path,
                 device: str = "cpu", seed: int = 0, progress: bool = True, kinds: tuple[str, ...] = ACTION_KINDS,
                 sources: tuple[str, ...] | None = None, policy: Policy | None = None,
                 policy_name: str | None = None, adversary: Objective | None = None, adversary_name: str | None = None,
-                search: SearchConfig = SearchConfig()) -> list[dict]:
+                search: SearchConfig = SearchConfig(), splits: tuple[str, ...] | None = None) -> list[dict]:
     """Dream, replay and label rollouts of bench episodes, and add them to the bench as ``external/<name>``.
 
     Returns the new index rows. ``model_dir`` is a world-model folder or a packed model folder.
     ``kinds`` picks the rollouts of each episode (:data:`ACTION_KINDS`; :data:`POLICY_KIND` with a
     ``policy``, recorded by ``policy_name``; :data:`ADVERSARY_KIND` with an ``adversary`` objective, recorded
-    by ``adversary_name``, searched as ``search`` says); ``sources`` restricts the episodes (default: every source).
+    by ``adversary_name``, searched as ``search`` says); ``sources`` and ``splits`` restrict the episodes (default: every
+    source and split).
     """
     if not 7 <= steps <= 31:
         raise ValueError(f"steps={steps}: expected 7..31 (a bench video holds 8 to 32 frames)")
@@ -150,7 +157,7 @@ def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path,
     model_dir, collection, bench = Path(model_dir), Path(collection), Path(bench)
     if (model_dir / "world_model").is_dir():
         model_dir = model_dir / "world_model"
-    episodes = choose_episodes(collection, bench, per_source, seed, sources)
+    episodes = choose_episodes(collection, bench, per_source, seed, sources, splits)
     model = WorldModel.load(model_dir, device)
     window = model.transformer.config.resolve_window(window)  # recorded with each rollout
     probe = load_probe(Path(probe_dir), model.image_size)

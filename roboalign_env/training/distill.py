@@ -26,20 +26,25 @@ from roboalign_env.training.loop import LoopConfig, step_seed, train
 
 
 class DistillData:
-    """Video sets with the teacher's level log-probabilities, drawn from uniformly per video."""
+    """Video sets with the teacher's level log-probabilities; a batch draws each video uniformly, a set's
+    videos weighted by the set's ``weight`` (2: drawn twice as often as a video of weight 1)."""
 
     def __init__(self):
         self.sets: list[VideoSet] = []
         self.targets: list[list[np.ndarray]] = []
+        self.weights: list[float] = []
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sets)
 
-    def add(self, videos: VideoSet, log_probs: list[np.ndarray]) -> None:
+    def add(self, videos: VideoSet, log_probs: list[np.ndarray], weight: float = 1.0) -> None:
         if any(len(lp) != len(videos) for lp in log_probs):
             raise ValueError(f"teacher targets cover {[len(lp) for lp in log_probs]} videos, the set has {len(videos)}")
+        if not weight > 0:
+            raise ValueError(f"weight={weight}: expected > 0")
         self.sets.append(videos)
         self.targets.append([np.asarray(lp, np.float32) for lp in log_probs])
+        self.weights.append(float(weight))
 
     def label(self, teacher, videos: VideoSet, batch_size: int = 64) -> None:
         """Score ``videos`` with the teacher (with their actions, where they have any) and add them."""
@@ -48,11 +53,12 @@ class DistillData:
     def batch(self, rng: np.random.Generator, size: int, text) -> dict:
         """A random batch: model inputs plus ``teacher`` (six (B, levels) log-prob tensors)."""
         sizes = np.array([len(s) for s in self.sets])
-        picks = rng.integers(0, sizes.sum(), size)
-        which = np.searchsorted(np.cumsum(sizes), picks, side="right")
+        mass = sizes * np.array(self.weights)
+        which = rng.choice(len(sizes), size, p=mass / mass.sum())
+        picks = rng.integers(0, sizes[which])
         parts = []
         for k in np.unique(which):
-            idx = picks[which == k] - (sizes[:k].sum() if k else 0)
+            idx = picks[which == k]
             part = cache_batch(self.sets[k], idx, text)
             part["teacher"] = [torch.from_numpy(lp[idx]) for lp in self.targets[k]]
             parts.append(part)
@@ -164,39 +170,49 @@ def distill(student: StudentReward, data: DistillData, loop: LoopConfig, loss: s
     return train(loop, student, make_batch, compute_loss, evaluate if val is not None else None)
 
 
-def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: str | Path, loop: LoopConfig,
-                       loss: str = "kl", temperature: float = 2.0, extra_clips: int = 3000, batch_size: int = 64,
-                       targets: str | Path = "runs/teacher_targets", config=None) -> StudentReward:
-    """Distil the teacher in ``teacher_dir`` into a new student (``config``: a
-    :class:`~roboalign_env.models.student.StudentRewardConfig`, default one that reads actions) on the
-    bench's train split plus ``extra_clips`` unlabelled clips of its training episodes, validating on the val split.
+def teacher_data(teacher, bench: str | Path, collection: str | Path, extra_clips: int, seed: int,
+                 targets: str | Path) -> tuple[DistillData, tuple[VideoSet, dict]]:
+    """What a student distils from ``teacher``: the bench's train split plus ``extra_clips`` unlabelled clips of
+    its training episodes, with the teacher's outputs; and the val split with them (for validation).
 
-    The splits are the ones the teacher was trained on (its recorded ``heldout_source``), which the
-    student records too. The teacher's outputs are kept in ``targets`` and reused by later runs with the same teacher.
+    The splits are the ones the teacher was trained on (its recorded ``heldout_source``). The teacher's
+    outputs are kept in ``targets`` and reused by later runs with the same teacher.
     """
     from roboalign_env.data.bench import trained_view
     from roboalign_env.data.bench_cache import open_split
     from roboalign_env.models.batch_scoring import cached_predict
-    from roboalign_env.models.registry import load_scorer
-    from roboalign_env.models.student import LOSSES, StudentRewardConfig
 
-    if loss not in LOSSES:
-        raise ValueError(f"loss {loss!r}; expected one of {LOSSES}")
     targets = Path(targets)
-    teacher = load_scorer(teacher_dir)
     view = trained_view(teacher)
     data = DistillData()
     train_set = open_split(bench, "train", heldout_source=view)
     data.add(train_set, cached_predict(teacher, train_set, targets / "bench_train.npz")["log_probs"])
     if extra_clips:
-        clips = episode_clips(collection, {r["episode_id"] for r in train_set.rows}, extra_clips, loop.seed)
-        data.add(clips, cached_predict(teacher, clips, targets / f"clips_{extra_clips}_{loop.seed}.npz")["log_probs"])
+        clips = episode_clips(collection, {r["episode_id"] for r in train_set.rows}, extra_clips, seed)
+        data.add(clips, cached_predict(teacher, clips, targets / f"clips_{extra_clips}_{seed}.npz")["log_probs"])
     val = open_split(bench, "val", heldout_source=view)
-    val_pred = cached_predict(teacher, val, targets / "bench_val.npz")
+    return data, (val, cached_predict(teacher, val, targets / "bench_val.npz"))
+
+
+def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: str | Path, loop: LoopConfig,
+                       loss: str = "kl", temperature: float = 2.0, extra_clips: int = 3000, batch_size: int = 64,
+                       targets: str | Path = "runs/teacher_targets", config=None) -> StudentReward:
+    """Distil the teacher in ``teacher_dir`` into a new student (``config``: a
+    :class:`~roboalign_env.models.student.StudentRewardConfig`, default one that reads actions) on
+    :func:`teacher_data`, validating on the val split; the student records the teacher's view of the bench.
+    """
+    from roboalign_env.data.bench import trained_view
+    from roboalign_env.models.registry import load_scorer
+    from roboalign_env.models.student import LOSSES, StudentRewardConfig
+
+    if loss not in LOSSES:
+        raise ValueError(f"loss {loss!r}; expected one of {LOSSES}")
+    teacher = load_scorer(teacher_dir)
+    data, val = teacher_data(teacher, bench, collection, extra_clips, loop.seed, targets)
     student = StudentReward(config or StudentRewardConfig(read_actions=True))
-    if view is not None:
-        student.config.heldout_source = view
-    return distill(student, data, loop, loss, temperature, batch_size, (val, val_pred))
+    if trained_view(teacher) is not None:
+        student.config.heldout_source = trained_view(teacher)
+    return distill(student, data, loop, loss, temperature, batch_size, val)
 
 
 class OnlineDistiller:
@@ -223,9 +239,10 @@ class OnlineDistiller:
         """The teacher's level log-probabilities of ``videos`` (six (N, levels) arrays)."""
         return predict(self.teacher, videos)["log_probs"]
 
-    def add(self, videos: VideoSet, labels: list[np.ndarray] | None = None) -> int:
-        """Keep ``videos`` with their teacher ``labels`` (labelled now when None); returns how many videos are held."""
-        self.data.add(videos, self.label(videos) if labels is None else labels)
+    def add(self, videos: VideoSet, labels: list[np.ndarray] | None = None, weight: float = 1.0) -> int:
+        """Keep ``videos`` with their teacher ``labels`` (labelled now when None), drawn ``weight`` times as often
+        as a video of weight 1 (:class:`DistillData`); returns how many videos are held."""
+        self.data.add(videos, self.label(videos) if labels is None else labels, weight)
         return len(self.data)
 
     def train(self, steps: int = 100, round: int | None = None, seed: int | None = None) -> StudentReward:
