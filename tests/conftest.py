@@ -15,12 +15,12 @@ def sb3_log_folder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def collection(tmp_path_factory):
-    """A tiny real collection: two episodes (nominal + one failure mode) of every source, 64x64."""
+    """A tiny real collection: two episodes (nominal + one failure mode) of every env source, 64x64."""
     from roboalign_env.sim.collect import collect, plan_episodes
-    from roboalign_env.sim.sources import SOURCES
+    from roboalign_env.sim.sources import ALL_SOURCES
 
     root = tmp_path_factory.mktemp("collection")
-    specs = plan_episodes(sorted(SOURCES), 2)
+    specs = plan_episodes(sorted(ALL_SOURCES), 2)
     collect(root, specs, workers=1, progress=False)
     return root
 

@@ -12,6 +12,7 @@ from roboalign_env.data.bench import (
     read_index,
     view_split,
 )
+from roboalign_env.data.episodes import read_manifest
 from roboalign_env.data.splits import split_of
 from roboalign_env.eval.bench_stats import bench_stats
 from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
@@ -127,6 +128,28 @@ def test_the_bench_seen_with_another_source_held_out_or_none(bench):
         read_index(bench, heldout_source="lift_ur5e")
 
 
+def test_training_splits_never_show_the_heldout_sources_instructions(bench):
+    """The held-out source's instructions, swapped into other videos as mismatches, stay out of train and val
+    (a judge would learn them only as wrong); test keeps its pairs, and a view with nothing held out keeps all."""
+    from roboalign_env.data.bench import heldout_instructions
+
+    rows = read_index(bench)
+    held = heldout_instructions(rows)
+    assert held and all(r["source"] == "pickplace_can_ur5e" for r in rows if r["instruction_kind"] == "correct"
+                        and r["instruction"].strip().lower() in held)
+    for split in ("train", "val", "test"):
+        all_rows = [r for r in rows if r["split"] == split]
+        kept = read_index(bench, split)
+        dropped = [r for r in all_rows if r["instruction"].strip().lower() in held]
+        if split == "test":
+            assert kept == all_rows
+        else:
+            assert kept == [r for r in all_rows if r not in dropped]
+            assert all(r["labels"]["instruction_following"] == 0 for r in dropped)
+    assert len(read_index(bench, "train", heldout_source="")) == \
+        len([r for r in rows if view_split(r, "") == "train"])
+
+
 def test_eval_judge_scores_a_judge_on_the_splits_it_was_trained_on(bench, tmp_path):
     """A judge trained on every source has no held-out split: the report says so instead of scoring
     the source it trained on as if held out, and its other splits include that source."""
@@ -183,6 +206,35 @@ def test_rebuild_skips_finished_shards_and_restores_lost_ones(collection, bench)
     again = build_bench(collection, bench, heldout_source="pickplace_can_ur5e", progress=False)
     assert [r["pair_id"] for r in again] == [r["pair_id"] for r in rows]
     assert np.array_equal(load_pair(bench, rows[0])["video"], before)  # deterministic
+
+
+def test_bench_pools_collections_and_keeps_pairs_added_from_outside(collection, bench, tmp_path):
+    """A second collection (the judge-only sources) joins a built bench: its episodes get pairs labelled by
+    their own source's rules, the pairs already there are untouched, and externally added pairs survive."""
+    import shutil
+
+    from roboalign_env.sim.collect import collect, plan_episodes
+    from roboalign_env.sim.sources import JUDGE_SOURCES
+
+    extra = tmp_path / "extra"
+    collect(extra, plan_episodes(list(JUDGE_SOURCES), 1), workers=1, progress=False)
+    pooled = shutil.copytree(bench, tmp_path / "bench")
+    labels = dict(zip(DIMENSIONS, [0, 1, 1, 1, 1, 0]))
+    added = add_external(pooled, "kept", [{"video": np.zeros((10, 64, 64, 3), np.uint8), "instruction": "lift the red cube",
+                                           "labels": labels, "source": "lift_panda", "split": "train"}])
+    before = read_index(pooled)
+    with pytest.raises(ValueError, match="distinct episodes"):
+        build_bench([collection, collection], pooled, heldout_source="pickplace_can_ur5e", progress=False)
+    assert read_index(pooled) == before
+    rows = build_bench([collection, extra], pooled, heldout_source="pickplace_can_ur5e", progress=False)
+    by_id = {r["pair_id"]: r for r in rows}
+    assert all(by_id[r["pair_id"]] == r for r in before) and added[0]["pair_id"] in by_id
+    new = [r for r in rows if r["source"] in JUDGE_SOURCES]
+    assert {r["source"] for r in new} == set(JUDGE_SOURCES) and {r["split"] for r in new} <= {"train", "val", "test"}
+    for row in read_manifest(extra):  # one nominal episode per source: its full clip is labelled by its outcome
+        full = next(r for r in new if r["episode_id"] == row["episode_id"] and r["provenance"]["kind"] == "full")
+        assert (full["labels"]["manipulation_success"] == 2) == row["success"]
+    assert read_index(pooled) == rows
 
 
 def test_bench_stats_writes_counts_and_pictures(bench, tmp_path):
@@ -298,7 +350,7 @@ def test_the_adversary_keeps_the_searched_actions_and_the_dream_they_were_scored
     shutil.copytree(bench, copy)
     model = tiny_world_model(tmp_path / "wm", moving=True)
     search = SearchConfig(population=6, iterations=2, elites=2, hold=3)
-    with pytest.raises(ValueError, match="needs a adversary"):
+    with pytest.raises(ValueError, match="needs an adversary"):
         dream_pairs(model, "checkpoints/probe", collection, copy, "bad", per_source=1, steps=7, progress=False,
                     kinds=("adversary",))
     assert len(read_index(copy)) == len(read_index(bench))
@@ -395,7 +447,7 @@ def test_which_pairs_keep_their_actions_in_training():
 def test_hardening_attacks_the_current_student_and_distils_the_teachers_labels(bench, collection, tmp_path):
     """harden_student: each round attacks the student the previous round left, from training episodes only;
     every candidate the search dreamed is kept with the teacher's labels and distilled on; a rerun with more
-    rounds reuses the finished ones."""
+    rounds reuses the finished ones; a run with a new teacher can start from an earlier run's attacks."""
     import dataclasses
 
     import torch
@@ -445,3 +497,24 @@ def test_hardening_attacks_the_current_student_and_distils_the_teachers_labels(b
     assert len((out / "rounds.jsonl").read_text().splitlines()) == 3 and (out / "model" / "model.safetensors").is_file()
     with pytest.raises(ValueError, match="rounds"):
         HardenConfig(rounds=0)
+
+    # A retrained teacher hardens again on the earlier run's attacks, relabelled by it, before its own round.
+    torch.manual_seed(1)
+    RoboAlignJudge(RoboAlignJudgeConfig(**TINY_TEACHER)).save_pretrained(tmp_path / "teacher2")
+    again = tmp_path / "harden2"
+    for bad, match in ((tmp_path / "teacher", "no attack_XXX"), (again, "own folder")):
+        with pytest.raises(ValueError, match=match):
+            harden_student(tmp_path / "student", tmp_path / "teacher2", model, bench, collection, again,
+                           dataclasses.replace(config, rounds=1), extra_clips=0, targets=tmp_path / "targets2",
+                           progress=False, reuse_attacks=bad)
+    assert not again.exists()
+    harden_student(tmp_path / "student", tmp_path / "teacher2", model, bench, collection, again,
+                   dataclasses.replace(config, rounds=1), extra_clips=0, targets=tmp_path / "targets2", progress=False,
+                   reuse_attacks=out)
+    teacher2 = RoboAlignJudge.from_pretrained(tmp_path / "teacher2").eval()
+    for r in range(3):
+        with np.load(out / f"attack_{r:03d}.npz") as f, np.load(again / f"reused_{r:03d}.npz") as g:
+            videos = VideoSet.from_videos(list(f["video"]), [str(t) for t in f["instruction"]], actions=list(f["actions"]))
+            np.testing.assert_allclose(g["log_probs_0"], predict(teacher2, videos)["log_probs"][0], atol=1e-5)
+    (row,) = [json.loads(line) for line in (again / "rounds.jsonl").read_text().splitlines()]
+    assert row["held"] == rows[0]["held"] + 3 * sources * 6 and len(row["reused_attacks"]) == 3

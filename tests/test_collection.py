@@ -30,12 +30,17 @@ def test_nominal_policy_succeeds(name):
 
 
 def test_sources_cover_three_tasks_and_three_robots():
-    from roboalign_env.sim.sources import ALL_SOURCES
+    from roboalign_env.data.splits import HELDOUT_SOURCE
+    from roboalign_env.sim.exploration import WORKSPACE
+    from roboalign_env.sim.sources import ALL_SOURCES, JUDGE_SOURCES
 
-    assert set(ALL_SOURCES) == set(SOURCES)  # the fixed order every command lists
-    assert len(SOURCES) == 4
-    assert len({s.task for s in SOURCES.values()}) >= 3
-    assert len({s.robot for s in SOURCES.values()}) >= 3
+    assert len(ALL_SOURCES) == 4 and not set(ALL_SOURCES) & set(JUDGE_SOURCES)
+    assert set(ALL_SOURCES) | set(JUDGE_SOURCES) == set(SOURCES) == set(WORKSPACE)
+    env_sources = [SOURCES[n] for n in ALL_SOURCES]
+    assert len({s.task for s in env_sources}) >= 3 and len({s.robot for s in env_sources}) >= 3
+    # The judge-only sources never repeat the held-out (task, robot) pair.
+    held = SOURCES[HELDOUT_SOURCE]
+    assert all((SOURCES[n].task, SOURCES[n].robot) != (held.task, held.robot) for n in JUDGE_SOURCES)
     for s in SOURCES.values():
         assert len(s.instructions) >= 3 and len(s.near_miss_instructions) >= 1
         assert len(s.failure_modes) >= 4
@@ -47,8 +52,10 @@ def test_unknown_failure_mode_is_rejected():
 
 
 def test_episode_contents(collection):
+    from roboalign_env.sim.sources import ALL_SOURCES
+
     rows = read_manifest(collection)
-    assert {r["source"] for r in rows} == set(SOURCES)
+    assert {r["source"] for r in rows} == set(ALL_SOURCES)
     for row in rows:
         ep = load_episode(collection / row["path"])
         steps = SOURCES[row["source"]].horizon

@@ -136,3 +136,24 @@ def test_two_processes_with_torchrun_keep_identical_weights(tmp_path):
     assert [r[:2] for r in ranks] == [["0", "2"], ["1", "2"]]
     assert ranks[0][2] == ranks[1][2]  # identical weights on both ranks
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+
+
+def test_bf16_falls_back_to_float32_on_a_cpu_without_native_bf16(tmp_path, monkeypatch, capsys):
+    """Emulated bf16 autocast is several times slower than float32: on a CPU without native bf16 a run asked
+    for bf16 trains in float32 (no autocast) and says so; with native bf16 it keeps bf16."""
+    import roboalign_env.training.loop as loop
+
+    if torch.cuda.is_available():
+        pytest.skip("the fallback is for CPU training")
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: False)
+    autocast = []
+
+    def recording_loss(model, batch):
+        autocast.append(torch.is_autocast_enabled("cpu"))
+        return loss_fn(model, batch)
+
+    train(LoopConfig(out=tmp_path / "run", steps=2, mixed_precision="bf16", progress=False), fresh(), make_batch,
+          recording_loss)
+    assert autocast == [False, False] and "training in float32" in capsys.readouterr().out
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: True)
+    assert loop.effective_precision("bf16") == "bf16" and loop.effective_precision("no") == "no"

@@ -21,7 +21,8 @@ class Collect:
     out: Path = Path("data/episodes")
     """Collection folder: episodes/<source>/<id>.npz and manifest.jsonl are written here."""
     sources: tuple[str, ...] = ALL_SOURCES
-    """Data sources to collect, from: lift_panda, stack_sawyer, pickplace_can_ur5e, door_kinova3."""
+    """Data sources to collect, from: lift_panda, stack_sawyer, pickplace_can_ur5e, door_kinova3, and, for judge
+    training only, lift_ur5e, pickplace_milk_panda."""
     episodes_per_source: int = 200
     """Scripted episodes per source (seeds first_seed, first_seed+1, ...)."""
     nominal_fraction: float = 0.5
@@ -61,8 +62,8 @@ class Collect:
 class BuildBench:
     """Build RobotWorldBench from a collection (resumable: finished episodes are skipped)."""
 
-    collection: Path = Path("data/episodes")
-    """Collection folder written by `roboalign collect`."""
+    collection: tuple[Path, ...] = (Path("data/episodes"),)
+    """Collection folders written by `roboalign collect` (their episode ids must differ)."""
     out: Path = Path("data/bench")
     """Bench folder: pairs.jsonl and videos/ are written here."""
     heldout_source: str = HELDOUT_SOURCE

@@ -141,6 +141,9 @@ class HardenStudent:
     export_to: Path | None = None
     """Also write the final student here in float16 (e.g. the package's default student)."""
     harden: Nested[HardenConfig] = HardenConfig()
+    reuse_attacks: Path | None = None
+    """An earlier run folder (e.g. runs/harden) whose attacks join the data from the start, relabelled by this
+    teacher: for hardening again after the teacher was retrained."""
     seed: int = 0
     """Seed of the episodes attacked, the search and the distillation batches."""
     device: str = "auto"
@@ -151,7 +154,8 @@ class HardenStudent:
         from roboalign_env.training.adversarial import harden_student
 
         harden_student(self.student, self.teacher, self.model, self.bench, self.collection, self.out, self.harden,
-                       self.extra_clips, self.targets, self.seed, resolve_device(self.device))
+                       self.extra_clips, self.targets, self.seed, resolve_device(self.device),
+                       reuse_attacks=self.reuse_attacks)
         print(f"hardened student in {self.out / 'model'}; rounds in {self.out / 'rounds.jsonl'}")
         _export(self.out / "model", self.export_to, half=True)
 

@@ -27,7 +27,8 @@ def shard_path(root: str | Path, source: str, shard: str) -> Path:
 
 
 def read_index(root: str | Path, split: str | None = None, heldout_source: str | None = None) -> list[dict]:
-    """Rows of the bench index, optionally only one split.
+    """Rows of the bench index, optionally only one split (train and val without the pairs that carry the
+    held-out source's instructions: :func:`heldout_instructions`).
 
     With ``heldout_source``, the rows are seen with that source held out instead of the one the bench
     was built without ('' holds none out): each row's ``split`` is :func:`view_split`'s.
@@ -42,7 +43,29 @@ def read_index(root: str | Path, split: str | None = None, heldout_source: str |
             raise ValueError(f"heldout_source={heldout_source!r}: {path} has no pairs of it; "
                              f"expected one of {sources}, or '' to hold none out")
         rows = [{**r, "split": view_split(r, heldout_source)} for r in rows]
-    return rows if split is None else [r for r in rows if r["split"] == split]
+    if split is None:
+        return rows
+    picked = [r for r in rows if r["split"] == split]
+    if split in TRAINING_SPLITS:
+        held = heldout_instructions(rows)
+        picked = [r for r in picked if r["instruction"].strip().lower() not in held]
+    return picked
+
+
+TRAINING_SPLITS = ("train", "val")
+"""The splits a judge trains and validates on: they hold no pair whose instruction is the held-out source's."""
+
+
+def heldout_instructions(rows: list[dict]) -> set[str]:
+    """The instructions of the held-out source (those of its pairs with a correct instruction), lower-case.
+
+    The bench swaps every source's instructions into other sources' videos as mismatches (Instruction
+    Following 0). Trained on those, a judge would only ever have seen the held-out source's instructions as
+    wrong, and would call its videos mismatched: so :func:`read_index` leaves such pairs out of
+    :data:`TRAINING_SPLITS`, and the held-out source stays unseen, text included.
+    """
+    return {r["instruction"].strip().lower() for r in rows
+            if r["split"] == "heldout" and r.get("instruction_kind") == "correct"}
 
 
 def trained_view(model) -> str | None:
@@ -93,6 +116,11 @@ ROLLOUT_KIND = "rollout_{}"
 def is_rollout(row: dict) -> bool:
     """Whether an index row is a world-model rollout (see :data:`ROLLOUT_KIND`)."""
     return str(row.get("provenance", {}).get("kind", "")).startswith(ROLLOUT_KIND.format(""))
+
+
+def is_external(row: dict) -> bool:
+    """Whether an index row was added from outside the collections (:func:`add_external`)."""
+    return Path(row.get("file", "")).parent == shard_path("", "external", "x").parent
 
 
 def labels_need_actions(row: dict) -> bool:

@@ -5,7 +5,7 @@ step, so each split is unpacked once into ``<bench>/cache/<split>/`` (uncompress
 opened with ``mmap_mode="r"``, no pickle): ``video`` (N, F, H, W, 3) uint8 padded with zeros to the
 longest clip, ``length`` (N,), ``initial`` (N, H, W, 3), ``actions`` (N, A, 7) padded, ``num_actions``
 (N,), ``labels`` (N, 6), and ``rows.jsonl`` (the index rows, same order). A cache older than the
-index is rebuilt.
+index, or holding other pairs than the split's, is rebuilt.
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def open_split(bench: str | Path, split: str, progress: bool = True, heldout_sou
     bench = Path(bench)
     folder = bench / "cache" / (split if heldout_source is None else f"{split}.heldout-{heldout_source or 'none'}")
     done = folder / "rows.jsonl"
-    if not done.is_file() or done.stat().st_mtime < (bench / INDEX).stat().st_mtime:
+    if not done.is_file() or done.stat().st_mtime < (bench / INDEX).stat().st_mtime or \
+            [r["pair_id"] for r in read_jsonl(done)] != [r["pair_id"] for r in read_index(bench, split, heldout_source)]:
         build_split(bench, split, folder, progress, heldout_source)
     return VideoSet.open(folder)
 

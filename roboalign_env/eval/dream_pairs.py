@@ -152,8 +152,9 @@ def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path,
         raise ValueError(f"kinds={kinds}: expected one or more of {allowed}")
     for kind, given, what in ((POLICY_KIND, policy, policy_name), (ADVERSARY_KIND, adversary, adversary_name)):
         if (kind in kinds) != (given is not None):
-            raise ValueError(f"kinds={kinds}, {kind}={what}: the {kind!r} kind needs a {kind}, and a {kind} needs "
-                             f"the {kind!r} kind")
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ValueError(f"kinds={kinds}, {kind}={what}: the {kind!r} kind needs {article} {kind}, and "
+                             f"{article} {kind} needs the {kind!r} kind")
     model_dir, collection, bench = Path(model_dir), Path(collection), Path(bench)
     if (model_dir / "world_model").is_dir():
         model_dir = model_dir / "world_model"

@@ -25,12 +25,13 @@ import json
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from roboalign_env.data.bench import INDEX, shard_path
+from roboalign_env.data.bench import INDEX, is_external, shard_path
 from roboalign_env.data.episodes import Episode, load_episode, read_manifest
-from roboalign_env.data.io import atomic_savez, write_jsonl
+from roboalign_env.data.io import atomic_savez, read_jsonl, write_jsonl
 from roboalign_env.data.splits import split_of
 from roboalign_env.sim import degradations as deg
 from roboalign_env.sim.oracle import actions_match, label_trace
@@ -337,29 +338,47 @@ def _build_one(args) -> list[dict]:
 
 
 def build_bench(
-    collection: str | Path,
+    collection: str | Path | Sequence[str | Path],
     out: str | Path,
     heldout_source: str,
     workers: int = 1,
     progress: bool = True,
 ) -> list[dict]:
-    """Build (or resume) the bench at ``out`` from the episodes of ``collection``; return its rows."""
+    """Build (or resume) the bench at ``out`` from the episodes of one or more collections; return its rows.
+
+    Pairs added to the bench from outside (:func:`roboalign_env.data.bench.add_external`: dream
+    rollouts, attacks) stay in the index. Episode ids must be unique across the collections.
+    """
     if heldout_source not in SOURCES:
         raise ValueError(f"heldout_source={heldout_source!r}; expected one of {sorted(SOURCES)}")
-    collection, out = Path(collection), Path(out)
-    entries = read_manifest(collection)
+    collections = [Path(collection)] if isinstance(collection, (str, Path)) else [Path(c) for c in collection]
+    out = Path(out)
+    entries, roots = [], []
+    for root in collections:
+        found = read_manifest(root)
+        entries += found
+        roots += [root] * len(found)
+    seen: dict[str, Path] = {}
+    for entry, root in zip(entries, roots):
+        if entry["episode_id"] in seen:
+            raise ValueError(f"episode {entry['episode_id']!r} is in {seen[entry['episode_id']]} and again in {root}; "
+                             "expected collections with distinct episodes")
+        seen[entry["episode_id"]] = root
     splits = [split_of(e["episode_id"], e["source"], heldout_source) for e in entries]
     donors = _donors(entries, splits)
     rows, todo = [], []
-    for entry, split, donor in zip(entries, splits, donors):
+    for entry, root, split, donor in zip(entries, roots, splits, donors):
         shard = shard_path(out, entry["source"], entry["episode_id"])
         if shard.is_file():
             with np.load(shard, allow_pickle=False) as data:
                 rows.extend(json.loads(str(data["rows"])))
         else:
-            todo.append((collection / entry["path"], None if donor is None else collection / donor["path"], out, split))
+            donor_path = None if donor is None else seen[donor["episode_id"]] / donor["path"]
+            todo.append((root / entry["path"], donor_path, out, split))
     for new in imap_workers(_build_one, todo, workers, "build-bench", progress):
         rows.extend(new)
+    if (out / INDEX).is_file():
+        rows.extend(row for row in read_jsonl(out / INDEX) if is_external(row))
     rows.sort(key=lambda r: r["pair_id"])
     write_jsonl(out / INDEX, rows)
     return rows

@@ -11,6 +11,10 @@ labels what the attack finds, so the student learns what the teacher pays for th
 
 Only episodes of the teacher's train split are attacked: a fresh attack on other splits
 (``add-dream-pairs --adversary --splits test``, labelled by robosuite) measures the result.
+
+When the teacher changes (retrained on a wider bench), the attacks an earlier run found are still
+dreams that fooled a student: ``reuse_attacks`` puts them back into the data, relabelled by the new
+teacher, before the first new round.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from roboalign_env.data.episodes import load_episode
 from roboalign_env.data.io import atomic_savez
 from roboalign_env.eval.adversary import SearchConfig, manipulation_success, search_actions
 from roboalign_env.eval.dream_pairs import choose_episodes
-from roboalign_env.models.batch_scoring import predict
+from roboalign_env.models.batch_scoring import cached_predict, predict
 from roboalign_env.models.transformer import MODEL_WINDOW
 from roboalign_env.models.world_model import WorldModel
 from roboalign_env.rubric import DIMENSIONS
@@ -97,20 +101,41 @@ def attack(model: WorldModel, objective, episodes: list[dict], collection: Path,
     return {k: np.stack(v) if k in ("video", "actions") else np.asarray(v) for k, v in seen.items()}
 
 
+def earlier_attacks(run: str | Path, out: str | Path) -> list[Path]:
+    """The attack files of an earlier ``harden_student`` run folder, checked before anything is written."""
+    run = Path(run)
+    if run.resolve() == Path(out).resolve():
+        raise ValueError(f"reuse_attacks={run}: that is this run's own folder; expected an earlier run")
+    found = sorted(run.glob("attack_[0-9][0-9][0-9].npz"))
+    if not found:
+        raise ValueError(f"reuse_attacks={run}: no attack_XXX.npz there; expected the folder of an earlier "
+                         "harden-student run")
+    return found
+
+
+def attack_videos(path: Path) -> VideoSet:
+    """The dreamed clips of an attack file, with their instructions and actions."""
+    with np.load(path, allow_pickle=False) as f:
+        return VideoSet.from_videos(list(f["video"]), [str(t) for t in f["instruction"]], actions=list(f["actions"]))
+
+
 def harden_student(student: str | Path, teacher: str | Path, world_model: str | Path, bench: str | Path,
                    collection: str | Path, out: str | Path, config: HardenConfig = HardenConfig(),
                    extra_clips: int = 12000, targets: str | Path = "runs/teacher_targets", seed: int = 0,
-                   device: str = "cpu", progress: bool = True):
+                   device: str = "cpu", progress: bool = True, reuse_attacks: str | Path | None = None):
     """Run ``config.rounds`` rounds of attack-then-distil on the student in ``student``; returns the last
     round's student. Resumable: a round's attack is kept in ``out/attack_XXX.npz`` and its student in
     ``out/round_XXX/model``; a rerun picks up where a killed one stopped. Each round's outcome is a line
-    of ``out/rounds.jsonl``, and the final student is copied to ``out/model``.
+    of ``out/rounds.jsonl``, and the final student is copied to ``out/model``. ``reuse_attacks``: an earlier
+    run folder whose ``attack_XXX.npz`` clips join the data from the start, labelled by this teacher (kept in
+    ``out/reused_XXX.npz``).
     """
     from roboalign_env.data.bench import trained_view
     from roboalign_env.models.registry import load_scorer
     from roboalign_env.models.student import StudentReward
 
     out, collection = Path(out), Path(collection)
+    earlier = earlier_attacks(reuse_attacks, out) if reuse_attacks is not None else []
     teacher_model = load_scorer(teacher).to(device).eval()
     current = StudentReward.from_pretrained(student).float()
     if trained_view(current) != trained_view(teacher_model):
@@ -118,6 +143,10 @@ def harden_student(student: str | Path, teacher: str | Path, world_model: str | 
                          f"was trained on {trained_view(teacher_model)!r}; expected the same")
     data, _ = teacher_data(teacher_model, bench, collection, extra_clips, seed, targets)
     online = OnlineDistiller(current, teacher_model, out, data, lr=config.lr, batch_size=config.batch_size)
+    for k, path in enumerate(earlier):
+        videos = attack_videos(path)
+        online.add(videos, cached_predict(teacher_model, videos, out / f"reused_{k:03d}.npz", progress)["log_probs"],
+                   config.attack_weight)
     model = WorldModel.load(Path(world_model), device)
     log = out / "rounds.jsonl"
     done = {json.loads(line)["round"] for line in log.read_text().splitlines()} if log.is_file() else set()
@@ -133,8 +162,7 @@ def harden_student(student: str | Path, teacher: str | Path, world_model: str | 
             atomic_savez(path, **found)
         with np.load(path, allow_pickle=False) as f:
             found = {k: f[k] for k in f.files}
-        videos = VideoSet.from_videos(list(found["video"]), [str(t) for t in found["instruction"]],
-                                      actions=list(found["actions"]))
+        videos = attack_videos(path)
         labels = [found[f"teacher_{k}"] for k in range(len(DIMENSIONS))]
         online.add(videos, labels, config.attack_weight)
         if r in done:  # its line is written once its student is saved
@@ -144,6 +172,7 @@ def harden_student(student: str | Path, teacher: str | Path, world_model: str | 
         teacher_ms = (np.exp(labels[MS]) * np.arange(labels[MS].shape[1])).sum(1)
         best = found["best"]
         row = {"round": r, "episodes": int(best.sum()), "clips": int(len(best)), "held": len(online.data),
+               "reused_attacks": [str(p) for p in earlier],
                "student_ms_best": round(float(found["score"][best].mean()), 4),
                "teacher_ms_best": round(float(teacher_ms[best].mean()), 4),
                "student_ms_all": round(float(found["score"].mean()), 4),

@@ -70,7 +70,8 @@ class LoopConfig:
     grad_clip: float = 1.0
     """Global gradient-norm clip (0 turns it off)."""
     mixed_precision: Literal["no", "bf16"] = "no"
-    """bf16 autocast (CPU with AMX, or GPU); master weights stay fp32."""
+    """bf16 autocast (CPU with AMX, or GPU); master weights stay fp32. On a CPU without native bf16 it falls
+    back to float32 (there autocast is emulated, several times slower)."""
     save_every: int = 250
     """Save the model and resume state every this many steps (and at the end)."""
     log_every: int = 10
@@ -103,6 +104,22 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
     return int(np.random.default_rng([seed, step, rank]).integers(2**63 - 1))
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX), as oneDNN reports it."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return True if check is None else bool(check())
+
+
+def effective_precision(requested: str) -> str:
+    """The precision a run trains in: ``requested``, except bf16 on a CPU that lacks native bf16, where
+    autocast is emulated and several times slower than float32; there it is float32, and it says so."""
+    if requested == "bf16" and not torch.cuda.is_available() and not cpu_has_native_bf16():
+        print("mixed_precision='bf16': this CPU has no native bf16 (AVX512-BF16 or AMX), where autocast is "
+              "several times slower than float32; training in float32", flush=True)
+        return "no"
+    return requested
+
+
 def train(
     cfg: LoopConfig,
     model: torch.nn.Module,
@@ -129,7 +146,7 @@ def train(
     from tqdm.auto import tqdm
 
     out = Path(cfg.out)
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(mixed_precision=effective_precision(cfg.mixed_precision), cpu=not torch.cuda.is_available())
     params = trainable(model) if trainable else [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     root = _resume_root(out)

@@ -1,4 +1,4 @@
-"""Lift with Panda: pick the cube up off the table.
+"""Lift with Panda (and, for judge training only, UR5e): pick the cube up off the table.
 
 Phases: hover above the cube, descend around it, close in place long enough for the fingers to
 reach the cube, lift to 15 cm above the grasp point, hold. At 20 Hz a nominal episode first
@@ -80,3 +80,18 @@ SOURCE = Source(
     objects=("cube",),
     progress=lift_progress,
 )
+
+UR5E_SOURCE = Source(
+    name="lift_ur5e",
+    task="Lift",
+    robot="UR5e",
+    policy=LiftPolicy,
+    control_freq=20,
+    horizon=64,
+    instructions=SOURCE.instructions,
+    near_miss_instructions=SOURCE.near_miss_instructions,
+    objects=("cube",),
+    progress=lift_progress,
+    env_kwargs={"gripper_types": "Robotiq140Gripper"},  # see pick_place: the Robotiq85 linkage collapses
+)
+"""A judge-training source: Lift with the held-out source's robot (and gripper)."""

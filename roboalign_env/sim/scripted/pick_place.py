@@ -1,4 +1,9 @@
-"""PickPlaceCan with UR5e: move the can from the left bin into its compartment of the right bin.
+"""PickPlace with one object: move it from the left bin into its compartment of the right bin.
+
+``pickplace_can_ur5e`` (PickPlaceCan with UR5e) is a source of the env and the world model and the
+bench's held-out source. ``pickplace_milk_panda`` (PickPlaceMilk with Panda) is a judge-training
+source: the same arena with another object and robot, so a judge sees pick-and-place without ever
+seeing the held-out (object, robot) pair.
 
 Phases: hover above the can, descend around it (closing on the way), lift, carry over the target
 compartment while rising above the bin walls, lower, open, rise and hold. robosuite counts the can
@@ -7,7 +12,7 @@ by 10 cm walls and dividers) below the rim, with the gripper more than ~4 cm awa
 
 The UR5e gets robosuite's Robotiq140 gripper: its default Robotiq85 has a loosely coupled finger
 linkage that collapses after a few seconds of squeezing (robosuite issue #772) and flings the can.
-At 4 Hz the arm moves ~4 cm per saturated step, so an episode first succeeds after ~35-45 steps.
+At 4 Hz the arm moves ~4 cm per saturated step, so a can episode first succeeds after ~35-45 steps.
 """
 
 from __future__ import annotations
@@ -26,10 +31,9 @@ COMPARTMENT_OFFSETS = {  # compartment centre relative to BIN2_XY, in robosuite'
     "cereal": BIN_SIZE_XY * [-0.25, 0.25],
     "can": BIN_SIZE_XY * [0.25, 0.25],
 }
-TARGET_XY = BIN2_XY + COMPARTMENT_OFFSETS["can"]
 BIN1_XY = np.array([0.1, -0.25])  # left (start) bin centre, a wrong_place destination
 BIN1_Y_EDGE = BIN1_XY[1] + BIN_SIZE_XY[1] / 2  # right-hand edge of the start bin
-CAN_REST_Z = 0.86  # height of the can's centre resting on a bin floor
+REST_Z = {"can": 0.86, "milk": 0.89}  # height of the object's centre resting on a bin floor
 LIFT_SATURATION = 0.10  # progress: lifting this high counts fully
 LIFT_WEIGHT, CARRY_WEIGHT = 0.3, 0.6  # progress: weights of lift and carry before placement
 
@@ -48,8 +52,17 @@ OPEN_STEPS = 3  # ... and to open far enough to let the can go
 NOISY_SIGMA = 0.8  # std of the Gaussian noise on the arm action in the ``noisy`` failure mode
 
 
-class PickPlaceCanPolicy(ScriptedPolicy):
-    """Phase machine for PickPlaceCan; ``wrong_place`` puts the can in another compartment/bin."""
+def target_xy(obj: str) -> np.ndarray:
+    """Centre of ``obj``'s compartment of the right bin (robosuite's target_bin_placements)."""
+    return BIN2_XY + COMPARTMENT_OFFSETS[obj]
+
+
+class PickPlacePolicy(ScriptedPolicy):
+    """Phase machine for PickPlace with the object ``obj``; ``wrong_place`` puts it in another
+    compartment or bin. Subclasses set ``obj`` (a key of ``COMPARTMENT_OFFSETS``)."""
+
+    obj: str
+    hover_z: float = HOVER_Z
 
     failure_modes = ("nominal", *COMMON_FAILURES, "wrong_place")
     # The base's 0.4 is mostly corrected away by this closed-loop policy (~40% still place the can).
@@ -62,9 +75,9 @@ class PickPlaceCanPolicy(ScriptedPolicy):
             # offset across the fingers misses: keep the base's 3-5 cm length, aim it along +-x.
             length = np.linalg.norm(self.grasp_offset)
             self.grasp_offset = np.array([np.copysign(length, self.grasp_offset[0]), 0.0, 0.0])
-        self.place_xy = TARGET_XY
+        self.place_xy = target_xy(self.obj)
         if failure == "wrong_place":
-            wrong = [BIN2_XY + off for name, off in COMPARTMENT_OFFSETS.items() if name != "can"]
+            wrong = [BIN2_XY + off for name, off in COMPARTMENT_OFFSETS.items() if name != self.obj]
             wrong.append(BIN1_XY)
             self.place_xy = wrong[int(self.rng.integers(len(wrong)))]
         self._count = 0  # steps spent closing (phase 2) or opening (phase 6)
@@ -73,7 +86,7 @@ class PickPlaceCanPolicy(ScriptedPolicy):
     def plan(self, obs: dict) -> Command:
         self._advance(obs)
         if self.phase == 0:  # hover above the can
-            return Command(np.array([*self._grasp_point(obs)[:2], HOVER_Z]), close=False, gain=1.5)
+            return Command(np.array([*self._grasp_point(obs)[:2], self.hover_z]), close=False, gain=1.5)
         if self.phase == 1:  # descend around it
             return Command(self._grasp_point(obs), close=False, gain=1.5)
         if self.phase == 2:  # close while settling on the grasp point
@@ -109,16 +122,25 @@ class PickPlaceCanPolicy(ScriptedPolicy):
             self.phase = 7
 
     def _grasp_point(self, obs: dict) -> np.ndarray:
-        return obs["Can_pos"] + self.grasp_offset + [0, 0, GRASP_DZ]
+        return obs[f"{self.obj.capitalize()}_pos"] + self.grasp_offset + [0, 0, GRASP_DZ]
 
     def _release_point(self) -> np.ndarray:
         return np.array([*self.place_xy, RELEASE_Z])
 
 
-def pick_place_progress(env) -> float:
-    """Task progress of the can, in [0, 1].
+class PickPlaceCanPolicy(PickPlacePolicy):
+    obj = "can"
 
-    1 once its centre is inside the target compartment (robosuite's placement test, ignoring the
+
+class PickPlaceMilkPolicy(PickPlacePolicy):
+    obj = "milk"
+    hover_z = 1.04  # the carton stands 15 cm tall: lower open fingers catch its top and tip it over
+
+
+def _progress(env, obj: str) -> float:
+    """Task progress of ``obj``, in [0, 1].
+
+    1 once its centre is inside its target compartment (robosuite's placement test, ignoring the
     gripper). Before that, up to 0.9: 30% for lifting it (full at 10 cm, or once it is above the
     target compartment, so lowering it there loses nothing) plus 60% for how far it has moved from
     the start bin toward the target row of the right bin (along y). 0 while it rests in the start
@@ -127,10 +149,21 @@ def pick_place_progress(env) -> float:
     pos = env.sim.data.body_xpos[env.obj_body_id[env.objects[env.object_id].name]]
     if not env.not_in_bin(pos, env.object_id):
         return 1.0
-    over_target = np.all(np.abs(pos[:2] - TARGET_XY) < BIN_SIZE_XY / 4)
-    lifted = 1.0 if over_target else np.clip((pos[2] - CAN_REST_Z) / LIFT_SATURATION, 0.0, 1.0)
-    crossed = np.clip((pos[1] - BIN1_Y_EDGE) / (TARGET_XY[1] - BIN1_Y_EDGE), 0.0, 1.0)
+    target = target_xy(obj)
+    over_target = np.all(np.abs(pos[:2] - target) < BIN_SIZE_XY / 4)
+    lifted = 1.0 if over_target else np.clip((pos[2] - REST_Z[obj]) / LIFT_SATURATION, 0.0, 1.0)
+    crossed = np.clip((pos[1] - BIN1_Y_EDGE) / (target[1] - BIN1_Y_EDGE), 0.0, 1.0)
     return float(LIFT_WEIGHT * lifted + CARRY_WEIGHT * crossed)
+
+
+def pick_place_progress(env) -> float:
+    """Task progress of the can (see ``_progress``)."""
+    return _progress(env, "can")
+
+
+def milk_progress(env) -> float:
+    """Task progress of the milk carton (see ``_progress``)."""
+    return _progress(env, "milk")
 
 
 SOURCE = Source(
@@ -156,4 +189,26 @@ SOURCE = Source(
     objects=("Can",),
     progress=pick_place_progress,
     env_kwargs={"gripper_types": "Robotiq140Gripper"},
+)
+
+MILK_SOURCE = Source(
+    name="pickplace_milk_panda",
+    task="PickPlaceMilk",
+    robot="Panda",
+    policy=PickPlaceMilkPolicy,
+    control_freq=4,
+    horizon=64,
+    instructions=(
+        "put the milk carton in the bin",
+        "pick up the milk and place it in the right bin",
+        "move the milk carton from the left bin to the right bin",
+        "grab the milk carton and drop it into its compartment of the other bin",
+    ),
+    near_miss_instructions=(
+        "put the milk carton in the left bin",
+        "put the loaf of bread in the right bin",
+        "put the cereal box in the right bin",
+    ),
+    objects=("Milk",),
+    progress=milk_progress,
 )
