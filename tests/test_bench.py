@@ -128,7 +128,7 @@ def test_the_bench_seen_with_another_source_held_out_or_none(bench):
         read_index(bench, heldout_source="lift_ur5e")
 
 
-def test_training_splits_never_show_the_heldout_sources_instructions(bench):
+def test_training_splits_never_show_the_heldout_sources_instructions(bench, tmp_path):
     """The held-out source's instructions, swapped into other videos as mismatches, stay out of train and val
     (a judge would learn them only as wrong); test keeps its pairs, and a view with nothing held out keeps all."""
     from roboalign_env.data.bench import heldout_instructions
@@ -148,6 +148,12 @@ def test_training_splits_never_show_the_heldout_sources_instructions(bench):
             assert all(r["labels"]["instruction_following"] == 0 for r in dropped)
     assert len(read_index(bench, "train", heldout_source="")) == \
         len([r for r in rows if view_split(r, "") == "train"])
+    # A training pair given a held-out instruction is always left out, whatever the tiny bench happened to draw.
+    leaked = {**next(r for r in rows if r["split"] == "train"), "pair_id": "zz-leaked", "instruction": sorted(held)[0]}
+    copy = tmp_path / "bench"
+    copy.mkdir()
+    (copy / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + [leaked]))
+    assert leaked in read_index(copy) and "zz-leaked" not in {r["pair_id"] for r in read_index(copy, "train")}
 
 
 def test_eval_judge_scores_a_judge_on_the_splits_it_was_trained_on(bench, tmp_path):
