@@ -22,7 +22,7 @@ class Collect:
     """Collection folder: episodes/<source>/<id>.npz and manifest.jsonl are written here."""
     sources: tuple[str, ...] = ALL_SOURCES
     """Data sources to collect, from: lift_panda, stack_sawyer, pickplace_can_ur5e, door_kinova3, and, for judge
-    training only, lift_ur5e, pickplace_milk_panda."""
+    training only, lift_ur5e, pickplace_milk_panda, pickplace_bread_panda, pickplace_milk_kinova3."""
     episodes_per_source: int = 200
     """Scripted episodes per source (seeds first_seed, first_seed+1, ...)."""
     nominal_fraction: float = 0.5

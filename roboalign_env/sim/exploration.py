@@ -38,6 +38,8 @@ WORKSPACE: dict[str, tuple[tuple[float, float, float], tuple[float, float, float
     "door_kinova3": ((-0.30, -0.27, 0.85), (0.00, 0.08, 1.15)),
     "lift_ur5e": ((-0.18, -0.18, 0.83), (0.12, 0.18, 1.03)),
     "pickplace_milk_panda": ((-0.20, -0.38, 0.84), (0.20, 0.39, 1.05)),
+    "pickplace_bread_panda": ((-0.20, -0.38, 0.84), (0.20, 0.39, 1.05)),
+    "pickplace_milk_kinova3": ((-0.20, -0.38, 0.84), (0.20, 0.39, 1.05)),
 }
 OSC_ROT_SCALE = 0.5  # OSC_POSE maps an action of 1.0 to this many radians of rotation per step
 MAX_TILT = 0.6  # radians the gripper may turn away from its start orientation

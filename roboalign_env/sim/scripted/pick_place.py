@@ -1,9 +1,11 @@
 """PickPlace with one object: move it from the left bin into its compartment of the right bin.
 
 ``pickplace_can_ur5e`` (PickPlaceCan with UR5e) is a source of the env and the world model and the
-bench's held-out source. ``pickplace_milk_panda`` (PickPlaceMilk with Panda) is a judge-training
-source: the same arena with another object and robot, so a judge sees pick-and-place without ever
-seeing the held-out (object, robot) pair.
+bench's held-out source. The judge-training sources put other objects and robots in the same arena:
+``pickplace_milk_panda`` (PickPlaceMilk, Panda), ``pickplace_bread_panda`` (PickPlaceBread, Panda)
+and ``pickplace_milk_kinova3`` (PickPlaceMilk, Kinova3 with the held-out source's Robotiq140), so a
+judge sees pick-and-place with several objects, arms and grippers, never the held-out (task, robot)
+pair.
 
 Phases: hover above the can, descend around it (closing on the way), lift, carry over the target
 compartment while rising above the bin walls, lower, open, rise and hold. robosuite counts the can
@@ -16,6 +18,9 @@ At 4 Hz the arm moves ~4 cm per saturated step, so a can episode first succeeds 
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools
 
 import numpy as np
 
@@ -33,7 +38,7 @@ COMPARTMENT_OFFSETS = {  # compartment centre relative to BIN2_XY, in robosuite'
 }
 BIN1_XY = np.array([0.1, -0.25])  # left (start) bin centre, a wrong_place destination
 BIN1_Y_EDGE = BIN1_XY[1] + BIN_SIZE_XY[1] / 2  # right-hand edge of the start bin
-REST_Z = {"can": 0.86, "milk": 0.89}  # height of the object's centre resting on a bin floor
+REST_Z = {"can": 0.86, "milk": 0.89, "bread": 0.845}  # height of the object's centre resting on a bin floor
 LIFT_SATURATION = 0.10  # progress: lifting this high counts fully
 LIFT_WEIGHT, CARRY_WEIGHT = 0.3, 0.6  # progress: weights of lift and carry before placement
 
@@ -137,7 +142,11 @@ class PickPlaceMilkPolicy(PickPlacePolicy):
     hover_z = 1.04  # the carton stands 15 cm tall: lower open fingers catch its top and tip it over
 
 
-def _progress(env, obj: str) -> float:
+class PickPlaceBreadPolicy(PickPlacePolicy):
+    obj = "bread"
+
+
+def object_progress(env, obj: str) -> float:
     """Task progress of ``obj``, in [0, 1].
 
     1 once its centre is inside its target compartment (robosuite's placement test, ignoring the
@@ -154,16 +163,6 @@ def _progress(env, obj: str) -> float:
     lifted = 1.0 if over_target else np.clip((pos[2] - REST_Z[obj]) / LIFT_SATURATION, 0.0, 1.0)
     crossed = np.clip((pos[1] - BIN1_Y_EDGE) / (target[1] - BIN1_Y_EDGE), 0.0, 1.0)
     return float(LIFT_WEIGHT * lifted + CARRY_WEIGHT * crossed)
-
-
-def pick_place_progress(env) -> float:
-    """Task progress of the can (see ``_progress``)."""
-    return _progress(env, "can")
-
-
-def milk_progress(env) -> float:
-    """Task progress of the milk carton (see ``_progress``)."""
-    return _progress(env, "milk")
 
 
 SOURCE = Source(
@@ -187,7 +186,7 @@ SOURCE = Source(
         "put the loaf of bread in the right bin",
     ),
     objects=("Can",),
-    progress=pick_place_progress,
+    progress=functools.partial(object_progress, obj="can"),
     env_kwargs={"gripper_types": "Robotiq140Gripper"},
 )
 
@@ -210,5 +209,34 @@ MILK_SOURCE = Source(
         "put the cereal box in the right bin",
     ),
     objects=("Milk",),
-    progress=milk_progress,
+    progress=functools.partial(object_progress, obj="milk"),
+)
+
+BREAD_SOURCE = Source(
+    name="pickplace_bread_panda",
+    task="PickPlaceBread",
+    robot="Panda",
+    policy=PickPlaceBreadPolicy,
+    control_freq=4,
+    horizon=64,
+    instructions=(
+        "put the bread in the bin",
+        "pick up the loaf of bread and place it in the right bin",
+        "move the bread from the left bin to the right bin",
+        "grab the bread and drop it into its compartment of the other bin",
+    ),
+    near_miss_instructions=(
+        "put the bread in the left bin",
+        "put the milk carton in the right bin",
+        "put the cereal box in the right bin",
+    ),
+    objects=("Bread",),
+    progress=functools.partial(object_progress, obj="bread"),
+)
+
+MILK_KINOVA3_SOURCE = dataclasses.replace(
+    MILK_SOURCE,
+    name="pickplace_milk_kinova3",
+    robot="Kinova3",
+    env_kwargs={"gripper_types": "Robotiq140Gripper"},  # as for the can: the Robotiq85 linkage collapses
 )
