@@ -31,15 +31,17 @@ DEFAULT_EXPLORATION_MODES = EXPLORATION_MODES[:4]
 # objects (cubes, can and both bins, door handle) with some room around them, from just above the
 # table (so objects can be touched) up; every corner projects inside the central 90% of the
 # agentview image, so the hand above the end effector mostly stays in view too.
+_TABLE = ((-0.18, -0.18, 0.83), (0.12, 0.18, 1.03))  # Lift's cube on the table
+_BINS = ((-0.20, -0.38, 0.84), (0.20, 0.39, 1.05))  # PickPlace's two bins, whatever the object
 WORKSPACE: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    "lift_panda": ((-0.18, -0.18, 0.83), (0.12, 0.18, 1.03)),
+    "lift_panda": _TABLE,
     "stack_sawyer": ((-0.16, -0.15, 0.83), (0.12, 0.18, 1.04)),
-    "pickplace_can_ur5e": ((-0.20, -0.38, 0.84), (0.20, 0.39, 1.05)),
+    "pickplace_can_ur5e": _BINS,
     "door_kinova3": ((-0.30, -0.27, 0.85), (0.00, 0.08, 1.15)),
-    "lift_ur5e": ((-0.18, -0.18, 0.83), (0.12, 0.18, 1.03)),
-    "pickplace_milk_panda": ((-0.20, -0.38, 0.84), (0.20, 0.39, 1.05)),
-    "pickplace_bread_panda": ((-0.20, -0.38, 0.84), (0.20, 0.39, 1.05)),
-    "pickplace_milk_kinova3": ((-0.20, -0.38, 0.84), (0.20, 0.39, 1.05)),
+    "lift_ur5e": _TABLE,
+    "pickplace_milk_panda": _BINS,
+    "pickplace_bread_panda": _BINS,
+    "pickplace_milk_kinova3": _BINS,
 }
 OSC_ROT_SCALE = 0.5  # OSC_POSE maps an action of 1.0 to this many radians of rotation per step
 MAX_TILT = 0.6  # radians the gripper may turn away from its start orientation
