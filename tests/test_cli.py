@@ -31,6 +31,14 @@ def test_missing_collection_names_the_folder(tmp_path):
     assert out.returncode == 2 and "none" in out.stderr and "Traceback" not in out.stderr
 
 
+def test_add_dream_pairs_checks_the_kinds_before_loading_the_adversary(tmp_path):
+    """An adversary without its kind is refused by the kind check, not by a failure to load the reward."""
+    out = roboalign("add-dream-pairs", "--name", "x", "--adversary", str(tmp_path / "no_reward"), "--kinds", "own",
+                    "--bench", str(tmp_path / "bench"), "--collection", str(tmp_path / "episodes"))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "'adversary' kind" in out.stderr and "no_reward" in out.stderr
+
+
 @pytest.mark.sim
 def test_demo_compares_the_dream_with_real_robosuite(tmp_path):
     out = roboalign("demo", "--out", str(tmp_path), "--sources", "lift_panda", "door_kinova3",

@@ -46,6 +46,29 @@ def test_sources_cover_three_tasks_and_three_robots():
         assert len(s.failure_modes) >= 4
 
 
+def test_judge_only_wrong_place_spares_the_heldout_objects_compartment():
+    """A judge-only PickPlace source never teaches that the held-out object's compartment is a
+    mistake; it still drops its object in every other wrong place, as the held-out source does."""
+    from roboalign_env.data.splits import HELDOUT_SOURCE
+    from roboalign_env.sim.scripted.pick_place import BIN1_XY, PickPlacePolicy, target_xy
+    from roboalign_env.sim.sources import JUDGE_SOURCES
+
+    def destinations(policy_cls):
+        places = {tuple(policy_cls("wrong_place", np.random.default_rng(s)).place_xy) for s in range(60)}
+        return {tuple(np.round(p, 6)) for p in places}
+
+    held_policy = SOURCES[HELDOUT_SOURCE].policy
+    held_place = tuple(np.round(target_xy(held_policy.obj), 6))
+    assert len(destinations(held_policy)) == 4  # three other compartments and the start bin
+    pick_place = [SOURCES[n].policy for n in JUDGE_SOURCES if issubclass(SOURCES[n].policy, PickPlacePolicy)]
+    assert len(pick_place) == 3
+    for policy_cls in pick_place:
+        places = destinations(policy_cls)
+        own = tuple(np.round(target_xy(policy_cls.obj), 6))
+        assert held_place not in places and own not in places
+        assert tuple(np.round(BIN1_XY, 6)) in places and len(places) == 3
+
+
 def test_unknown_failure_mode_is_rejected():
     with pytest.raises(ValueError, match="failure mode"):
         SOURCES["lift_panda"].policy("sneeze")

@@ -146,9 +146,20 @@ class AddDreamPairs:
 
         from roboalign_env.device import resolve_device
         from roboalign_env.eval.adversary import manipulation_success
-        from roboalign_env.eval.dream_pairs import ACTION_KINDS, ADVERSARY_KIND, POLICY_KIND, dream_pairs, summarize_rows
+        from roboalign_env.eval.dream_pairs import (
+            ACTION_KINDS,
+            ADVERSARY_KIND,
+            POLICY_KIND,
+            check_kinds,
+            dream_pairs,
+            summarize_rows,
+        )
         from roboalign_env.models.registry import load_scorer
 
+        adversary_name = None if self.adversary is None else str(self.adversary)
+        kinds = self.kinds or (ACTION_KINDS + ((POLICY_KIND,) if self.policy is not None else ())
+                               + ((ADVERSARY_KIND,) if self.adversary is not None else ()))
+        check_kinds(kinds, self.policy, adversary_name)  # before loading any model
         policy = None
         if self.policy is not None:
             from roboalign_env.envs.compare import load_model
@@ -160,11 +171,10 @@ class AddDreamPairs:
             policy = frame_policy(load_model(self.policy))
         device = resolve_device(self.device)
         adversary = None if self.adversary is None else manipulation_success(load_scorer(self.adversary).to(device))
-        kinds = self.kinds or ACTION_KINDS + ((POLICY_KIND,) if policy else ()) + ((ADVERSARY_KIND,) if adversary else ())
         rows = dream_pairs(self.model, self.probe, self.collection, self.bench, self.name, self.per_source, self.steps,
                            self.temperature, device=device, seed=self.seed, kinds=kinds, sources=self.sources, splits=self.splits,
                            policy=policy, policy_name=self.policy, adversary=adversary,
-                           adversary_name=None if self.adversary is None else str(self.adversary), search=self.search)
+                           adversary_name=adversary_name, search=self.search)
         print(f"added {len(rows)} dream pairs to {self.bench}:")
         print(json.dumps(summarize_rows(rows), indent=1))
 

@@ -129,6 +129,19 @@ def choose_episodes(collection: Path, bench: Path, per_source: int, seed: int, s
     return chosen
 
 
+def check_kinds(kinds: tuple[str, ...], policy: str | None, adversary: str | None) -> None:
+    """Raise ValueError unless ``kinds`` are known rollout kinds and the 'policy' / 'adversary' kinds
+    come exactly with a policy / an adversary (named here, so a caller can check before loading them)."""
+    allowed = ACTION_KINDS + (POLICY_KIND, ADVERSARY_KIND)
+    if not kinds or set(kinds) - set(allowed):
+        raise ValueError(f"kinds={kinds}: expected one or more of {allowed}")
+    for kind, given in ((POLICY_KIND, policy), (ADVERSARY_KIND, adversary)):
+        if (kind in kinds) != (given is not None):
+            article = "an" if kind[0] in "aeiou" else "a"
+            raise ValueError(f"kinds={kinds}, {kind}={given}: the {kind!r} kind needs {article} {kind}, and "
+                             f"{article} {kind} needs the {kind!r} kind")
+
+
 def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path, name: str, per_source: int = 30,
                 steps: int = 16, temperature: float = 1.0, window: Window = MODEL_WINDOW, batch_size: int = 32,
                 device: str = "cpu", seed: int = 0, progress: bool = True, kinds: tuple[str, ...] = ACTION_KINDS,
@@ -147,14 +160,7 @@ def dream_pairs(model_dir: Path, probe_dir: Path, collection: Path, bench: Path,
         raise ValueError(f"steps={steps}: expected 7..31 (a bench video holds 8 to 32 frames)")
     if temperature < 0:
         raise ValueError(f"temperature={temperature}: expected >= 0 (0 is greedy)")
-    allowed = ACTION_KINDS + (POLICY_KIND, ADVERSARY_KIND)
-    if not kinds or set(kinds) - set(allowed):
-        raise ValueError(f"kinds={kinds}: expected one or more of {allowed}")
-    for kind, given, what in ((POLICY_KIND, policy, policy_name), (ADVERSARY_KIND, adversary, adversary_name)):
-        if (kind in kinds) != (given is not None):
-            article = "an" if kind[0] in "aeiou" else "a"
-            raise ValueError(f"kinds={kinds}, {kind}={what}: the {kind!r} kind needs {article} {kind}, and "
-                             f"{article} {kind} needs the {kind!r} kind")
+    check_kinds(kinds, None if policy is None else str(policy_name), None if adversary is None else str(adversary_name))
     model_dir, collection, bench = Path(model_dir), Path(collection), Path(bench)
     if (model_dir / "world_model").is_dir():
         model_dir = model_dir / "world_model"

@@ -38,6 +38,10 @@ COMPARTMENT_OFFSETS = {  # compartment centre relative to BIN2_XY, in robosuite'
 }
 BIN1_XY = np.array([0.1, -0.25])  # left (start) bin centre, a wrong_place destination
 BIN1_Y_EDGE = BIN1_XY[1] + BIN_SIZE_XY[1] / 2  # right-hand edge of the start bin
+# The held-out source's object. The judge-only sources' ``wrong_place`` never drops their object in
+# its compartment: a judge would otherwise only ever see an object placed there as a mistake, and
+# score the held-out source's successful placements as failures.
+HELDOUT_OBJECT = "can"
 REST_Z = {"can": 0.86, "milk": 0.89, "bread": 0.845}  # height of the object's centre resting on a bin floor
 LIFT_SATURATION = 0.10  # progress: lifting this high counts fully
 LIFT_WEIGHT, CARRY_WEIGHT = 0.3, 0.6  # progress: weights of lift and carry before placement
@@ -64,10 +68,12 @@ def target_xy(obj: str) -> np.ndarray:
 
 class PickPlacePolicy(ScriptedPolicy):
     """Phase machine for PickPlace with the object ``obj``; ``wrong_place`` puts it in another
-    compartment or bin. Subclasses set ``obj`` (a key of ``COMPARTMENT_OFFSETS``)."""
+    compartment (none of ``spared_compartments``) or back in the start bin. Subclasses set ``obj``
+    (a key of ``COMPARTMENT_OFFSETS``)."""
 
     obj: str
     hover_z: float = HOVER_Z
+    spared_compartments: tuple[str, ...] = ()
 
     failure_modes = ("nominal", *COMMON_FAILURES, "wrong_place")
     # The base's 0.4 is mostly corrected away by this closed-loop policy (~40% still place the can).
@@ -82,7 +88,8 @@ class PickPlacePolicy(ScriptedPolicy):
             self.grasp_offset = np.array([np.copysign(length, self.grasp_offset[0]), 0.0, 0.0])
         self.place_xy = target_xy(self.obj)
         if failure == "wrong_place":
-            wrong = [BIN2_XY + off for name, off in COMPARTMENT_OFFSETS.items() if name != self.obj]
+            spared = {self.obj, *self.spared_compartments}
+            wrong = [BIN2_XY + off for name, off in COMPARTMENT_OFFSETS.items() if name not in spared]
             wrong.append(BIN1_XY)
             self.place_xy = wrong[int(self.rng.integers(len(wrong)))]
         self._count = 0  # steps spent closing (phase 2) or opening (phase 6)
@@ -139,11 +146,13 @@ class PickPlaceCanPolicy(PickPlacePolicy):
 
 class PickPlaceMilkPolicy(PickPlacePolicy):
     obj = "milk"
+    spared_compartments = (HELDOUT_OBJECT,)
     hover_z = 1.04  # the carton stands 15 cm tall: lower open fingers catch its top and tip it over
 
 
 class PickPlaceBreadPolicy(PickPlacePolicy):
     obj = "bread"
+    spared_compartments = (HELDOUT_OBJECT,)
 
 
 def object_progress(env, obj: str) -> float:
