@@ -54,8 +54,7 @@ def test_judge_only_wrong_place_spares_the_heldout_objects_compartment():
     from roboalign_env.sim.sources import JUDGE_SOURCES
 
     def destinations(policy_cls):
-        places = {tuple(policy_cls("wrong_place", np.random.default_rng(s)).place_xy) for s in range(60)}
-        return {tuple(np.round(p, 6)) for p in places}
+        return {tuple(np.round(policy_cls("wrong_place", np.random.default_rng(s)).place_xy, 6)) for s in range(60)}
 
     held_policy = SOURCES[HELDOUT_SOURCE].policy
     held_place = tuple(np.round(target_xy(held_policy.obj), 6))

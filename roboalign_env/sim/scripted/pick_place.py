@@ -39,8 +39,7 @@ COMPARTMENT_OFFSETS = {  # compartment centre relative to BIN2_XY, in robosuite'
 BIN1_XY = np.array([0.1, -0.25])  # left (start) bin centre, a wrong_place destination
 BIN1_Y_EDGE = BIN1_XY[1] + BIN_SIZE_XY[1] / 2  # right-hand edge of the start bin
 # The held-out source's object. The judge-only sources' ``wrong_place`` never drops their object in
-# its compartment: a judge would otherwise only ever see an object placed there as a mistake, and
-# score the held-out source's successful placements as failures.
+# its compartment, so no judge is taught that an object placed there is a mistake.
 HELDOUT_OBJECT = "can"
 REST_Z = {"can": 0.86, "milk": 0.89, "bread": 0.845}  # height of the object's centre resting on a bin floor
 LIFT_SATURATION = 0.10  # progress: lifting this high counts fully
