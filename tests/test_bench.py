@@ -156,6 +156,25 @@ def test_training_splits_never_show_the_heldout_sources_instructions(bench, tmp_
     assert leaked in read_index(copy) and "zz-leaked" not in {r["pair_id"] for r in read_index(copy, "train")}
 
 
+def test_distillations_extra_clips_never_carry_the_heldout_sources_instructions(bench, collection):
+    """The unlabelled clips a student distils on swap in mismatched instructions as the bench does, and like the
+    bench's training splits never the held-out source's (the student would learn them only as wrong)."""
+    from roboalign_env.data.bench import heldout_instructions
+    from roboalign_env.sim.build_bench import instruction_for
+    from roboalign_env.sim.sources import SOURCES
+    from roboalign_env.training.distill import episode_clips
+
+    held = heldout_instructions(read_index(bench))
+    lift = {r["episode_id"] for r in read_manifest(collection) if r["source"] == "lift_panda"}
+    given = lambda clips: {r["instruction"].strip().lower() for r in clips.rows}  # noqa: E731
+    assert given(episode_clips(collection, lift, 40, swap=1.0)) & held  # what the exclusion has to remove
+    clips = episode_clips(collection, lift, 40, swap=1.0, exclude_instructions=held)
+    assert not given(clips) & held and {r["relation"] for r in clips.rows} == {"near_miss", "other_task"}
+    lift_instructions = {t.lower() for t in SOURCES["lift_panda"].instructions}
+    with pytest.raises(ValueError, match="no correct instruction"):
+        instruction_for("correct", "lift_panda", np.random.default_rng(0), lift_instructions)
+
+
 def test_eval_judge_scores_a_judge_on_the_splits_it_was_trained_on(bench, tmp_path):
     """A judge trained on every source has no held-out split: the report says so instead of scoring
     the source it trained on as if held out, and its other splits include that source."""

@@ -60,7 +60,7 @@ def test_judge_only_wrong_place_spares_the_heldout_objects_compartment():
     held_place = tuple(np.round(target_xy(held_policy.obj), 6))
     assert len(destinations(held_policy)) == 4  # three other compartments and the start bin
     pick_place = [SOURCES[n].policy for n in JUDGE_SOURCES if issubclass(SOURCES[n].policy, PickPlacePolicy)]
-    assert len(pick_place) == 3
+    assert len(pick_place) == 4
     for policy_cls in pick_place:
         places = destinations(policy_cls)
         own = tuple(np.round(target_xy(policy_cls.obj), 6))

@@ -235,6 +235,23 @@ def test_predict_matches_score(teacher):
     np.testing.assert_allclose(pred["expected"], teacher.score(videos, texts).expected.numpy(), atol=1e-5)
 
 
+def test_cached_predict_recomputes_when_the_videos_rows_change(teacher, tmp_path, monkeypatch):
+    """The cache of a teacher's outputs is reused for the same videos, never for other videos of the same number."""
+    from roboalign_env.models import batch_scoring
+
+    videos = random_videos(2, (12, 9), seed=4)
+    texts = ["lift the red cube", "open the door"]
+    first = batch_scoring.cached_predict(teacher, VideoSet.from_videos(videos, texts), tmp_path / "t.npz", progress=False)
+    calls = []
+    monkeypatch.setattr(batch_scoring, "predict", lambda *a, **k: calls.append(1) or first)
+    again = batch_scoring.cached_predict(teacher, VideoSet.from_videos(videos, texts), tmp_path / "t.npz", progress=False)
+    assert not calls
+    np.testing.assert_array_equal(again["expected"], first["expected"])
+    assert len(again["log_probs"]) == len(first["log_probs"]) == len(DIMENSIONS)
+    batch_scoring.cached_predict(teacher, VideoSet.from_videos(videos, texts[::-1]), tmp_path / "t.npz", progress=False)
+    assert calls == [1]
+
+
 def test_agreement_metrics():
     ref = np.array([[3, 2, 1, 1, 1, 2], [0, 0, 0, 0, 0, 0], [2, 1, 1, 0, 1, 1], [1, 0, 1, 1, 0, 2]])
     perfect = agreement(ref, ref.astype(float), ref)

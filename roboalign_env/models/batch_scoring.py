@@ -7,6 +7,7 @@ scorer's outputs on a video set through :func:`predict`; :func:`cached_predict` 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -89,16 +90,19 @@ def predict(model, cache: VideoSet, indices=None, batch_size: int = 64, with_act
 def cached_predict(teacher, videos: VideoSet, path: str | Path, progress: bool = True) -> dict:
     """The teacher's :func:`predict` output on ``videos``, kept in ``path`` (npz) for later runs.
 
-    The file records a digest of the teacher's weights and the number of videos; a mismatch recomputes it.
+    The file records digests of the teacher's weights and of the videos' rows (which name each video's
+    pair, or its episode, window, edit and instruction) and lengths; a mismatch recomputes it.
     """
     digest = hashlib.sha256(b"".join(p.detach().float().numpy().tobytes() for p in teacher.parameters())).hexdigest()
+    inputs = hashlib.sha256(json.dumps(videos.rows, sort_keys=True, default=str).encode()
+                            + np.asarray(videos.length).tobytes() + np.asarray(videos.num_actions).tobytes()).hexdigest()
     path = Path(path)
     if path.is_file():
         with np.load(path, allow_pickle=False) as f:
-            if str(f["teacher"]) == digest and len(f["expected"]) == len(videos):
-                return {"expected": f["expected"], "argmax": f["argmax"],
-                        "log_probs": [f[f"log_probs_{k}"] for k in range(len(f.files) - 3)]}
+            if str(f["teacher"]) == digest and "inputs" in f.files and str(f["inputs"]) == inputs:
+                heads = sorted((k for k in f.files if k.startswith("log_probs_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+                return {"expected": f["expected"], "argmax": f["argmax"], "log_probs": [f[k] for k in heads]}
     pred = predict(teacher, videos, progress=progress)
-    atomic_savez(path, teacher=np.array(digest), expected=pred["expected"], argmax=pred["argmax"],
+    atomic_savez(path, teacher=np.array(digest), inputs=np.array(inputs), expected=pred["expected"], argmax=pred["argmax"],
                  **{f"log_probs_{k}": lp for k, lp in enumerate(pred["log_probs"])})
     return pred

@@ -25,7 +25,7 @@ import json
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Collection, Sequence
 
 import numpy as np
 
@@ -167,8 +167,9 @@ def _window_trace(ep: Episode, frames: np.ndarray) -> dict:
     return {k: v[frames] for k, v in ep.state.items()}
 
 
-def instruction_for(kind: str, source_name: str, rng) -> str:
-    """A random instruction of relation ``kind`` (correct, near_miss, other_task) to a source's episode."""
+def instruction_for(kind: str, source_name: str, rng, exclude: Collection[str] = ()) -> str:
+    """A random instruction of relation ``kind`` (correct, near_miss, other_task) to a source's episode,
+    none of ``exclude`` (lower-case)."""
     source = SOURCES[source_name]
     if kind == "correct":
         pool = source.instructions
@@ -176,6 +177,9 @@ def instruction_for(kind: str, source_name: str, rng) -> str:
         pool = source.near_miss_instructions
     else:
         pool = [t for s in SOURCES.values() if s.task != source.task for t in s.instructions]
+    pool = [t for t in pool if t.strip().lower() not in exclude]
+    if not pool:
+        raise ValueError(f"no {kind} instruction for source {source_name!r} is left once {sorted(exclude)} are excluded")
     return str(pool[int(rng.integers(len(pool)))])
 
 

@@ -42,6 +42,7 @@ WORKSPACE: dict[str, tuple[tuple[float, float, float], tuple[float, float, float
     "pickplace_milk_panda": _BINS,
     "pickplace_bread_panda": _BINS,
     "pickplace_milk_kinova3": _BINS,
+    "pickplace_cereal_panda": _BINS,
 }
 OSC_ROT_SCALE = 0.5  # OSC_POSE maps an action of 1.0 to this many radians of rotation per step
 MAX_TILT = 0.6  # radians the gripper may turn away from its start orientation

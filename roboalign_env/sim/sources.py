@@ -10,7 +10,8 @@ Two kinds of source share the registry:
 - ``ALL_SOURCES``: the four the env, the world model and ``compare`` offer (their order is the
   env's task one-hot);
 - ``JUDGE_SOURCES``: extra scenes collected only to train the judges on more (task, robot) pairs:
-  Lift with the UR5e, and PickPlace with the milk carton (Panda, Kinova3) and the bread (Panda).
+  Lift with the UR5e, and PickPlace with the milk carton (Panda, Kinova3), the bread (Panda) and
+  the cereal box (Panda).
   With them a judge sees the held-out source's robot, gripper and arena, never its (task, robot)
   pair.
 """
@@ -22,9 +23,9 @@ from roboalign_env.sim.scripted.base import Source
 
 _ENV_SOURCES = (lift.SOURCE, stack.SOURCE, pick_place.SOURCE, door.SOURCE)
 _JUDGE_SOURCES = (lift.UR5E_SOURCE, pick_place.MILK_SOURCE, pick_place.BREAD_SOURCE,
-                  pick_place.MILK_KINOVA3_SOURCE)
+                  pick_place.MILK_KINOVA3_SOURCE, pick_place.CEREAL_SOURCE)
 SOURCES: dict[str, Source] = {s.name: s for s in (*_ENV_SOURCES, *_JUDGE_SOURCES)}
 ALL_SOURCES = tuple(s.name for s in _ENV_SOURCES)
 """The env's sources, in a fixed order: lift_panda, stack_sawyer, pickplace_can_ur5e, door_kinova3."""
 JUDGE_SOURCES = tuple(s.name for s in _JUDGE_SOURCES)
-"""Sources collected only for judge training: lift_ur5e and the three PickPlace ones above."""
+"""Sources collected only for judge training: lift_ur5e and the four PickPlace ones above."""

@@ -14,6 +14,7 @@ Online iterative distillation (the paper's defence against reward hacking)::
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -90,14 +91,17 @@ def _concat(parts: list[dict]) -> dict:
 
 
 def episode_clips(collection: str | Path, episode_ids: set[str], count: int, seed: int = 0,
-                  degrade: float = 0.4, swap: float = 0.3, mirror: float = 0.15, no_actions: float = 0.25) -> VideoSet:
+                  degrade: float = 0.4, swap: float = 0.3, mirror: float = 0.15, no_actions: float = 0.25,
+                  exclude_instructions: Collection[str] = ()) -> VideoSet:
     """``count`` random windows (8-32 frames, stride 1-2) of the named episodes, unlabelled, with
     the window's actions.
 
     A fraction ``degrade`` gets one of the bench's temporal or pixel degradations and a fraction
     ``swap`` a near-miss or other-task instruction, so the teacher's scores on them spread over
     the levels; a fraction ``mirror`` comes with its actions negated (commands the video does not
-    follow) and ``no_actions`` without actions. The draw is a pure function of ``seed``.
+    follow) and ``no_actions`` without actions. No clip carries one of ``exclude_instructions``
+    (lower-case; the held-out source's, as in the bench's training splits). The draw is a pure
+    function of ``seed``.
     """
     from roboalign_env.data.episodes import load_episode, read_manifest
     from roboalign_env.sim import degradations as deg
@@ -132,7 +136,8 @@ def episode_clips(collection: str | Path, episode_ids: set[str], count: int, see
                 (given[:0], "none") if draw < mirror + no_actions else (given, "own")
             videos.append(video)
             actions.append(given)
-            rows.append({"instruction": instruction_for(relation, ep.meta["source"], rng), "episode_id": ep.episode_id,
+            instruction = instruction_for(relation, ep.meta["source"], rng, exclude_instructions)
+            rows.append({"instruction": instruction, "episode_id": ep.episode_id,
                          "window": window.as_dict(), "edit": kind, "relation": relation, "actions": commands})
     return VideoSet.from_videos(videos, [r["instruction"] for r in rows], rows, actions=actions)
 
@@ -178,7 +183,7 @@ def teacher_data(teacher, bench: str | Path, collection: str | Path, extra_clips
     The splits are the ones the teacher was trained on (its recorded ``heldout_source``). The teacher's
     outputs are kept in ``targets`` and reused by later runs with the same teacher.
     """
-    from roboalign_env.data.bench import trained_view
+    from roboalign_env.data.bench import heldout_instructions, read_index, trained_view
     from roboalign_env.data.bench_cache import open_split
     from roboalign_env.models.batch_scoring import cached_predict
 
@@ -188,7 +193,9 @@ def teacher_data(teacher, bench: str | Path, collection: str | Path, extra_clips
     train_set = open_split(bench, "train", heldout_source=view)
     data.add(train_set, cached_predict(teacher, train_set, targets / "bench_train.npz")["log_probs"])
     if extra_clips:
-        clips = episode_clips(collection, {r["episode_id"] for r in train_set.rows}, extra_clips, seed)
+        held = heldout_instructions(read_index(bench, heldout_source=view))
+        clips = episode_clips(collection, {r["episode_id"] for r in train_set.rows}, extra_clips, seed,
+                              exclude_instructions=held)
         data.add(clips, cached_predict(teacher, clips, targets / f"clips_{extra_clips}_{seed}.npz")["log_probs"])
     val = open_split(bench, "val", heldout_source=view)
     return data, (val, cached_predict(teacher, val, targets / "bench_val.npz"))

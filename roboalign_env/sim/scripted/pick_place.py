@@ -3,9 +3,10 @@
 ``pickplace_can_ur5e`` (PickPlaceCan with UR5e) is a source of the env and the world model and the
 bench's held-out source. The judge-training sources put other objects and robots in the same arena:
 ``pickplace_milk_panda`` (PickPlaceMilk, Panda), ``pickplace_bread_panda`` (PickPlaceBread, Panda)
-and ``pickplace_milk_kinova3`` (PickPlaceMilk, Kinova3 with the held-out source's Robotiq140), so a
-judge sees pick-and-place with several objects, arms and grippers, never the held-out (task, robot)
-pair.
+``pickplace_milk_kinova3`` (PickPlaceMilk, Kinova3 with the held-out source's Robotiq140) and
+``pickplace_cereal_panda`` (PickPlaceCereal, Panda with the Robotiq140), so a judge sees
+pick-and-place with several objects, arms and grippers, and objects placed in both rows of
+compartments, never the held-out (task, robot) pair.
 
 Phases: hover above the can, descend around it (closing on the way), lift, carry over the target
 compartment while rising above the bin walls, lower, open, rise and hold. robosuite counts the can
@@ -41,7 +42,7 @@ BIN1_Y_EDGE = BIN1_XY[1] + BIN_SIZE_XY[1] / 2  # right-hand edge of the start bi
 # The held-out source's object. The judge-only sources' ``wrong_place`` never drops their object in
 # its compartment, so no judge is taught that an object placed there is a mistake.
 HELDOUT_OBJECT = "can"
-REST_Z = {"can": 0.86, "milk": 0.89, "bread": 0.845}  # height of the object's centre resting on a bin floor
+REST_Z = {"can": 0.86, "milk": 0.89, "bread": 0.845, "cereal": 0.895}  # height of the object's centre resting on a bin floor
 LIFT_SATURATION = 0.10  # progress: lifting this high counts fully
 LIFT_WEIGHT, CARRY_WEIGHT = 0.3, 0.6  # progress: weights of lift and carry before placement
 
@@ -50,10 +51,10 @@ HOVER_TOL = 0.02  # horizontal distance to the can at which the descent starts
 GRASP_DZ = -0.01  # grasp slightly below the can's centre
 CLOSE_NEAR = 0.03  # start closing this near the grasp point: the wide-open fingers need a few steps
 LIFT_CLEAR_Z = 0.93  # end-effector height after which the arm may move sideways while still rising
-CARRY_Z = 1.0  # end-effector height while carrying: the can's bottom clears walls and dividers
+CARRY_Z = 1.0  # end-effector height while carrying, then holding after release: the can's bottom
+# clears walls and dividers, and the arm waits well clear of it
 LOWER_NEAR = 0.06  # start lowering when this close (xy) to the place point: the can is then inside
 RELEASE_Z = 0.91  # end-effector height at release: the can drops ~2 cm onto the bin floor
-HOLD_Z = 1.0  # where the arm waits after release, well clear of the can
 RELEASE_TOL = 0.02  # distance to the release point at which the gripper opens
 CLOSE_STEPS = 5  # robosuite ramps the Robotiq command by 0.2 a step: it takes steps to close
 OPEN_STEPS = 3  # ... and to open far enough to let the can go
@@ -68,10 +69,11 @@ def target_xy(obj: str) -> np.ndarray:
 class PickPlacePolicy(ScriptedPolicy):
     """Phase machine for PickPlace with the object ``obj``; ``wrong_place`` puts it in another
     compartment (none of ``spared_compartments``) or back in the start bin. Subclasses set ``obj``
-    (a key of ``COMPARTMENT_OFFSETS``)."""
+    (a key of ``COMPARTMENT_OFFSETS``) and, for taller objects, the approach and carry heights."""
 
     obj: str
     hover_z: float = HOVER_Z
+    carry_z: float = CARRY_Z  # also where the arm holds after release
     spared_compartments: tuple[str, ...] = ()
 
     failure_modes = ("nominal", *COMMON_FAILURES, "wrong_place")
@@ -104,15 +106,15 @@ class PickPlacePolicy(ScriptedPolicy):
             self._count += 1
             return Command(self._grasp, close=True, gain=1.5)
         if self.phase == 3:  # lift straight up
-            return Command(np.array([*self._grasp[:2], CARRY_Z]), close=True, gain=1.5)
+            return Command(np.array([*self._grasp[:2], self.carry_z]), close=True, gain=1.5)
         if self.phase == 4:  # carry over the place point, rising to the carry height on the way
-            return Command(np.array([*self.place_xy, CARRY_Z]), close=True, gain=1.5)
+            return Command(np.array([*self.place_xy, self.carry_z]), close=True, gain=1.5)
         if self.phase == 5:  # lower onto the place point
             return Command(self._release_point(), close=True, gain=1.5)
         if self.phase == 6:  # open in place
             self._count += 1
             return Command(self._release_point(), close=False)
-        return Command(np.array([*self.place_xy, HOLD_Z]), close=False, gain=1.5)  # rise, hold
+        return Command(np.array([*self.place_xy, self.carry_z]), close=False, gain=1.5)  # rise, hold
 
     def _advance(self, obs: dict) -> None:
         """Move through every phase whose goal ``obs`` already meets, so no step is spent idle."""
@@ -152,6 +154,16 @@ class PickPlaceMilkPolicy(PickPlacePolicy):
 class PickPlaceBreadPolicy(PickPlacePolicy):
     obj = "bread"
     spared_compartments = (HELDOUT_OBJECT,)
+
+
+class PickPlaceCerealPolicy(PickPlacePolicy):
+    """The cereal box belongs in the far row, beside the can's compartment: with it a judge sees
+    objects correctly placed in that row, not only mistakes there."""
+
+    obj = "cereal"
+    spared_compartments = (HELDOUT_OBJECT,)
+    hover_z = 1.04  # the box is tall, as the milk carton is
+    carry_z = 1.08  # a lower box catches on the right bin's wall
 
 
 def object_progress(env, obj: str) -> float:
@@ -247,4 +259,28 @@ MILK_KINOVA3_SOURCE = dataclasses.replace(
     name="pickplace_milk_kinova3",
     robot="Kinova3",
     env_kwargs={"gripper_types": "Robotiq140Gripper"},  # as for the can: the Robotiq85 linkage collapses
+)
+
+CEREAL_SOURCE = Source(
+    name="pickplace_cereal_panda",
+    task="PickPlaceCereal",
+    robot="Panda",
+    policy=PickPlaceCerealPolicy,
+    control_freq=4,
+    horizon=64,
+    instructions=(
+        "put the cereal box in the bin",
+        "pick up the cereal and place it in the right bin",
+        "move the cereal box from the left bin to the right bin",
+        "grab the cereal box and drop it into its compartment of the other bin",
+    ),
+    near_miss_instructions=(
+        "put the cereal box in the left bin",
+        "put the milk carton in the right bin",
+        "put the loaf of bread in the right bin",
+    ),
+    objects=("Cereal",),
+    progress=functools.partial(object_progress, obj="cereal"),
+    # The Panda's own gripper cannot hold the box through the carry; the Robotiq140 can.
+    env_kwargs={"gripper_types": "Robotiq140Gripper"},
 )
