@@ -40,6 +40,29 @@ def test_pairs_have_valid_labels_and_videos(bench):
         assert row["provenance"]["family"] in {f for f, _ in RECIPE}
 
 
+def test_every_successful_episode_gives_a_clip_that_ends_as_the_success_happens(bench, collection):
+    """The env's reward scores a success the step it happens; the bench holds one clean stride-1 clip per
+    successful episode ending 0 to ONSET_LAG steps after robosuite first reports it, labelled as the success
+    it shows, and none for an episode that never succeeds."""
+    from roboalign_env.sim.build_bench import ONSET_LAG
+
+    onset = {r["episode_id"]: r for r in read_index(bench) if r["provenance"]["kind"] == "onset"}
+    succeeded = 0
+    for entry in read_manifest(collection):
+        first = entry["first_success_step"]
+        if first is None:
+            assert entry["episode_id"] not in onset
+            continue
+        succeeded += 1
+        row = onset[entry["episode_id"]]
+        window = row["provenance"]["window"]
+        end = window["start"] + window["length"] - 1
+        assert window["stride"] == 1 and first <= end <= first + ONSET_LAG and 8 <= window["length"] <= 32
+        if entry["failure"] == "nominal":
+            assert row["labels"]["manipulation_success"] == 2
+    assert succeeded >= 4  # the nominal episodes of the env's sources
+
+
 def test_degradations_have_their_known_effect(bench):
     rows = read_index(bench)
     for row in rows:
@@ -173,6 +196,23 @@ def test_distillations_extra_clips_never_carry_the_heldout_sources_instructions(
     lift_instructions = {t.lower() for t in SOURCES["lift_panda"].instructions}
     with pytest.raises(ValueError, match="no correct instruction"):
         instruction_for("correct", "lift_panda", np.random.default_rng(0), lift_instructions)
+
+
+def test_distillations_extra_clips_are_cut_from_every_collection_the_bench_was_built_from(collection, tmp_path):
+    """A bench pooled from several collections gives the student extra clips of all of them; a collection
+    that repeats another's episodes is refused, as build-bench refuses it."""
+    from conftest import renamed_copy
+
+    from roboalign_env.training.distill import episode_clips
+
+    second = renamed_copy(collection, tmp_path / "second")
+    only_second = {r["episode_id"] for r in read_manifest(second) if r["source"] == "lift_panda"}
+    with pytest.raises(ValueError, match="none of the requested episodes"):
+        episode_clips(collection, only_second, 8)
+    clips = episode_clips([collection, second], only_second, 8)
+    assert len(clips.rows) == len(clips) == 8
+    with pytest.raises(ValueError, match="expected collections with distinct episodes"):
+        episode_clips([collection, collection], only_second, 8)
 
 
 def test_eval_judge_scores_a_judge_on_the_splits_it_was_trained_on(bench, tmp_path):

@@ -46,7 +46,7 @@ def test_stream_pools_collections_and_rejects_repeated_ids(collection, tmp_path)
     clip = only_other.sample(np.random.default_rng(0))  # read from the second folder
     first = load_episode(collection / rows[0]["path"])
     assert any(np.allclose(first.actions[s : s + 8], clip["actions"].numpy()) for s in range(first.num_steps - 7))
-    with pytest.raises(ValueError, match="more than one collection"):
+    with pytest.raises(ValueError, match="expected collections with distinct episodes"):
         ClipStream([collection, collection])
     for split in ("train", "val", "test"):  # the splits of pooled collections are each one's split
         pooled_ids = split_episode_ids([collection, other], split)

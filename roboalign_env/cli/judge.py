@@ -84,8 +84,8 @@ class Distill:
     """Teacher checkpoint folder (train-judge's model/)."""
     bench: Path = Path("data/bench")
     """Bench folder: its train split is distilled on, its val split validates."""
-    collection: Path = Path("data/episodes")
-    """Collection the bench was built from: unlabelled extra clips are cut from its training episodes."""
+    collection: tuple[Path, ...] = (Path("data/episodes"),)
+    """Collections the bench was built from: unlabelled extra clips are cut from their training episodes."""
     loss: str = "kl"
     """'kl' (temperature-scaled KL on the level distributions) or 'huber' (dimension-weighted, normalized scores)."""
     temperature: float = 2.0
@@ -130,8 +130,9 @@ class HardenStudent:
     """World-model folder the attacks dream in (default: the shipped one)."""
     bench: Path = Path("data/bench")
     """Bench folder: its train split (and its training episodes, the only ones attacked) is distilled on."""
-    collection: Path = Path("data/episodes")
-    """Collection the bench was built from."""
+    collection: tuple[Path, ...] = (Path("data/episodes"),)
+    """Collections the bench was built from: extra clips are cut from all of them; attacks start from the first
+    one's episodes (the world model's own sources; a judge-only collection goes after it)."""
     extra_clips: int = 12000
     """Unlabelled extra clips the teacher scores, as in `distill`."""
     targets: Path = Path("runs/teacher_targets")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from roboalign_env.data.episodes import Episode, load_episode, read_manifest
+from roboalign_env.data.episodes import Episode, load_episode, read_manifests
 from roboalign_env.data.paths import folders
 
 
@@ -40,12 +40,7 @@ class ClipStream(torch.utils.data.IterableDataset):
         cache_size: int = 16,
     ):
         self.roots = folders(root)
-        rows = [{**r, "root": folder} for folder in self.roots for r in read_manifest(folder)]
-        ids = [r["episode_id"] for r in rows]
-        if len(set(ids)) != len(ids):
-            twice = sorted({i for i in ids if ids.count(i) > 1})
-            raise ValueError(f"{[str(r) for r in self.roots]}: episode ids {twice[:3]} appear in more than one "
-                             "collection; collect the extra one with another --first-seed")
+        rows = [{**r, "root": folder} for folder, r in read_manifests(self.roots)]
         if episode_ids is not None:
             wanted = set(episode_ids)
             rows = [r for r in rows if r["episode_id"] in wanted]

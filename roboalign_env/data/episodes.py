@@ -19,11 +19,12 @@ import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from roboalign_env.data.io import atomic_savez, read_jsonl, write_jsonl
-from roboalign_env.data.paths import check_id, inside
+from roboalign_env.data.paths import check_id, folders, inside
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.jsonl"
@@ -146,3 +147,18 @@ def read_manifest(root: str | Path) -> list[dict]:
         check_id(row.get("source"), f"{path}, line {i}: source")
         inside(root, row.get("path"), f"{path}, line {i}: path")
     return rows
+
+
+def read_manifests(collections: str | Path | Sequence[str | Path]) -> list[tuple[Path, dict]]:
+    """``(root, row)`` for every manifest row of one or more collections (:func:`read_manifest`), in order;
+    an episode id found in two of them is an error naming both."""
+    found: list[tuple[Path, dict]] = []
+    seen: dict[str, Path] = {}
+    for root in folders(collections):
+        for row in read_manifest(root):
+            if row["episode_id"] in seen:
+                raise ValueError(f"episode {row['episode_id']!r} is in {seen[row['episode_id']]} and again in {root}; "
+                                 "expected collections with distinct episodes (collect the extra one with another --first-seed)")
+            seen[row["episode_id"]] = root
+            found.append((root, row))
+    return found

@@ -1,7 +1,8 @@
 """RobotWorldBench builder: (video, instruction) pairs with six-dimension oracle labels.
 
 From every collected episode the builder draws a fixed recipe of pairs (:data:`RECIPE`): clean
-clips (the full episode, an incomplete prefix, a random window), instruction swaps, temporal
+clips (the full episode, an incomplete prefix, a random window, and for a successful episode a window
+ending as the success happens), instruction swaps, temporal
 re-orderings, pixel artifacts, real videos paired with actions that did not make them (another
 episode's of the same source, or their own mirrored), and simulator state edits that are re-rendered in robosuite (see
 :mod:`roboalign_env.sim.degradations`). Every pair is labelled by :mod:`roboalign_env.sim.oracle`
@@ -30,7 +31,7 @@ from typing import Collection, Sequence
 import numpy as np
 
 from roboalign_env.data.bench import INDEX, is_external, shard_path
-from roboalign_env.data.episodes import Episode, load_episode, read_manifest
+from roboalign_env.data.episodes import Episode, load_episode, read_manifests
 from roboalign_env.data.io import atomic_savez, read_jsonl, write_jsonl
 from roboalign_env.data.splits import split_of
 from roboalign_env.sim import degradations as deg
@@ -45,8 +46,11 @@ RECIPE = (
     ("swap", "other_task"), ("swap", "near_miss"),
     ("temporal", None), ("temporal", None), ("pixel", None),
     ("physics", None), ("physics", None), ("physics", None), ("contact", None), ("aoc", None), ("aoc", None),
-    ("dream", "ghost_arm"), ("actions", "other_episode"), ("actions", "mirrored"),
+    ("dream", "ghost_arm"), ("actions", "other_episode"), ("actions", "mirrored"), ("clean", "onset"),
 )
+# The onset pair: a stride-1 window ending 0 to ONSET_LAG steps after robosuite first reports success,
+# as the env's reward sees a success the step it happens (random windows rarely end there).
+ONSET_LAG = 2
 # How often each state edit is tried first within its family: float and sink come in a minor
 # (PA 1) and a severe (PA 0) version, teleport and vanish only severe, so they get more draws to
 # keep both Physics Adherence levels well populated.
@@ -74,6 +78,17 @@ def _full_window(ep: Episode) -> Window:
     last = ep.num_steps
     stride = max(1, last // (FULL_FRAMES - 1))
     return Window(0, stride, min(FULL_FRAMES, last // stride + 1))
+
+
+def onset_window(ep: Episode, rng) -> Window | None:
+    """A stride-1 window of 8 to ``FULL_FRAMES`` frames whose last frame is 0 to ``ONSET_LAG`` steps after the
+    episode's first success; None for an episode that never succeeds or succeeds before a window fits."""
+    first = ep.meta.get("first_success_step")
+    if first is None:
+        return None
+    end = min(int(first) + int(rng.integers(0, ONSET_LAG + 1)), ep.num_steps)
+    length = min(int(rng.integers(deg.MIN_FRAMES, FULL_FRAMES + 1)), end + 1)
+    return Window(end - length + 1, 1, length) if length >= deg.MIN_FRAMES else None
 
 
 def random_window(ep: Episode, rng, min_length: int = deg.MIN_FRAMES) -> Window:
@@ -224,7 +239,11 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str,
         pairs.append((row, arrays))
 
     for family, kind in RECIPE:
-        if family == "clean":
+        if kind == "onset":
+            window = onset_window(ep, rng)
+            if window is not None:
+                add(family, kind, window, ep.frames[window.frames], _window_trace(ep, window.frames))
+        elif family == "clean":
             window = {"full": _full_window(ep), "prefix": Window(0, 1, int(rng.integers(8, 25))), "random": random_window(ep, rng)}[kind]
             add(family, kind, window, ep.frames[window.frames], _window_trace(ep, window.frames))
         elif family == "swap":
@@ -355,19 +374,10 @@ def build_bench(
     """
     if heldout_source not in SOURCES:
         raise ValueError(f"heldout_source={heldout_source!r}; expected one of {sorted(SOURCES)}")
-    collections = [Path(collection)] if isinstance(collection, (str, Path)) else [Path(c) for c in collection]
     out = Path(out)
-    entries, roots = [], []
-    for root in collections:
-        found = read_manifest(root)
-        entries += found
-        roots += [root] * len(found)
-    seen: dict[str, Path] = {}
-    for entry, root in zip(entries, roots):
-        if entry["episode_id"] in seen:
-            raise ValueError(f"episode {entry['episode_id']!r} is in {seen[entry['episode_id']]} and again in {root}; "
-                             "expected collections with distinct episodes")
-        seen[entry["episode_id"]] = root
+    found = read_manifests(collection)
+    entries, roots = [row for _, row in found], [root for root, _ in found]
+    seen = {row["episode_id"]: root for root, row in found}
     splits = [split_of(e["episode_id"], e["source"], heldout_source) for e in entries]
     donors = _donors(entries, splits)
     rows, todo = [], []

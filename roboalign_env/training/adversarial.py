@@ -23,12 +23,14 @@ import json
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from roboalign_env.data.bench_cache import VideoSet
 from roboalign_env.data.episodes import load_episode
+from roboalign_env.data.paths import folders
 from roboalign_env.data.io import atomic_savez
 from roboalign_env.eval.adversary import SearchConfig, manipulation_success, search_actions
 from roboalign_env.eval.dream_pairs import choose_episodes
@@ -120,11 +122,12 @@ def attack_videos(path: Path) -> VideoSet:
 
 
 def harden_student(student: str | Path, teacher: str | Path, world_model: str | Path, bench: str | Path,
-                   collection: str | Path, out: str | Path, config: HardenConfig = HardenConfig(),
+                   collection: str | Path | Sequence[str | Path], out: str | Path, config: HardenConfig = HardenConfig(),
                    extra_clips: int = 12000, targets: str | Path = "runs/teacher_targets", seed: int = 0,
                    device: str = "cpu", progress: bool = True, reuse_attacks: str | Path | None = None):
     """Run ``config.rounds`` rounds of attack-then-distil on the student in ``student``; returns the last
-    round's student. Resumable: a round's attack is kept in ``out/attack_XXX.npz`` and its student in
+    round's student. Extra clips are cut from every collection in ``collection``; attacks start from episodes
+    of the first. Resumable: a round's attack is kept in ``out/attack_XXX.npz`` and its student in
     ``out/round_XXX/model``; a rerun picks up where a killed one stopped. Each round's outcome is a line
     of ``out/rounds.jsonl``, and the final student is copied to ``out/model``. ``reuse_attacks``: an earlier
     run folder whose ``attack_XXX.npz`` clips join the data from the start, labelled by this teacher (kept in
@@ -134,14 +137,16 @@ def harden_student(student: str | Path, teacher: str | Path, world_model: str | 
     from roboalign_env.models.registry import load_scorer
     from roboalign_env.models.student import StudentReward
 
-    out, collection = Path(out), Path(collection)
+    out = Path(out)
+    collections = folders(collection)
+    attacked = collections[0]
     earlier = earlier_attacks(reuse_attacks, out) if reuse_attacks is not None else []
     teacher_model = load_scorer(teacher).to(device).eval()
     current = StudentReward.from_pretrained(student).float()
     if trained_view(current) != trained_view(teacher_model):
         raise ValueError(f"{student} was distilled on the bench view {trained_view(current)!r}, the teacher {teacher} "
                          f"was trained on {trained_view(teacher_model)!r}; expected the same")
-    data, _ = teacher_data(teacher_model, bench, collection, extra_clips, seed, targets)
+    data, _ = teacher_data(teacher_model, bench, collections, extra_clips, seed, targets)
     online = OnlineDistiller(current, teacher_model, out, data, lr=config.lr, batch_size=config.batch_size)
     for k, path in enumerate(earlier):
         videos = attack_videos(path)
@@ -153,9 +158,9 @@ def harden_student(student: str | Path, teacher: str | Path, world_model: str | 
     for r in range(config.rounds):
         path = out / f"attack_{r:03d}.npz"
         if not path.is_file():
-            episodes = [e for e, _ in choose_episodes(collection, Path(bench), config.per_source, seed * 1_000 + r,
+            episodes = [e for e, _ in choose_episodes(attacked, Path(bench), config.per_source, seed * 1_000 + r,
                                                       splits=("train",), heldout_source=trained_view(teacher_model))]
-            found = attack(model, manipulation_success(online.student.eval()), episodes, collection, config,
+            found = attack(model, manipulation_success(online.student.eval()), episodes, attacked, config,
                            seed * 1_000 + r, progress)
             videos = VideoSet.from_videos(list(found["video"]), list(found["instruction"]), actions=list(found["actions"]))
             found.update({f"teacher_{k}": lp for k, lp in enumerate(predict(teacher_model, videos)["log_probs"])})

@@ -14,7 +14,7 @@ Online iterative distillation (the paper's defence against reward hacking)::
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -90,11 +90,11 @@ def _concat(parts: list[dict]) -> dict:
     return out
 
 
-def episode_clips(collection: str | Path, episode_ids: set[str], count: int, seed: int = 0,
+def episode_clips(collection: str | Path | Sequence[str | Path], episode_ids: set[str], count: int, seed: int = 0,
                   degrade: float = 0.4, swap: float = 0.3, mirror: float = 0.15, no_actions: float = 0.25,
                   exclude_instructions: Collection[str] = ()) -> VideoSet:
-    """``count`` random windows (8-32 frames, stride 1-2) of the named episodes, unlabelled, with
-    the window's actions.
+    """``count`` random windows (8-32 frames, stride 1-2) of the named episodes of one or more collections,
+    unlabelled, with the window's actions. Windows are drawn uniformly over the episodes.
 
     A fraction ``degrade`` gets one of the bench's temporal or pixel degradations and a fraction
     ``swap`` a near-miss or other-task instruction, so the teacher's scores on them spread over
@@ -103,19 +103,19 @@ def episode_clips(collection: str | Path, episode_ids: set[str], count: int, see
     (lower-case; the held-out source's, as in the bench's training splits). The draw is a pure
     function of ``seed``.
     """
-    from roboalign_env.data.episodes import load_episode, read_manifest
+    from roboalign_env.data.episodes import load_episode, read_manifests
     from roboalign_env.sim import degradations as deg
     from roboalign_env.sim.build_bench import instruction_for, random_window
 
-    collection = Path(collection)
-    entries = [r for r in read_manifest(collection) if r["episode_id"] in episode_ids]
+    entries = [(root, r) for root, r in read_manifests(collection) if r["episode_id"] in episode_ids]
     if not entries:
         raise ValueError(f"{collection}: none of the requested episodes is in the manifest")
     rng = np.random.default_rng([seed, 11])
     picks = np.sort(rng.integers(0, len(entries), count))
     videos, rows, actions = [], [], []
     for e in np.unique(picks):
-        ep = load_episode(collection / entries[e]["path"])
+        root, entry = entries[e]
+        ep = load_episode(root / entry["path"])
         for _ in range(int((picks == e).sum())):
             window = random_window(ep, rng)
             video, kind = ep.frames[window.frames], "clean"
@@ -175,10 +175,11 @@ def distill(student: StudentReward, data: DistillData, loop: LoopConfig, loss: s
     return train(loop, student, make_batch, compute_loss, evaluate if val is not None else None)
 
 
-def teacher_data(teacher, bench: str | Path, collection: str | Path, extra_clips: int, seed: int,
-                 targets: str | Path) -> tuple[DistillData, tuple[VideoSet, dict]]:
+def teacher_data(teacher, bench: str | Path, collection: str | Path | Sequence[str | Path], extra_clips: int,
+                 seed: int, targets: str | Path) -> tuple[DistillData, tuple[VideoSet, dict]]:
     """What a student distils from ``teacher``: the bench's train split plus ``extra_clips`` unlabelled clips of
-    its training episodes, with the teacher's outputs; and the val split with them (for validation).
+    its training episodes (in the collections the bench was built from, :func:`episode_clips`), with the
+    teacher's outputs; and the val split with them (for validation).
 
     The splits are the ones the teacher was trained on (its recorded ``heldout_source``). The teacher's
     outputs are kept in ``targets`` and reused by later runs with the same teacher.
@@ -201,7 +202,8 @@ def teacher_data(teacher, bench: str | Path, collection: str | Path, extra_clips
     return data, (val, cached_predict(teacher, val, targets / "bench_val.npz"))
 
 
-def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: str | Path, loop: LoopConfig,
+def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: str | Path | Sequence[str | Path],
+                       loop: LoopConfig,
                        loss: str = "kl", temperature: float = 2.0, extra_clips: int = 3000, batch_size: int = 64,
                        targets: str | Path = "runs/teacher_targets", config=None) -> StudentReward:
     """Distil the teacher in ``teacher_dir`` into a new student (``config``: a
