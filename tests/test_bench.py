@@ -273,6 +273,25 @@ def test_rebuild_skips_finished_shards_and_restores_lost_ones(collection, bench)
     assert np.array_equal(load_pair(bench, rows[0])["video"], before)  # deterministic
 
 
+def test_rebuild_redraws_a_shard_built_with_another_recipe(collection, bench):
+    """A shard drawn with an older recipe (or before a source's instructions joined the swap pools) is not
+    reused by a resumed build: it is drawn again and stamped with the current recipe."""
+    from roboalign_env.data.io import atomic_savez
+    from roboalign_env.sim.build_bench import recipe_id
+
+    rows = read_index(bench)
+    shard = bench / rows[0]["file"]
+    with np.load(shard, allow_pickle=False) as data:
+        arrays = {k: data[k] for k in data.files}
+    assert str(arrays["recipe"]) == recipe_id()
+    stale = [{**r, "instruction": "stale"} for r in json.loads(str(arrays["rows"]))]
+    atomic_savez(shard, **{**arrays, "rows": np.array(json.dumps(stale)), "recipe": np.array("1-00000000")})
+    again = build_bench(collection, bench, heldout_source="pickplace_can_ur5e", progress=False)
+    assert "stale" not in {r["instruction"] for r in again} and again == rows
+    with np.load(shard, allow_pickle=False) as data:
+        assert str(data["recipe"]) == recipe_id()
+
+
 def test_bench_pools_collections_and_keeps_pairs_added_from_outside(collection, bench, tmp_path):
     """A second collection (the judge-only sources) joins a built bench: its episodes get pairs labelled by
     their own source's rules, the pairs already there are untouched, and externally added pairs survive."""

@@ -17,7 +17,7 @@ Output (see :mod:`roboalign_env.data.bench` for reading it)::
 
 Splits are by episode: the held-out source's episodes form ``heldout``; the others are hashed
 into ``train``/``val``/``test``, so no episode is in two splits. A re-run skips episodes whose
-shard exists; shards are written atomically.
+shard exists and was built with the current recipe (:func:`recipe_id`); shards are written atomically.
 """
 
 from __future__ import annotations
@@ -51,6 +51,9 @@ RECIPE = (
 # The onset pair: a stride-1 window ending 0 to ONSET_LAG steps after robosuite first reports success,
 # as the env's reward sees a success the step it happens (random windows rarely end there).
 ONSET_LAG = 2
+# Raised by hand whenever what an episode's pairs are drawn from changes in a way RECIPE and the sources'
+# instructions do not show (oracle rules, degradations); a shard of another recipe is rebuilt (recipe_id).
+RECIPE_VERSION = 2
 # How often each state edit is tried first within its family: float and sink come in a minor
 # (PA 1) and a severe (PA 0) version, teleport and vanish only severe, so they get more draws to
 # keep both Physics Adherence levels well populated.
@@ -286,6 +289,24 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str,
     return pairs
 
 
+def recipe_id() -> str:
+    """What an episode's shard was drawn with: the recipe version and a digest of RECIPE, ONSET_LAG and every
+    source's instruction pools (the swaps draw from them)."""
+    pools = {name: [s.task, s.instructions, s.near_miss_instructions] for name, s in sorted(SOURCES.items())}
+    digest = zlib.crc32(json.dumps([RECIPE, ONSET_LAG, pools], sort_keys=True).encode())
+    return f"{RECIPE_VERSION}-{digest:08x}"
+
+
+def _shard_rows(shard: Path) -> list[dict] | None:
+    """The rows of a shard built with the current recipe; None if there is none or it was built with another."""
+    if not shard.is_file():
+        return None
+    with np.load(shard, allow_pickle=False) as data:
+        if "recipe" not in data.files or str(data["recipe"]) != recipe_id():
+            return None
+        return json.loads(str(data["rows"]))
+
+
 def _family_of(kind: str) -> str:
     return next(f for f, kinds in EDIT_FAMILIES.items() if kind in kinds)
 
@@ -356,7 +377,7 @@ def _build_one(args) -> list[dict]:
     path = shard_path(out, ep.meta["source"], ep.episode_id)
     for row in rows:
         row["file"] = str(path.relative_to(out))
-    atomic_savez(path, rows=np.array(json.dumps(rows)), **arrays)
+    atomic_savez(path, rows=np.array(json.dumps(rows)), recipe=np.array(recipe_id()), **arrays)
     return rows
 
 
@@ -383,9 +404,9 @@ def build_bench(
     rows, todo = [], []
     for entry, root, split, donor in zip(entries, roots, splits, donors):
         shard = shard_path(out, entry["source"], entry["episode_id"])
-        if shard.is_file():
-            with np.load(shard, allow_pickle=False) as data:
-                rows.extend(json.loads(str(data["rows"])))
+        done = _shard_rows(shard)
+        if done is not None:
+            rows.extend(done)
         else:
             donor_path = None if donor is None else seen[donor["episode_id"]] / donor["path"]
             todo.append((root / entry["path"], donor_path, out, split))
