@@ -309,6 +309,8 @@ def test_bench_pools_collections_and_keeps_pairs_added_from_outside(collection, 
     before = read_index(pooled)
     with pytest.raises(ValueError, match="distinct episodes"):
         build_bench([collection, collection], pooled, heldout_source="pickplace_can_ur5e", progress=False)
+    with pytest.raises(ValueError, match="no folder given"):
+        build_bench([], pooled, heldout_source="pickplace_can_ur5e", progress=False)
     assert read_index(pooled) == before
     rows = build_bench([collection, extra], pooled, heldout_source="pickplace_can_ur5e", progress=False)
     by_id = {r["pair_id"]: r for r in rows}

@@ -34,5 +34,10 @@ def inside(root: str | Path, relative, what: str) -> Path:
 
 
 def folders(root: str | Path | Sequence[str | Path]) -> list[Path]:
-    """One folder or several (e.g. collections pooled for training) as a list of paths."""
-    return [Path(root)] if isinstance(root, (str, Path)) else [Path(r) for r in root]
+    """One folder or several (e.g. collections pooled for training) as a list of paths; an empty list is an error."""
+    if isinstance(root, (str, Path)):
+        return [Path(root)]
+    paths = [Path(r) for r in root]
+    if not paths:
+        raise ValueError("no folder given; expected one folder or more (e.g. --collection data/ctl data/extra)")
+    return paths
