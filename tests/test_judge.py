@@ -189,6 +189,33 @@ def test_distillation_loss_falls(teacher, loss, tmp_path):
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2])
 
 
+def test_augmented_distillation_jitters_the_students_clips_against_the_teachers_outputs_on_the_clips_as_they_are(
+        teacher, tmp_path, monkeypatch):
+    import json
+
+    import roboalign_env.training.distill as distill_module
+
+    jitter, seen = distill_module.augment_batch, []
+
+    def spy(batch, rng):
+        out = jitter(batch, rng)
+        seen.append((batch, out))
+        return out
+
+    monkeypatch.setattr(distill_module, "augment_batch", spy)
+    torch.manual_seed(1)
+    student = StudentReward(StudentRewardConfig(**TINY_STUDENT))
+    distill(student, _labelled_set(teacher), LoopConfig(out=tmp_path, steps=60, lr=3e-3, warmup_steps=5, log_every=5,
+                                                        progress=False), batch_size=16, augment=True)
+    assert len(seen) >= 60
+    batch, out = seen[0]
+    assert out["video"].shape == batch["video"].shape and not torch.equal(out["video"], batch["video"])
+    assert all(torch.equal(a, b) for a, b in zip(out["teacher"], batch["teacher"]))
+    assert torch.equal(out["text"], batch["text"]) and torch.equal(out["actions"], batch["actions"])
+    losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert np.mean(losses[-3:]) < 0.75 * np.mean(losses[:2])  # noise videos: jitter changes what the teacher saw
+
+
 def test_distill_losses_are_zero_when_student_matches_teacher(teacher):
     from roboalign_env.models.scoring import Scores
 

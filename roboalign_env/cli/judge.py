@@ -100,6 +100,9 @@ class Distill:
     """The student's patch size: its frame encoder starts from a linear patch embedding (64 px -> 64 / patch)."""
     widths: tuple[int, ...] = (32, 64)
     """The student's frame encoder widths: the patch embedding's, then each 3x3 convolution's down to 4x4."""
+    augment: bool = False
+    """Show the student each clip under the teacher's training jitter (colour, crop), against the teacher's outputs on
+    the clip as it is."""
     export_to: Path | None = None
     """Also write the final model here in float16 (e.g. the package's default student; half the size, same scores to ~1e-3)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/student", steps=2000, lr=1e-3, every=250)
@@ -111,7 +114,7 @@ class Distill:
 
         config = StudentRewardConfig(read_actions=True, patch=self.patch, widths=self.widths)
         distill_from_bench(self.teacher, self.bench, self.collection, self.loop, self.loss, self.temperature,
-                           self.extra_clips, self.batch_size, self.targets, config)
+                           self.extra_clips, self.batch_size, self.targets, config, self.augment)
         print(f"student in {self.loop.out / 'model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
         _export(self.loop.out / "model", self.export_to, half=True)
 

@@ -23,6 +23,7 @@ import torch
 from roboalign_env.data.bench_cache import VideoSet
 from roboalign_env.models.batch_scoring import TextMemo, cache_batch, model_inputs, predict
 from roboalign_env.models.student import StudentReward, distill_loss
+from roboalign_env.training.judge import augment_batch
 from roboalign_env.training.loop import LoopConfig, step_seed, train
 
 
@@ -143,18 +144,25 @@ def episode_clips(collection: str | Path | Sequence[str | Path], episode_ids: se
 
 
 def distill(student: StudentReward, data: DistillData, loop: LoopConfig, loss: str = "kl", temperature: float = 2.0,
-            batch_size: int = 64, val: tuple[VideoSet, dict] | None = None) -> StudentReward:
+            batch_size: int = 64, val: tuple[VideoSet, dict] | None = None, augment: bool = False) -> StudentReward:
     """Train ``student`` on ``data`` with the chosen distillation loss (resumes from ``loop.out``).
 
     ``val`` is a video set with the teacher's :func:`predict` output on it; validation logs the
     student's mean per-dimension agreement with the teacher's argmax and the aggregate's Spearman.
+
+    With ``augment`` the student sees each clip under the teacher's training jitter
+    (:func:`~roboalign_env.training.judge.augment_batch`) and learns the teacher's outputs on the clip as it is:
+    the teacher was trained to score both alike, and the student learns the same invariance to colour, framing
+    and scale, which a scene it has not seen needs.
     """
     if not len(data):
         raise ValueError("no teacher-labelled videos to distil on")
     text = TextMemo(student)
 
     def make_batch(step: int, rank: int) -> dict:
-        return data.batch(np.random.default_rng(step_seed(loop.seed, step, rank)), batch_size, text)
+        rng = np.random.default_rng(step_seed(loop.seed, step, rank))
+        batch = data.batch(rng, batch_size, text)
+        return augment_batch(batch, rng) if augment else batch
 
     def compute_loss(model, batch):
         scores = model(**model_inputs(batch))
@@ -205,10 +213,11 @@ def teacher_data(teacher, bench: str | Path, collection: str | Path | Sequence[s
 def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: str | Path | Sequence[str | Path],
                        loop: LoopConfig,
                        loss: str = "kl", temperature: float = 2.0, extra_clips: int = 3000, batch_size: int = 64,
-                       targets: str | Path = "runs/teacher_targets", config=None) -> StudentReward:
+                       targets: str | Path = "runs/teacher_targets", config=None, augment: bool = False) -> StudentReward:
     """Distil the teacher in ``teacher_dir`` into a new student (``config``: a
     :class:`~roboalign_env.models.student.StudentRewardConfig`, default one that reads actions) on
     :func:`teacher_data`, validating on the val split; the student records the teacher's view of the bench.
+    ``augment`` as for :func:`distill`.
     """
     from roboalign_env.data.bench import trained_view
     from roboalign_env.models.registry import load_scorer
@@ -221,7 +230,7 @@ def distill_from_bench(teacher_dir: str | Path, bench: str | Path, collection: s
     student = StudentReward(config or StudentRewardConfig(read_actions=True))
     if trained_view(teacher) is not None:
         student.config.heldout_source = trained_view(teacher)
-    return distill(student, data, loop, loss, temperature, batch_size, val)
+    return distill(student, data, loop, loss, temperature, batch_size, val, augment)
 
 
 class OnlineDistiller:
