@@ -236,7 +236,8 @@ def test_eval_judge_scores_a_judge_on_the_splits_it_was_trained_on(bench, tmp_pa
 
 def test_a_teacher_is_fine_tuned_from_a_trained_one_on_the_view_it_was_trained_on(bench, tmp_path):
     """train_judge(init_from=...) starts from the judge's weights and config (a new run would not), and refuses
-    a judge of another view of the bench, a model that is not a teacher, or a config beside it."""
+    a view that holds out a source the judge has seen, a model that is not a teacher, or a config beside it; a
+    judge that held a source out may be fine-tuned on every source."""
     import torch
 
     from roboalign_env.models.judge import RoboAlignJudge, RoboAlignJudgeConfig
@@ -258,8 +259,12 @@ def test_a_teacher_is_fine_tuned_from_a_trained_one_on_the_view_it_was_trained_o
         train_judge(bench, loop("x"), RoboAlignJudgeConfig(**tiny), init_from=tmp_path / "judge")
     with pytest.raises(ValueError, match="not a teacher judge"):
         train_judge(bench, loop("x"), init_from="checkpoints/probe")
-    with pytest.raises(ValueError, match="asks for another view"):
-        train_judge(bench, loop("x"), heldout_source="", init_from=tmp_path / "judge")
+    everywhere = train_judge(bench, loop("every"), batch_size=4, eval_pairs=8, heldout_source="",
+                             init_from=tmp_path / "tuned" / "model")
+    assert everywhere.config.heldout_source == ""
+    for view in (None, "lift_panda"):  # it has now seen the bench's held-out source, and every other
+        with pytest.raises(ValueError, match="asks for another view"):
+            train_judge(bench, loop("x"), heldout_source=view, init_from=tmp_path / "every" / "model")
     assert not (tmp_path / "x").exists()
 
 

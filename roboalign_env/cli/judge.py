@@ -37,7 +37,8 @@ class TrainJudge:
     init_from: Path | None = None
     """Start from this trained judge (e.g. checkpoints/judge) instead of a new one: fine-tune it on the bench, for
     example after `add-dream-pairs` added new rollouts. It keeps its own config (--text-encoder is not used) and
-    must have been trained with the same --heldout-source."""
+    must have been trained with the same --heldout-source, unless it is fine-tuned on every source
+    (--heldout-source '')."""
     export_to: Path | None = None
     """Also copy the final model here (e.g. checkpoints/judge)."""
     loop: Nested[LoopConfig] = loop_defaults("runs/judge", steps=1200, lr=5e-4, every=200)

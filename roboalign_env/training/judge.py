@@ -49,7 +49,8 @@ def train_judge(bench: str | Path, loop: LoopConfig, config: RoboAlignJudgeConfi
 
     ``init_from`` starts from a trained judge's weights and config instead of a new judge (fine-tuning,
     for example on new pairs added to the bench); ``config`` must then be None. The judge must have been
-    trained on the same view of the bench (the same held-out source): fine-tuning cannot take back what a
+    trained on the same view of the bench (the same held-out source), or be fine-tuned on every source
+    (``heldout_source=''``), which only adds the source it never saw: fine-tuning cannot take back what a
     judge has seen.
     """
     model = RoboAlignJudge(config or RoboAlignJudgeConfig()) if init_from is None else \
@@ -72,10 +73,11 @@ def initial_judge(folder: str | Path, config: RoboAlignJudgeConfig | None, heldo
     if not isinstance(model, RoboAlignJudge):
         raise ValueError(f"init_from {folder}: holds a {type(model).__name__}, not a teacher judge (RoboAlignJudge)")
     trained = getattr(model.config, "heldout_source", None)
-    if trained != heldout_source:
-        seen = "the bench's own held-out source" if trained is None else repr(trained)
+    if trained != heldout_source and heldout_source != "":
+        seen = "the bench's own held-out source" if trained is None else repr(trained) if trained else "no source"
         raise ValueError(f"init_from {folder}: it was trained with {seen} held out, and heldout_source={heldout_source!r} "
-                         "asks for another view; fine-tune on the view it was trained on")
+                         "asks for another view, which would hold out a source it has seen; fine-tune on the view it was "
+                         "trained on, or on every source (heldout_source='')")
     return model.train()
 
 
