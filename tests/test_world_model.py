@@ -741,7 +741,7 @@ def test_training_from_the_models_own_predictions():
     with pytest.raises(ValueError, match="rollout_depth must be an integer"):
         train_world_model(Path("nowhere"), Path("nowhere"), LoopConfig(Path("nowhere")), 2, DynamicsTransformerConfig(),
                           rollout_depth=-1)
-    with pytest.raises(ValueError, match="no collection given"):
+    with pytest.raises(ValueError, match="no folder given"):
         train_world_model([], Path("nowhere"), LoopConfig(Path("nowhere")), 2, DynamicsTransformerConfig())
 
 

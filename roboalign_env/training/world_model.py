@@ -169,8 +169,6 @@ def train_world_model(episodes: Path | Sequence[Path], tokenizer_dir: Path, loop
         raise ValueError(f"rollout_depth must be an integer from 0 (true previous frames) to {clip_frames - 1} "
                          f"(a clip has {clip_frames - 1} predicted frames), got {rollout_depth!r}")
     roots = folders(episodes)
-    if not roots:
-        raise ValueError("episodes: no collection given; expected one or more `roboalign collect` folders")
     tokenizer = VideoTokenizer.from_pretrained(tokenizer_dir).float().eval().requires_grad_(False)  # shipped: bf16
     torch.manual_seed(loop.seed)  # seeds a new transformer's initial weights
     initial = initial_transformer(config, tokenizer, init_from)
