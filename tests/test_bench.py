@@ -198,6 +198,26 @@ def test_distillations_extra_clips_never_carry_the_heldout_sources_instructions(
         instruction_for("correct", "lift_panda", np.random.default_rng(0), lift_instructions)
 
 
+def test_distillations_extra_clips_come_with_another_episodes_actions_or_their_own_mirrored(collection):
+    """``other``: the same span of the episode of the same source drawn before; the first drawn has none, so negated."""
+    from roboalign_env.data.episodes import load_episode
+    from roboalign_env.training.distill import episode_clips
+
+    entries = [r for r in read_manifest(collection) if r["source"] == "lift_panda"]
+    episodes = {r["episode_id"]: load_episode(collection / r["path"]) for r in entries}
+    clips = episode_clips(collection, set(episodes), 30, mirror=0.0, other=1.0, no_actions=0.0)
+    kinds = {r["actions"] for r in clips.rows}
+    assert kinds == {"mirrored", "other_episode"}
+    for k, row in enumerate(clips.rows):
+        ep = episodes[row["episode_id"]]
+        given = clips.actions[k, : clips.num_actions[k]]
+        start, stride, length = row["window"]["start"], row["window"]["stride"], row["window"]["length"]
+        span = slice(start, start + (length - 1) * stride)
+        donor = next(e for i, e in episodes.items() if i != row["episode_id"])
+        expected = -ep.actions[span] if row["actions"] == "mirrored" else donor.actions[span]
+        np.testing.assert_array_equal(given, expected)
+
+
 def test_distillations_extra_clips_are_cut_from_every_collection_the_bench_was_built_from(collection, tmp_path):
     """A bench pooled from several collections gives the student extra clips of all of them; a collection
     that repeats another's episodes is refused, as build-bench refuses it."""

@@ -14,7 +14,7 @@ from roboalign_env.models.scoring import FrameEncoder, PatchFrameEncoder
 from roboalign_env.models.student import StudentReward, StudentRewardConfig, distill_loss
 from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
 from roboalign_env.training.distill import DistillData, OnlineDistiller, distill
-from roboalign_env.training.judge import fit_judge
+from roboalign_env.training.judge import ActionTwins, fit_judge
 from roboalign_env.training.loop import LoopConfig
 
 TINY_TEACHER = dict(widths=(8, 16, 16, 16), dim=32, layers=1, heads=2, ffn=64, text_encoder="trained")
@@ -253,6 +253,60 @@ def test_judge_training_loss_falls(tmp_path):
     fit_judge(RoboAlignJudge(RoboAlignJudgeConfig(**TINY_TEACHER)), videos, loop, batch_size=8)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert np.mean(losses[-2:]) < 0.5 * np.mean(losses[:2])
+
+
+def _twin_set():
+    """Six clips of two sources with their own actions (clip 3 commands what clip 0 does) and a wrong-action pair."""
+    rng = np.random.default_rng(6)
+    actions = [rng.normal(0, 1, (9, 7)).astype(np.float32) for _ in range(7)]
+    actions[3] = actions[0] + 0.01
+    sources = ["lift_panda"] * 4 + ["door_kinova3"] * 2 + ["lift_panda"]
+    rows = [{"instruction": "lift the red cube", "source": s, "provenance": {"family": "clean", "kind": "full"}}
+            for s in sources]
+    rows[6]["provenance"] = {"family": "actions", "kind": "other_episode"}
+    videos = VideoSet.from_videos(random_videos(7, (10,), seed=7), [r["instruction"] for r in rows], rows, actions=actions)
+    videos.labels = np.zeros((7, 6), int)
+    videos.labels[:6, DIMENSIONS.index("action_outcome_consistency")] = 1
+    return videos
+
+
+def test_action_twins_take_another_clip_s_actions_of_the_same_source_and_label_aoc_by_the_oracle_s_rule():
+    videos = _twin_set()
+    own = np.array([r["provenance"]["family"] != "actions" for r in videos.rows])
+    clips, donors, differ = ActionTwins(videos, own).draw(np.random.default_rng(0), 300)
+    assert set(clips) == set(donors) == {0, 1, 2, 3, 4, 5} and (clips != donors).all()
+    assert all(videos.rows[i]["source"] == videos.rows[j]["source"] for i, j in zip(clips, donors))
+    same_command = {frozenset(p) for p in zip(clips, donors)} & {frozenset((0, 3))}
+    assert same_command and all(d == (frozenset((i, j)) != frozenset((0, 3))) for i, j, d in zip(clips, donors, differ))
+    with pytest.raises(ValueError, match="share a length"):
+        ActionTwins(videos, np.arange(7) == 0)
+
+
+def test_judge_training_shows_each_action_twin_beside_its_clip(tmp_path, monkeypatch):
+    import roboalign_env.training.judge as judge_module
+
+    jitter, seen = judge_module.augment_batch, []
+    monkeypatch.setattr(judge_module, "augment_batch", lambda batch, rng: seen.append(batch) or jitter(batch, rng))
+    videos = _twin_set()
+    aoc = DIMENSIONS.index("action_outcome_consistency")
+    loop = LoopConfig(out=tmp_path, steps=12, lr=3e-3, warmup_steps=2, log_every=4, progress=False)
+    model = fit_judge(RoboAlignJudge(RoboAlignJudgeConfig(**TINY_TEACHER)), videos, loop, batch_size=8, augment=True,
+                      swap_actions=0.25)
+    assert len(seen) >= 12
+
+    def which(actions):  # the clip whose actions these are
+        return next(j for j in range(len(videos)) if np.array_equal(videos.actions[j], actions.numpy()))
+
+    for batch in seen:
+        clip, twin = slice(4, 6), slice(6, 8)
+        assert torch.equal(batch["video"][clip], batch["video"][twin]) and batch["action_mask"][4:].all()
+        assert (batch["labels"][clip, aoc] == 1).all()
+        for k in range(2):
+            c, g = which(batch["actions"][4 + k]), which(batch["actions"][6 + k])
+            assert c != g and 6 not in (c, g) and videos.rows[c]["source"] == videos.rows[g]["source"]
+            assert batch["labels"][6 + k, aoc] == ({c, g} == {0, 3})
+    with pytest.raises(ValueError, match="below 0.5"):
+        fit_judge(model, videos, loop, batch_size=8, swap_actions=0.5)
 
 
 def test_predict_matches_score(teacher):

@@ -31,6 +31,9 @@ class TrainJudge:
     """Pairs per step."""
     augment: bool = True
     """Clip-wise photometric and geometric jitter of the training videos."""
+    swap_actions: float = 0.0
+    """Fraction of each batch that is action twins: clips given another clip's actions (same source and length),
+    Action–Outcome Consistency 0 where they command something else, each beside the clip under its own actions."""
     heldout_source: str | None = None
     """Train with this source held out instead of the one the bench was built without ('' trains on every
     source: the judge a deployed reward is distilled from; None keeps the bench's splits)."""
@@ -50,7 +53,7 @@ class TrainJudge:
 
         config = RoboAlignJudgeConfig(text_encoder=self.text_encoder) if self.init_from is None else None
         train_judge(self.bench, self.loop, config, self.batch_size, augment=self.augment,
-                    heldout_source=self.heldout_source, init_from=self.init_from)
+                    heldout_source=self.heldout_source, init_from=self.init_from, swap_actions=self.swap_actions)
         print(f"teacher judge in {self.loop.out / 'model'}; metrics in {self.loop.out / 'metrics.jsonl'}")
         _export(self.loop.out / "model", self.export_to)
 

@@ -92,17 +92,18 @@ def _concat(parts: list[dict]) -> dict:
 
 
 def episode_clips(collection: str | Path | Sequence[str | Path], episode_ids: set[str], count: int, seed: int = 0,
-                  degrade: float = 0.4, swap: float = 0.3, mirror: float = 0.15, no_actions: float = 0.25,
-                  exclude_instructions: Collection[str] = ()) -> VideoSet:
+                  degrade: float = 0.4, swap: float = 0.3, mirror: float = 0.15, other: float = 0.15,
+                  no_actions: float = 0.25, exclude_instructions: Collection[str] = ()) -> VideoSet:
     """``count`` random windows (8-32 frames, stride 1-2) of the named episodes of one or more collections,
     unlabelled, with the window's actions. Windows are drawn uniformly over the episodes.
 
     A fraction ``degrade`` gets one of the bench's temporal or pixel degradations and a fraction
     ``swap`` a near-miss or other-task instruction, so the teacher's scores on them spread over
-    the levels; a fraction ``mirror`` comes with its actions negated (commands the video does not
-    follow) and ``no_actions`` without actions. No clip carries one of ``exclude_instructions``
-    (lower-case; the held-out source's, as in the bench's training splits). The draw is a pure
-    function of ``seed``.
+    the levels. Fractions ``mirror`` and ``other`` come with commands the video does not follow: its
+    own actions negated, or the same span of another episode's of the same source (the one drawn
+    before it; negated where there is none long enough). A fraction ``no_actions`` comes without
+    actions. No clip carries one of ``exclude_instructions`` (lower-case; the held-out source's, as
+    in the bench's training splits). The draw is a pure function of ``seed``.
     """
     from roboalign_env.data.episodes import load_episode, read_manifests
     from roboalign_env.sim import degradations as deg
@@ -114,9 +115,11 @@ def episode_clips(collection: str | Path | Sequence[str | Path], episode_ids: se
     rng = np.random.default_rng([seed, 11])
     picks = np.sort(rng.integers(0, len(entries), count))
     videos, rows, actions = [], [], []
+    previous: dict[str, np.ndarray] = {}  # per source, the actions of the episode drawn last
     for e in np.unique(picks):
         root, entry = entries[e]
         ep = load_episode(root / entry["path"])
+        donor = previous.get(ep.meta["source"])
         for _ in range(int((picks == e).sum())):
             window = random_window(ep, rng)
             video, kind = ep.frames[window.frames], "clean"
@@ -131,15 +134,19 @@ def episode_clips(collection: str | Path | Sequence[str | Path], episode_ids: se
                     kind = deg.PIXEL[int(rng.integers(len(deg.PIXEL)))]
                     video, _ = deg.pixel_artifact(video, kind, deg.STRENGTHS[int(rng.integers(2))], rng)
             relation = "correct" if rng.random() >= swap else ("near_miss" if rng.random() < 0.5 else "other_task")
-            given = ep.actions[window.start : window.start + (window.length - 1) * window.stride]
-            draw = rng.random()
-            given, commands = (-given, "mirrored") if draw < mirror else \
-                (given[:0], "none") if draw < mirror + no_actions else (given, "own")
+            span = slice(window.start, window.start + (window.length - 1) * window.stride)
+            given, draw = ep.actions[span], rng.random()
+            if mirror <= draw < mirror + other and donor is not None and len(donor) >= span.stop:
+                given, commands = donor[span], "other_episode"
+            else:
+                given, commands = (-given, "mirrored") if draw < mirror + other else \
+                    (given[:0], "none") if draw < mirror + other + no_actions else (given, "own")
             videos.append(video)
             actions.append(given)
             instruction = instruction_for(relation, ep.meta["source"], rng, exclude_instructions)
             rows.append({"instruction": instruction, "episode_id": ep.episode_id,
                          "window": window.as_dict(), "edit": kind, "relation": relation, "actions": commands})
+        previous[ep.meta["source"]] = ep.actions
     return VideoSet.from_videos(videos, [r["instruction"] for r in rows], rows, actions=actions)
 
 
