@@ -31,9 +31,10 @@ class TrainJudge:
     """Pairs per step."""
     augment: bool = True
     """Clip-wise photometric and geometric jitter of the training videos."""
-    swap_actions: float = 0.0
+    swap_actions: float = 0.125
     """Fraction of each batch that is action twins: clips given another clip's actions (same source and length),
-    Action–Outcome Consistency 0 where they command something else, each beside the clip under its own actions."""
+    Action–Outcome Consistency 0 where they command something else, each beside the clip under its own actions
+    (0 turns them off)."""
     heldout_source: str | None = None
     """Train with this source held out instead of the one the bench was built without ('' trains on every
     source: the judge a deployed reward is distilled from; None keeps the bench's splits)."""

@@ -42,7 +42,7 @@ def quick_metrics(pred: dict, labels: np.ndarray) -> dict[str, float]:
 def train_judge(bench: str | Path, loop: LoopConfig, config: RoboAlignJudgeConfig | None = None,
                 batch_size: int = 32, action_dropout: float = 0.5, eval_pairs: int = 512,
                 augment: bool = True, heldout_source: str | None = None,
-                init_from: str | Path | None = None, swap_actions: float = 0.0) -> RoboAlignJudge:
+                init_from: str | Path | None = None, swap_actions: float = 0.125) -> RoboAlignJudge:
     """Train (or resume) the teacher on the bench's train split, validating on its val split.
 
     ``heldout_source`` trains on the bench seen with that source held out instead of the one it was
