@@ -201,6 +201,7 @@ def test_distillations_extra_clips_never_carry_the_heldout_sources_instructions(
 def test_distillations_extra_clips_come_with_another_episodes_actions_or_their_own_mirrored(collection):
     """``other``: the same span of the episode of the same source drawn before; the first drawn has none, so negated."""
     from roboalign_env.data.episodes import load_episode
+    from roboalign_env.sim.build_bench import Window
     from roboalign_env.training.distill import episode_clips
 
     entries = [r for r in read_manifest(collection) if r["source"] == "lift_panda"]
@@ -211,8 +212,7 @@ def test_distillations_extra_clips_come_with_another_episodes_actions_or_their_o
     for k, row in enumerate(clips.rows):
         ep = episodes[row["episode_id"]]
         given = clips.actions[k, : clips.num_actions[k]]
-        start, stride, length = row["window"]["start"], row["window"]["stride"], row["window"]["length"]
-        span = slice(start, start + (length - 1) * stride)
+        span = Window(**row["window"]).actions
         donor = next(e for i, e in episodes.items() if i != row["episode_id"])
         expected = -ep.actions[span] if row["actions"] == "mirrored" else donor.actions[span]
         np.testing.assert_array_equal(given, expected)

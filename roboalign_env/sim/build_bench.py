@@ -73,6 +73,11 @@ class Window:
     def frames(self) -> np.ndarray:
         return self.start + self.stride * np.arange(self.length)
 
+    @property
+    def actions(self) -> slice:
+        """The episode's actions between the first and the last frame (``(length - 1) * stride`` of them)."""
+        return slice(self.start, self.start + (self.length - 1) * self.stride)
+
     def as_dict(self) -> dict:
         return {"start": self.start, "stride": self.stride, "length": self.length}
 
@@ -216,7 +221,7 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str,
     def add(family, kind, window, video, trace, instruction_kind="correct", consistent=True, params=None, caps=None,
             actions=None):
         labels = label_trace(trace, rest_z, instruction_kind, failure, consistent)
-        executed = ep.actions[window.start : window.start + (window.length - 1) * window.stride]
+        executed = ep.actions[window.actions]
         if actions is not None and not actions_match(executed, actions):
             caps = {**(caps or {}), "action_outcome_consistency": 0}
         if caps:
@@ -275,7 +280,7 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str,
             add(family, kind, window, video, shown, consistent=False, params=params, caps=caps)
         elif family == "actions":
             window = _full_window(ep)
-            span = slice(window.start, window.start + (window.length - 1) * window.stride)
+            span = window.actions
             if kind == "other_episode" and donor_actions is not None and len(donor_actions) >= span.stop:
                 actions = donor_actions[span]
             else:

@@ -134,7 +134,7 @@ def episode_clips(collection: str | Path | Sequence[str | Path], episode_ids: se
                     kind = deg.PIXEL[int(rng.integers(len(deg.PIXEL)))]
                     video, _ = deg.pixel_artifact(video, kind, deg.STRENGTHS[int(rng.integers(2))], rng)
             relation = "correct" if rng.random() >= swap else ("near_miss" if rng.random() < 0.5 else "other_task")
-            span = slice(window.start, window.start + (window.length - 1) * window.stride)
+            span = window.actions
             given, draw = ep.actions[span], rng.random()
             if mirror <= draw < mirror + other and donor is not None and len(donor) >= span.stop:
                 given, commands = donor[span], "other_episode"

@@ -132,7 +132,7 @@ class ActionTwins:
         donors = np.empty_like(clips)
         for k, i in enumerate(clips):
             group = self.group_of[int(i)]
-            j = int(rng.integers(0, len(group) - 1))
+            j = int(rng.integers(0, len(group) - 1))  # uniform over the others: the clip's own draw takes the last
             donors[k] = group[j if group[j] != i else len(group) - 1]
         n = self.videos.num_actions
         differ = np.array([not actions_match(self.videos.actions[i, : n[i]], self.videos.actions[j, : n[j]])
@@ -167,9 +167,8 @@ def fit_judge(model: RoboAlignJudge, videos: VideoSet, loop: LoopConfig, batch_s
         batch = cache_batch(videos, idx, text, keep)
         batch_labels = labels[idx].clone()
         if twins is not None:
-            swapped = slice(len(idx) - len(clips), len(idx))
-            width = batch["actions"].shape[1]
-            batch["actions"][swapped] = torch.from_numpy(np.asarray(videos.actions[donors, :width])) * batch["action_mask"][swapped, :, None]
+            swapped = slice(len(idx) - len(clips), len(idx))  # donors have the clips' length, zero-padded alike
+            batch["actions"][swapped] = torch.from_numpy(np.asarray(videos.actions[donors, : batch["actions"].shape[1]]))
             batch_labels[swapped, aoc] = torch.where(torch.from_numpy(differ), 0, batch_labels[swapped, aoc])
         batch["labels"] = batch_labels
         return augment_batch(batch, rng) if augment else batch
