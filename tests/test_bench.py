@@ -308,13 +308,56 @@ def test_rebuild_redraws_a_shard_built_with_another_recipe(collection, bench):
     shard = bench / rows[0]["file"]
     with np.load(shard, allow_pickle=False) as data:
         arrays = {k: data[k] for k in data.files}
-    assert str(arrays["recipe"]) == recipe_id()
+    assert str(arrays["recipe"]) == recipe_id(rows[0]["source"])
     stale = [{**r, "instruction": "stale"} for r in json.loads(str(arrays["rows"]))]
     atomic_savez(shard, **{**arrays, "rows": np.array(json.dumps(stale)), "recipe": np.array("1-00000000")})
     again = build_bench(collection, bench, heldout_source="pickplace_can_ur5e", progress=False)
     assert "stale" not in {r["instruction"] for r in again} and again == rows
     with np.load(shard, allow_pickle=False) as data:
-        assert str(data["recipe"]) == recipe_id()
+        assert str(data["recipe"]) == recipe_id(rows[0]["source"])
+
+
+def test_a_change_to_one_sources_instructions_redraws_only_the_shards_it_reaches(monkeypatch):
+    """A shard's recipe digests its own source's instruction pools: a new near miss for Lift stales Lift's
+    shards and no Door shard, while a new Door instruction also stales Lift's (Lift's other-task swaps draw it)."""
+    import dataclasses
+
+    from roboalign_env.sim.build_bench import recipe_id
+    from roboalign_env.sim.sources import SOURCES
+
+    before = {name: recipe_id(name) for name in ("lift_panda", "door_kinova3")}
+    lift, door = SOURCES["lift_panda"], SOURCES["door_kinova3"]
+    monkeypatch.setitem(SOURCES, "lift_panda", dataclasses.replace(lift, near_miss_instructions=("lift the blue cube",)))
+    assert recipe_id("lift_panda") != before["lift_panda"] and recipe_id("door_kinova3") == before["door_kinova3"]
+    monkeypatch.setitem(SOURCES, "lift_panda", lift)
+    monkeypatch.setitem(SOURCES, "door_kinova3", dataclasses.replace(door, instructions=(*door.instructions, "open it")))
+    assert recipe_id("lift_panda") != before["lift_panda"] and recipe_id("door_kinova3") != before["door_kinova3"]
+
+
+def test_an_instruction_for_the_same_task_on_another_object_is_a_near_miss_never_another_task():
+    """The milk carton's instruction on a bread video names the task it shows with the wrong object, as the written
+    near misses do (IF 1, not 0): the bench's other-task swaps draw only other task families, and the relation the
+    state probe labels dreams with agrees."""
+    from roboalign_env.models.state_probe import instruction_kind
+    from roboalign_env.sim.build_bench import instruction_for
+    from roboalign_env.sim.sources import SOURCES, instruction_pool, instruction_relation
+
+    rng = np.random.default_rng(0)
+    for name, source in SOURCES.items():
+        drawn = {instruction_for("other_task", name, rng) for _ in range(200)}
+        families = {s.family for s in SOURCES.values() for t in s.instructions if t in drawn}
+        assert source.family not in families and len(families) == len({s.family for s in SOURCES.values()}) - 1
+        assert all(instruction_relation(t, name) == "other_task" for t in drawn)
+    bread_on_milk = SOURCES["pickplace_milk_panda"].instructions[0]
+    assert instruction_relation(bread_on_milk.upper() + " ", "pickplace_bread_panda") == "near_miss"
+    assert instruction_kind(bread_on_milk, "pickplace_bread_panda") == "near_miss"
+    assert instruction_kind(bread_on_milk, "pickplace_milk_kinova3") == "correct"  # the same task, another robot
+    assert instruction_kind(SOURCES["lift_panda"].instructions[0], "lift_ur5e") == "correct"
+    assert instruction_relation(SOURCES["door_kinova3"].instructions[0], "pickplace_bread_panda") == "other_task"
+    assert instruction_relation("fold the towel", "lift_panda") is None
+    assert set(instruction_pool("near_miss", "lift_panda")) == set(SOURCES["lift_panda"].near_miss_instructions)
+    with pytest.raises(ValueError, match="relation='wrong'"):
+        instruction_pool("wrong", "lift_panda")
 
 
 def test_bench_pools_collections_and_keeps_pairs_added_from_outside(collection, bench, tmp_path):

@@ -137,7 +137,7 @@ def test_state_probe_labels_videos_through_the_oracle_rules(collection, bench, t
         assert 0 <= value <= {"instruction_following": 3, "manipulation_success": 2, "physics_adherence": 2}.get(dim, 1)
     assert trace["eef_pos"].shape == (len(video), 3)
     # the instruction relation follows the oracle's rules for whichever source the probe saw
-    other = next(s for s in SOURCES.values() if s.task != SOURCES[trace["source"]].task)
+    other = next(s for s in SOURCES.values() if s.family != SOURCES[trace["source"]].family)
     off, _ = probe_labels(probe, video, other.instructions[0])
     assert off.instruction_following == 0 and off.manipulation_success == 0
     near, _ = probe_labels(probe, video, SOURCES[trace["source"]].near_miss_instructions[0])

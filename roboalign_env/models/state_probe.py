@@ -156,24 +156,20 @@ def _hold(pos: np.ndarray, band: float) -> np.ndarray:
 
 
 def instruction_kind(instruction: str, source: str) -> str:
-    """``correct`` / ``near_miss`` / ``other_task`` for an instruction given the video's source."""
-    from roboalign_env.sim.sources import SOURCES
+    """``correct`` / ``near_miss`` / ``other_task`` for an instruction given the video's source
+    (:func:`~roboalign_env.sim.sources.instruction_relation`); an instruction no source has takes the
+    relation of the known one nearest to it in the sentence encoder's space."""
+    from roboalign_env.sim.sources import SOURCES, instruction_relation
 
-    known = {}
-    for name, s in SOURCES.items():
-        for text in s.instructions:
-            known.setdefault(text.strip().lower(), "correct" if name == source else "other_task")
-        if name == source:
-            for text in s.near_miss_instructions:
-                known[text.strip().lower()] = "near_miss"
-    key = instruction.strip().lower()
-    if key not in known:
-        from roboalign_env.models.text import minilm_embed
+    relation = instruction_relation(instruction, source)
+    if relation is not None:
+        return relation
+    from roboalign_env.models.text import minilm_embed
 
-        texts = sorted(known)
-        sims = minilm_embed(texts) @ minilm_embed([key])[0]
-        key = texts[int(sims.argmax())]
-    return known[key]
+    texts = sorted({t.strip().lower() for s in SOURCES.values() for t in s.instructions}
+                   | {t.strip().lower() for t in SOURCES[source].near_miss_instructions})
+    sims = minilm_embed(texts) @ minilm_embed([instruction.strip().lower()])[0]
+    return instruction_relation(texts[int(sims.argmax())], source)
 
 
 def temporally_consistent(probe: StateProbe, trace: dict, source: str) -> bool:

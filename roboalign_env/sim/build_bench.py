@@ -37,7 +37,7 @@ from roboalign_env.data.splits import split_of
 from roboalign_env.sim import degradations as deg
 from roboalign_env.sim.oracle import actions_match, label_trace
 from roboalign_env.sim.rendering import CAMERA
-from roboalign_env.sim.sources import SOURCES
+from roboalign_env.sim.sources import INSTRUCTION_RELATIONS, SOURCES, instruction_pool
 from roboalign_env.sim.workers import cached_env, imap_workers
 
 FULL_FRAMES = 32
@@ -191,16 +191,9 @@ def _window_trace(ep: Episode, frames: np.ndarray) -> dict:
 
 
 def instruction_for(kind: str, source_name: str, rng, exclude: Collection[str] = ()) -> str:
-    """A random instruction of relation ``kind`` (correct, near_miss, other_task) to a source's episode,
-    none of ``exclude`` (lower-case)."""
-    source = SOURCES[source_name]
-    if kind == "correct":
-        pool = source.instructions
-    elif kind == "near_miss":
-        pool = source.near_miss_instructions
-    else:
-        pool = [t for s in SOURCES.values() if s.task != source.task for t in s.instructions]
-    pool = [t for t in pool if t.strip().lower() not in exclude]
+    """A random instruction of relation ``kind`` (:func:`~roboalign_env.sim.sources.instruction_pool`) to a
+    source's episode, none of ``exclude`` (lower-case)."""
+    pool = [t for t in instruction_pool(kind, source_name) if t.strip().lower() not in exclude]
     if not pool:
         raise ValueError(f"no {kind} instruction for source {source_name!r} is left once {sorted(exclude)} are excluded")
     return str(pool[int(rng.integers(len(pool)))])
@@ -294,20 +287,21 @@ def episode_pairs(ep: Episode, rerenderer: Rerenderer | None, split: str,
     return pairs
 
 
-def recipe_id() -> str:
-    """What an episode's shard was drawn with: the recipe version and a digest of RECIPE, ONSET_LAG and every
-    source's instruction pools (the swaps draw from them)."""
-    pools = {name: [s.task, s.instructions, s.near_miss_instructions] for name, s in sorted(SOURCES.items())}
+def recipe_id(source_name: str) -> str:
+    """What a shard of ``source_name`` was drawn with: the recipe version and a digest of RECIPE, ONSET_LAG and
+    the source's instruction pools (its swaps draw from them), so a change to one source's pools redraws only
+    its shards."""
+    pools = [instruction_pool(r, source_name) for r in INSTRUCTION_RELATIONS]
     digest = zlib.crc32(json.dumps([RECIPE, ONSET_LAG, pools], sort_keys=True).encode())
     return f"{RECIPE_VERSION}-{digest:08x}"
 
 
-def _shard_rows(shard: Path) -> list[dict] | None:
-    """The rows of a shard built with the current recipe; None if there is none or it was built with another."""
+def _shard_rows(shard: Path, source_name: str) -> list[dict] | None:
+    """The rows of a shard built with the source's current recipe; None if there is none or it was built with another."""
     if not shard.is_file():
         return None
     with np.load(shard, allow_pickle=False) as data:
-        if "recipe" not in data.files or str(data["recipe"]) != recipe_id():
+        if "recipe" not in data.files or str(data["recipe"]) != recipe_id(source_name):
             return None
         return json.loads(str(data["rows"]))
 
@@ -382,7 +376,7 @@ def _build_one(args) -> list[dict]:
     path = shard_path(out, ep.meta["source"], ep.episode_id)
     for row in rows:
         row["file"] = str(path.relative_to(out))
-    atomic_savez(path, rows=np.array(json.dumps(rows)), recipe=np.array(recipe_id()), **arrays)
+    atomic_savez(path, rows=np.array(json.dumps(rows)), recipe=np.array(recipe_id(ep.meta["source"])), **arrays)
     return rows
 
 
@@ -409,7 +403,7 @@ def build_bench(
     rows, todo = [], []
     for entry, root, split, donor in zip(entries, roots, splits, donors):
         shard = shard_path(out, entry["source"], entry["episode_id"])
-        done = _shard_rows(shard)
+        done = _shard_rows(shard, entry["source"])
         if done is not None:
             rows.extend(done)
         else:

@@ -29,3 +29,36 @@ ALL_SOURCES = tuple(s.name for s in _ENV_SOURCES)
 """The env's sources, in a fixed order: lift_panda, stack_sawyer, pickplace_can_ur5e, door_kinova3."""
 JUDGE_SOURCES = tuple(s.name for s in _JUDGE_SOURCES)
 """Sources collected only for judge training: lift_ur5e and the four PickPlace ones above."""
+
+
+INSTRUCTION_RELATIONS = ("correct", "near_miss", "other_task")
+"""How an instruction relates to a source's episode (the oracle labels each differently)."""
+
+
+def instruction_pool(relation: str, source_name: str) -> tuple[str, ...]:
+    """The instructions the bench draws for ``relation`` to an episode of ``source_name``: its own
+    (``correct``), its written near misses (a wrong object or direction), or those of every other task
+    family (``other_task``; the same task on another object is a near miss, not another task)."""
+    if relation not in INSTRUCTION_RELATIONS:
+        raise ValueError(f"relation={relation!r}; expected one of {INSTRUCTION_RELATIONS}")
+    source = SOURCES[source_name]
+    if relation == "correct":
+        return source.instructions
+    if relation == "near_miss":
+        return source.near_miss_instructions
+    return tuple(dict.fromkeys(t for s in SOURCES.values() if s.family != source.family for t in s.instructions))
+
+
+def instruction_relation(instruction: str, source_name: str) -> str | None:
+    """The relation of a known instruction (case and surrounding spaces ignored) to ``source_name``'s
+    episodes, or None for an instruction no source has. Another source's instruction of the same
+    family (the milk carton's on a bread video) is a near miss."""
+    key = instruction.strip().lower()
+    source = SOURCES[source_name]
+    known = lambda texts: key in {t.strip().lower() for t in texts}  # noqa: E731
+    if known(source.instructions):
+        return "correct"
+    kin = (t for s in SOURCES.values() if s.family == source.family for t in s.instructions)
+    if known(source.near_miss_instructions) or known(kin):
+        return "near_miss"
+    return "other_task" if known(instruction_pool("other_task", source_name)) else None

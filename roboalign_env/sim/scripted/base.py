@@ -139,3 +139,9 @@ class Source:
     @property
     def failure_modes(self) -> tuple[str, ...]:
         return self.policy.failure_modes
+
+    @property
+    def family(self) -> str:
+        """The task an instruction names: robosuite's single-object PickPlace variants (PickPlaceCan,
+        PickPlaceMilk, ...) are one task, PickPlace, on different objects."""
+        return "PickPlace" if self.task.startswith("PickPlace") else self.task
