@@ -18,6 +18,7 @@ Two kinds of source share the registry:
 
 from __future__ import annotations
 
+from roboalign_env.sim.oracle import INSTRUCTION_KINDS as INSTRUCTION_RELATIONS  # the relations the oracle labels
 from roboalign_env.sim.scripted import door, lift, pick_place, stack
 from roboalign_env.sim.scripted.base import Source
 
@@ -31,8 +32,6 @@ JUDGE_SOURCES = tuple(s.name for s in _JUDGE_SOURCES)
 """Sources collected only for judge training: lift_ur5e and the four PickPlace ones above."""
 
 
-INSTRUCTION_RELATIONS = ("correct", "near_miss", "other_task")
-"""How an instruction relates to a source's episode (the oracle labels each differently)."""
 
 
 def instruction_pool(relation: str, source_name: str) -> tuple[str, ...]:
