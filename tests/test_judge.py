@@ -344,6 +344,9 @@ def test_agreement_metrics():
     assert out["per_dimension"]["instruction_following"]["accuracy"] == 0
     assert out["per_dimension"]["instruction_following"]["qwk"] < 0
     assert out["per_dimension"]["manipulation_success"]["accuracy"] == 1
+    exact_if = {d: v["aggregate_spearman_if_exact"] for d, v in out["per_dimension"].items()}
+    assert out["aggregate_spearman"] < 0.99 and exact_if["instruction_following"] == pytest.approx(1)
+    assert exact_if["manipulation_success"] == pytest.approx(out["aggregate_spearman"])
     mats = confusion_matrices(worse, ref)
     assert mats[0][3, 0] == 1 and mats[0].sum() == 4 and [m.shape for m in mats] == [(t + 1, t + 1) for t in MAX_SCORES]
 

@@ -2,7 +2,8 @@
 
 References are the oracle's labels (teacher or student vs oracle) or another scorer's argmax and
 expected scores (student vs teacher). The aggregate's Spearman compares the scorer's summed expected
-scores with the reference aggregate.
+scores with the reference aggregate. Per dimension, ``aggregate_spearman_if_exact`` is that Spearman with the
+dimension's expected score replaced by the reference level: which dimension holds the ranking back.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
 
 def agreement(levels: np.ndarray, expected: np.ndarray, ref_levels: np.ndarray,
               ref_aggregate: np.ndarray | None = None) -> dict:
-    """Per-dimension exact accuracy, MAE (expected score vs reference level) and quadratic kappa,
-    their means, and the Spearman correlation of the aggregate. Arrays are (N, 6) / (N,)."""
+    """Per-dimension exact accuracy, MAE (expected score vs reference level), quadratic kappa and the
+    aggregate's Spearman if that dimension were exact; the means of the first three, and the Spearman correlation of the
+    aggregate. Arrays are (N, 6) / (N,)."""
     from roboalign_env.extras import require
 
     spearmanr = require("scipy.stats", "eval", "Spearman correlations").spearmanr
@@ -30,12 +32,15 @@ def agreement(levels: np.ndarray, expected: np.ndarray, ref_levels: np.ndarray,
     out: dict = {"n": int(len(levels)), "per_dimension": {}}
     for k, (dim, top) in enumerate(zip(DIMENSIONS, MAX_SCORES)):
         kappa = cohen_kappa_score(ref_levels[:, k], levels[:, k], labels=list(range(top + 1)), weights="quadratic")
+        exact = expected.astype(np.float64)  # a copy
+        exact[:, k] = ref_levels[:, k]
         out["per_dimension"][dim] = {
             "accuracy": float((levels[:, k] == ref_levels[:, k]).mean()),
             "mae": float(np.abs(expected[:, k] - ref_levels[:, k]).mean()),
             "qwk": float(np.nan_to_num(kappa, nan=1.0 if (levels[:, k] == ref_levels[:, k]).all() else 0.0)),
+            "aggregate_spearman_if_exact": float(spearmanr(exact.sum(1), ref_aggregate).statistic),
         }
-    for name in ("accuracy", "mae", "qwk"):
+    for name in ("accuracy", "mae", "qwk"):  # the Spearmans are not averaged: they do not add up
         out[f"mean_{name}"] = float(np.mean([v[name] for v in out["per_dimension"].values()]))
     out["aggregate_spearman"] = float(spearmanr(expected.sum(1), ref_aggregate).statistic)
     return out
