@@ -17,9 +17,9 @@ from roboalign_env.rubric import DIMENSIONS, MAX_SCORES
 
 def agreement(levels: np.ndarray, expected: np.ndarray, ref_levels: np.ndarray,
               ref_aggregate: np.ndarray | None = None) -> dict:
-    """Per-dimension exact accuracy, MAE (expected score vs reference level), quadratic kappa and the
-    aggregate's Spearman if that dimension were exact; the means of the first three, and the Spearman correlation of the
-    aggregate. Arrays are (N, 6) / (N,)."""
+    """Per dimension: exact accuracy, MAE (expected score vs reference level), quadratic kappa, and the
+    aggregate's Spearman if that dimension were exact. Then the means of the first three and the
+    aggregate's Spearman. Arrays are (N, 6) / (N,)."""
     from roboalign_env.extras import require
 
     spearmanr = require("scipy.stats", "eval", "Spearman correlations").spearmanr

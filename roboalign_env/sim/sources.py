@@ -32,8 +32,6 @@ JUDGE_SOURCES = tuple(s.name for s in _JUDGE_SOURCES)
 """Sources collected only for judge training: lift_ur5e and the four PickPlace ones above."""
 
 
-
-
 def instruction_pool(relation: str, source_name: str) -> tuple[str, ...]:
     """The instructions the bench draws for ``relation`` to an episode of ``source_name``: its own
     (``correct``), its written near misses (a wrong object or direction), or those of every other task
